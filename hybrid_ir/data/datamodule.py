@@ -1,0 +1,251 @@
+"""The LightningDataModule: training corpora -> hybrid / mono / cross batches of token ids."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from hybrid_ir.data.collate import TextTokenizer, tokenize_cached
+from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.download import ensure_dataset
+from hybrid_ir.data.jsonl import load_jsonl_corpus
+from hybrid_ir.data.lareqa import load_lareqa_corpus
+from hybrid_ir.data.samplers import MODES, HybridBatchSampler, PairRef, batch_stats, check_sampler_args
+from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.paths import default_data_root
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("lareqa", "jsonl")
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """The configured data root, or :func:`default_data_root` when ``root`` is empty."""
+    return Path(root).expanduser() if root else default_data_root()
+
+
+def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool = True) -> ParallelCorpus:
+    """Load one training dataset from its config ``spec``.
+
+    ``spec``: ``{name, format: lareqa | jsonl, languages: [..] | null, path: <file> (jsonl)}``. LAReQA data
+    is read from ``<root>/<name>/<lang>.json`` and downloaded into the cache when missing (``download``).
+    """
+    fmt = spec.get("format", "lareqa")
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"dataset {spec.get('name')!r}: format={fmt!r} is not valid; choose one of {FORMATS}"
+        )
+    if fmt == "jsonl":
+        if not spec.get("path"):
+            raise ConfigError(f"dataset {spec.get('name')!r}: format=jsonl needs a 'path' to the .jsonl file")
+        return load_jsonl_corpus(
+            Path(spec["path"]).expanduser(), spec.get("name", "jsonl"), spec.get("languages")
+        )
+    langs = list(spec.get("languages") or [])
+    if not langs:
+        raise ConfigError(f"dataset {spec.get('name')!r}: list its languages, e.g. languages: [en, de]")
+    base = resolve_root(root)
+    if download:
+        base = ensure_dataset(base, spec["name"], langs)
+    return load_lareqa_corpus(base, spec["name"], langs)
+
+
+class PairDataset(Dataset):
+    """Maps a :class:`PairRef` to the token ids of its question and passage (tokenised once, up front)."""
+
+    def __init__(self, corpora: Sequence[ParallelCorpus], tokenizer: TextTokenizer, use_cache: bool = True):
+        self.corpora = list(corpora)
+        self.q_ids: list[dict[str, list[int]]] = []
+        self.p_ids: list[dict[str, list[int]]] = []
+        for corpus in self.corpora:
+            pairs = [pair for by_pid in corpus.pairs.values() for pair in by_pid.values()]
+            tag = corpus.name.replace("/", "_")
+            self.q_ids.append(
+                tokenize_cached(tokenizer, (p.question for p in pairs), "query", tag, use_cache)
+            )
+            self.p_ids.append(
+                tokenize_cached(tokenizer, (p.passage for p in pairs), "passage", tag, use_cache)
+            )
+        self.pad = tokenizer.pad
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.corpora)
+
+    def __getitem__(self, ref: PairRef) -> dict[str, Any]:
+        corpus = self.corpora[ref.dataset]
+        question = corpus.pairs[ref.q_lang][ref.pid].question
+        passage = corpus.pairs[ref.p_lang][ref.pid].passage
+        return {
+            "q": self.q_ids[ref.dataset][question],
+            "p": self.p_ids[ref.dataset][passage],
+            "q_lang": ref.q_lang,
+            "p_lang": ref.p_lang,
+            "pid": ref.pid,
+        }
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad queries and passages to the longest in the batch: ``{q,p}_input_ids``/``_attention_mask`` [b, L]."""
+        q_ids, q_mask = self.pad([it["q"] for it in items])
+        p_ids, p_mask = self.pad([it["p"] for it in items])
+        return {
+            "q_input_ids": q_ids,
+            "q_attention_mask": q_mask,
+            "p_input_ids": p_ids,
+            "p_attention_mask": p_mask,
+            "q_lang": [it["q_lang"] for it in items],
+            "p_lang": [it["p_lang"] for it in items],
+            "pid": [it["pid"] for it in items],
+            "mono": all(it["q_lang"] == it["p_lang"] for it in items),
+        }
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position can be saved and restored (Lightning's stateful-loader protocol).
+
+    The position is the number of batches the training loop has *consumed* (``progress()``), not the number
+    the loader has prefetched, so a resumed run continues with exactly the next unseen batch.
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        sampler: HybridBatchSampler = self.batch_sampler
+        state = sampler.state_dict()
+        if self.progress is not None:
+            epoch, consumed = self.progress()
+            if consumed >= len(sampler.plan(epoch)):
+                epoch, consumed = epoch + 1, 0
+            state.update(epoch=epoch, batches_yielded=consumed)
+        return state
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
+
+
+class ParallelQADataModule(L.LightningDataModule):
+    """Builds the training batches.
+
+    Args:
+        datasets: training dataset specs (see :func:`load_corpus`); several are mixed per batch with
+            probability ∝ size**temperature.
+        root: data root (``null``: ``$HYBRID_IR_DATA`` or the default).
+        mode: ``hybrid`` | ``mono`` | ``cross``; alpha: P(monolingual batch) for ``hybrid``.
+        batch_size: the GLOBAL batch size (split evenly over DDP ranks).
+        temperature: dataset-mixing exponent; seed: sampling seed.
+        num_workers / pin_memory: DataLoader settings (workers help on GPU machines).
+        cache_tokens: keep token ids in the user cache (``<cache>/tokenized``).
+    """
+
+    def __init__(
+        self,
+        datasets: Sequence[Mapping[str, Any]],
+        root: str | None = None,
+        mode: str = "hybrid",
+        alpha: float = 0.5,
+        batch_size: int = 32,
+        temperature: float = 1.0,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_tokens: bool = True,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ConfigError(f"sampler mode {mode!r} is not valid; choose one of {', '.join(MODES)}")
+        try:
+            check_sampler_args(mode, batch_size, alpha, temperature, seed)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if not datasets:
+            raise ConfigError("data.train lists no training dataset")
+        self.specs = [dict(s) for s in datasets]
+        self.root = root
+        self.mode, self.alpha, self.batch_size = mode, alpha, batch_size
+        self.temperature, self.seed = temperature, seed
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.cache_tokens, self.download = cache_tokens, download
+        self.tokenizer: TextTokenizer | None = None
+        self.corpora: list[ParallelCorpus] = []
+        self.dataset: PairDataset | None = None
+
+    def attach_tokenizer(self, tokenizer: TextTokenizer) -> None:
+        """Use the model's tokenizer (called once the model is built)."""
+        self.tokenizer = tokenizer
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({lang for c in self.corpora for lang in c.languages})
+
+    def load_corpora(self) -> list[ParallelCorpus]:
+        if not self.corpora:
+            self.corpora = [load_corpus(spec, self.root, self.download) for spec in self.specs]
+            for corpus in self.corpora:
+                log.info(
+                    "training data %s: %d ids in %s", corpus.name, len(corpus), ", ".join(corpus.languages)
+                )
+        return self.corpora
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load_corpora()
+        if self.tokenizer is None:
+            raise RuntimeError("call attach_tokenizer() with the model's TextTokenizer before setup()")
+        if self.dataset is None:
+            self.dataset = PairDataset(self.corpora, self.tokenizer, self.cache_tokens)
+
+    def make_sampler(self, rank: int = 0, world_size: int = 1) -> HybridBatchSampler:
+        if self.batch_size < world_size or self.batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} (the global batch) must be a multiple of the number of "
+                f"ranks ({world_size}) and at least that"
+            )
+        return HybridBatchSampler(
+            self.load_corpora(),
+            self.mode,
+            self.batch_size,
+            self.alpha,
+            self.seed,
+            self.temperature,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+        def progress() -> tuple[int, int]:
+            return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+        assert self.dataset is not None, "setup() has not run"
+        return ResumableDataLoader(
+            self.dataset,
+            batch_sampler=self.make_sampler(rank, world),
+            collate_fn=self.dataset.collate,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            progress=progress if trainer is not None else None,
+        )
+
+    def preview(self, epoch: int = 0) -> dict[str, Any]:
+        """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates)."""
+        sampler = self.make_sampler()
+        plan = sampler.plan(epoch)
+        stats = batch_stats(plan, self.languages, self.corpora)
+        stats.update(
+            mode=self.mode,
+            alpha=self.alpha,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=epoch,
+            datasets=[c.name for c in self.corpora],
+        )
+        return stats

@@ -1,0 +1,175 @@
+"""A generic JSONL format for your own parallel training data.
+
+One JSON object per line (UTF-8; blank lines are skipped), for example::
+
+    {"id": "q17", "lang": "de", "question": "Wer ...?", "passage": "Der ...",
+     "context": "...", "passage_id": "p5"}
+
+Keys:
+
+* ``id`` (str, required): parallel id; records with the same ``id`` in different languages are
+  translations of one question (and its passage).
+* ``lang`` (str, required): ISO 639-1 code of the question and the passage.
+* ``question`` (str, required, non-empty): the query text.
+* ``passage`` (str, required, non-empty): the relevant passage text.
+* ``context`` (str, optional, default ``""``): text around the passage, e.g. its paragraph.
+* ``passage_id`` (str, optional, non-empty): identifies the passage across languages; ids whose
+  records share a ``passage_id`` are put in one group.
+
+Other keys are ignored. An ``(id, lang)`` pair may appear only once. Groups (see
+:class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``" and
+"same ``passage_id``": ids in one group never share a training batch, so a passage is never used as
+an in-batch negative for a question it (or a translation of it) answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from hybrid_ir.data.corpus import ParallelCorpus, QAPair
+from hybrid_ir.data.languages import check_lang, check_langs
+from hybrid_ir.utils.errors import DataError
+
+REQUIRED_KEYS = ("id", "lang", "question", "passage")
+OPTIONAL_KEYS = ("context", "passage_id")
+
+
+def group_ids(pids: Iterable[str], clusters: Iterable[Iterable[str]]) -> dict[str, int]:
+    """Union-find: merge the ids of each cluster; return ``group[pid]`` -> int.
+
+    Every id of ``pids`` gets a group (alone if in no cluster); cluster members must be in ``pids``.
+    Groups are numbered 0, 1, ... in the order of their smallest id, so the result does not depend
+    on the order of ``clusters``.
+    """
+    parent = {pid: pid for pid in pids}
+
+    def find(x: str) -> str:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for cluster in clusters:
+        members = iter(cluster)
+        first = next(members, None)
+        if first is None:
+            continue
+        a = find(first)
+        for other in members:
+            b = find(other)
+            if a != b:
+                if b < a:
+                    a, b = b, a
+                parent[b] = a
+    number: dict[str, int] = {}
+    out: dict[str, int] = {}
+    for pid in sorted(parent):
+        out[pid] = number.setdefault(find(pid), len(number))
+    return out
+
+
+def _parse_record(line: str, path: Path, lineno: int) -> dict[str, str]:
+    """Parse and type-check one JSONL line; return its fields with ``context`` defaulted to ``""``."""
+    record = f"line {lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, record, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataError(
+            path, record, f"expected a JSON object with keys {list(REQUIRED_KEYS)}, got {type(obj).__name__}"
+        )
+    out: dict[str, str] = {}
+    for key in REQUIRED_KEYS:
+        if key not in obj:
+            raise DataError(path, record, f"missing key {key!r}; required keys: {list(REQUIRED_KEYS)}")
+        value = obj[key]
+        if not isinstance(value, str):
+            raise DataError(path, record, f"key {key!r} must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise DataError(path, record, f"key {key!r} is empty; expected non-empty text")
+        out[key] = value
+    for key in OPTIONAL_KEYS:
+        if key in obj:
+            value = obj[key]
+            if not isinstance(value, str):
+                raise DataError(path, record, f"key {key!r} must be a string, got {type(value).__name__}")
+            if key == "passage_id" and not value.strip():
+                raise DataError(path, record, "key 'passage_id' is empty; omit it or give a non-empty id")
+            out[key] = value
+    out.setdefault("context", "")
+    check_lang(out["lang"], path, record)
+    return out
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """Return ``(line number, text)`` for each non-blank line, decoding UTF-8 line by line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "file", "not found; expected a JSONL file of training records") from None
+    lines = []
+    for lineno, chunk in enumerate(raw.splitlines(), start=1):
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                path, f"line {lineno}", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+        if text.strip():
+            lines.append((lineno, text))
+    return lines
+
+
+def load_jsonl_corpus(
+    path: str | Path, name: str, languages: str | Iterable[str] | None = None
+) -> ParallelCorpus:
+    """Read a JSONL training file (schema in the module docstring) into a :class:`ParallelCorpus`.
+
+    ``languages`` keeps only records in those languages (each must occur in the file); ``None`` keeps all.
+    Raises :class:`DataError` naming the file and line for any malformed record.
+    """
+    path = Path(path)
+    wanted = None if languages is None else set(check_langs(languages, path))
+    pairs: dict[str, dict[str, QAPair]] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    passage_ids: dict[str, list[str]] = {}
+    for lineno, text in _read_lines(path):
+        rec = _parse_record(text, path, lineno)
+        key = (rec["id"], rec["lang"])
+        if key in first_line:
+            raise DataError(
+                path,
+                f"line {lineno}",
+                f"duplicate (id, lang) = {key!r}, first seen on line {first_line[key]}",
+            )
+        first_line[key] = lineno
+        if wanted is not None and rec["lang"] not in wanted:
+            continue
+        pairs.setdefault(rec["lang"], {})[rec["id"]] = QAPair(
+            pid=rec["id"],
+            lang=rec["lang"],
+            question=rec["question"],
+            passage=rec["passage"],
+            context=rec["context"],
+        )
+        if "passage_id" in rec:
+            passage_ids.setdefault(rec["passage_id"], []).append(rec["id"])
+    if not pairs:
+        raise DataError(path, "file", "no records; expected one JSON object per line")
+    if wanted is not None:
+        missing = sorted(wanted - set(pairs))
+        if missing:
+            raise DataError(path, "languages", f"no records in {missing}; the file has {sorted(pairs)}")
+    ids = {pid for by_pid in pairs.values() for pid in by_pid}
+    return ParallelCorpus(
+        name=name,
+        languages=sorted(pairs),
+        pairs=pairs,
+        group=group_ids(ids, passage_ids.values()),
+        source=str(path),
+    )

@@ -1,0 +1,141 @@
+"""Reader for MIRACL v1.0 dev topics, qrels and (optionally) a passage corpus.
+
+Files (as in Anserini/Pyserini's ``tools`` repository):
+
+* ``<root>/miracl/topics/topics.miracl-v1.0-<lang>-dev.tsv``: ``qid<TAB>query`` per line;
+* ``<root>/miracl/qrels/qrels.miracl-v1.0-<lang>-dev.tsv``: TREC qrels ``qid Q0 docid rel`` (rel 0 or 1;
+  0 = judged non-relevant, kept so that metrics can tell judged from unjudged);
+* a corpus in MIRACL's JSONL format (``miracl-corpus-v1.0-<lang>``, optionally gzip-compressed), one
+  ``{"docid": str, "title": str, "text": str}`` per line. A passage's text is ``title + " " + text``
+  (just ``text`` when the title is empty), as Pyserini's MIRACL dense baselines encode it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from hybrid_ir.data.languages import check_lang
+from hybrid_ir.utils.errors import DataError
+
+Topics = dict[str, str]
+Qrels = dict[str, dict[str, int]]
+
+
+def topics_file(root: str | Path, lang: str) -> Path:
+    """``<root>/miracl/topics/topics.miracl-v1.0-<lang>-dev.tsv``."""
+    return Path(root) / "miracl" / "topics" / f"topics.miracl-v1.0-{lang}-dev.tsv"
+
+
+def qrels_file(root: str | Path, lang: str) -> Path:
+    """``<root>/miracl/qrels/qrels.miracl-v1.0-<lang>-dev.tsv``."""
+    return Path(root) / "miracl" / "qrels" / f"qrels.miracl-v1.0-{lang}-dev.tsv"
+
+
+def _lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line of a UTF-8 text file (plain or ``.gz``)."""
+    if not path.is_file():
+        raise DataError(path, "file", f"not found; expected the {what}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(path, f"line {lineno}", f"not valid UTF-8 ({exc.reason})") from None
+            if text.strip():
+                out.append((lineno, text))
+    return out
+
+
+def read_topics(path: str | Path) -> Topics:
+    """Parse a topics TSV: ``qid<TAB>query`` per line -> ``{qid: query}``."""
+    path = Path(path)
+    topics: Topics = {}
+    for lineno, text in _lines(path, "MIRACL topics TSV (qid<TAB>query)"):
+        qid, sep, query = text.partition("\t")
+        if not sep or not qid.strip() or not query.strip():
+            raise DataError(
+                path, f"line {lineno}", f"expected 'qid<TAB>query' with both non-empty, got {text!r}"
+            )
+        if qid in topics:
+            raise DataError(path, f"line {lineno}", f"duplicate query id {qid!r}")
+        topics[qid] = query
+    return topics
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """Parse TREC qrels: ``qid Q0 docid rel`` per line -> ``{qid: {docid: rel}}``."""
+    path = Path(path)
+    qrels: Qrels = {}
+    for lineno, text in _lines(path, "TREC qrels file (qid Q0 docid rel)"):
+        fields = text.split()
+        record = f"line {lineno}"
+        if len(fields) != 4:
+            raise DataError(
+                path, record, f"expected 4 fields 'qid Q0 docid rel', got {len(fields)}: {text!r}"
+            )
+        qid, _, docid, rel = fields
+        try:
+            grade = int(rel)
+        except ValueError:
+            raise DataError(path, record, f"relevance {rel!r} is not an integer") from None
+        by_doc = qrels.setdefault(qid, {})
+        if docid in by_doc:
+            raise DataError(path, record, f"duplicate judgement for query {qid!r}, document {docid!r}")
+        by_doc[docid] = grade
+    return qrels
+
+
+def read_corpus(path: str | Path) -> dict[str, str]:
+    """Parse a MIRACL JSONL corpus -> ``{docid: title + " " + text}`` (see the module docstring)."""
+    path = Path(path)
+    corpus: dict[str, str] = {}
+    for lineno, text in _lines(path, 'MIRACL corpus JSONL ({"docid", "title", "text"} per line)'):
+        record = f"line {lineno}"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, record, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, record, "expected a JSON object with keys 'docid', 'title', 'text'")
+        for key in ("docid", "text"):
+            if not isinstance(obj.get(key), str) or not obj[key].strip():
+                raise DataError(path, record, f"key {key!r} missing or not a non-empty string")
+        title = obj.get("title", "")
+        if not isinstance(title, str):
+            raise DataError(path, record, f"key 'title' must be a string, got {type(title).__name__}")
+        docid = obj["docid"]
+        if docid in corpus:
+            raise DataError(path, record, f"duplicate docid {docid!r}")
+        corpus[docid] = f"{title} {obj['text']}" if title.strip() else obj["text"]
+    return corpus
+
+
+def load_miracl(
+    root: str | Path, lang: str, corpus_path: str | Path | None = None
+) -> tuple[Topics, Qrels, dict[str, str] | None]:
+    """Load MIRACL v1.0 dev data for one language: ``(topics, qrels, corpus)``.
+
+    ``topics[qid]`` = query text; ``qrels[qid][docid]`` = 0/1 judgement; ``corpus[docid]`` = passage text,
+    or ``None`` when ``corpus_path`` is not given. Every qrels query id must be a topic.
+    """
+    check_lang(lang, Path(root) / "miracl", "lang")
+    tfile = topics_file(root, lang)
+    if not tfile.is_file():
+        have = sorted(p.name.split("-")[2] for p in tfile.parent.glob("topics.miracl-v1.0-*-dev.tsv"))
+        raise DataError(
+            tfile,
+            f"miracl [{lang}]",
+            f"not found under data root {Path(root)} (languages present: {have or 'none'})",
+        )
+    topics = read_topics(tfile)
+    qfile = qrels_file(root, lang)
+    qrels = read_qrels(qfile)
+    unknown = sorted(set(qrels) - set(topics))
+    if unknown:
+        raise DataError(qfile, f"query {unknown[0]!r}", f"{len(unknown)} judged query ids are not in {tfile}")
+    corpus = None if corpus_path is None else read_corpus(corpus_path)
+    return topics, qrels, corpus

@@ -1,0 +1,107 @@
+"""Figures of evaluation results, written as PNG files (Agg, no display).
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, not through ``pyplot``: they are
+never registered in pyplot's global figure list, so nothing needs closing and nothing leaks; the
+returned Figure is freed with its last reference (and can be logged, e.g. ``wandb.Image(fig)``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hybrid_ir.utils.io import atomic_write
+
+
+def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def plot_pair_heatmap(
+    matrix: Sequence[Sequence[float | None]],
+    langs: Sequence[str],
+    path: str | os.PathLike,
+    title: str,
+    *,
+    fmt: str = ".2f",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Figure:
+    """Annotated heatmap of a ``[query language][passage language]`` matrix (e.g. mAP), saved as PNG.
+
+    Args:
+        matrix: ``[L][L]`` values, ``None`` (or NaN) for an absent pair (shown blank, marked ``n/a``).
+        langs: the ``L`` languages, in the order of the rows and columns.
+        path: the PNG file to write.
+        title: the figure title.
+        fmt: format of the cell annotations.
+        vmin, vmax: colour range; by default the range of the values present.
+
+    Returns:
+        the Figure.
+    """
+    values = np.array([[math.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
+    n = len(langs)
+    if values.shape != (n, n):
+        raise ValueError(f"matrix must be {n}x{n} for {n} languages, got shape {values.shape}")
+    side = max(4.0, 0.55 * n + 2.0)
+    fig = Figure(figsize=(side + 1.0, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=vmin, vmax=vmax)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), labels=list(langs))
+    ax.set_yticks(range(n), labels=list(langs))
+    ax.set_xlabel("passage language")
+    ax.set_ylabel("query language")
+    ax.set_title(title)
+    low, high = image.get_clim()
+    middle = (low + high) / 2
+    for row in range(n):
+        for col in range(n):
+            value = values[row, col]
+            if math.isnan(value):
+                ax.text(col, row, "n/a", ha="center", va="center", color="grey", fontsize=8)
+            else:
+                colour = "black" if value > middle else "white"
+                ax.text(col, row, format(value, fmt), ha="center", va="center", color=colour, fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return fig
+
+
+def plot_per_language_bars(
+    values: Mapping[str, float], path: str | os.PathLike, title: str, ylabel: str, *, fmt: str = ".2f"
+) -> Figure:
+    """Bar chart of one value per language (in the mapping's order), each bar labelled, saved as PNG.
+
+    Args:
+        values: ``{language: value}``; NaN values give an empty bar.
+        path: the PNG file to write.
+        title, ylabel: figure title and y-axis label.
+        fmt: format of the bar labels.
+
+    Returns:
+        the Figure.
+    """
+    langs = list(values)
+    heights = [float(values[lang]) for lang in langs]
+    fig = Figure(figsize=(max(4.0, 0.5 * len(langs) + 2.0), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(langs)), heights, color="tab:blue")
+    ax.bar_label(bars, labels=[format(h, fmt) for h in heights], fontsize=8, padding=2)
+    ax.set_xticks(range(len(langs)), labels=langs)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return fig

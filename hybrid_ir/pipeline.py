@@ -1,0 +1,139 @@
+"""What ``train.py`` and ``evaluate.py`` run: build everything from the Hydra config, validate it first."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
+from hybrid_ir.evaluation.runner import EvalConfig, Evaluator
+from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from hybrid_ir.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def world_size_of(trainer_cfg: DictConfig) -> int:
+    """Ranks the trainer config asks for: devices × num_nodes (``devices: -1`` counts visible GPUs)."""
+    devices = trainer_cfg.get("devices", 1)
+    if devices in (-1, "auto", "-1"):
+        devices = max(1, torch.cuda.device_count()) if trainer_cfg.get("accelerator") == "gpu" else 1
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        devices = len(devices)
+    return int(devices) * int(trainer_cfg.get("num_nodes", 1) or 1)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``"last"`` -> ``<output_dir>/checkpoints/last.ckpt`` (rerun with the same ``hydra.run.dir``); an explicit
+    path must exist."""
+    if not ckpt_path:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path).expanduser()
+    if not path.is_file():
+        hint = " (to resume, rerun with the old run's hydra.run.dir=<dir>)" if ckpt_path == "last" else ""
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Checks that need no model: batch size vs ranks; the sampler and data settings are checked when the
+    DataModule is built, the evaluation datasets by the evaluator's ``validate``."""
+    world = world_size_of(cfg.trainer)
+    batch = cfg.data.batch_size
+    if not isinstance(batch, int) or batch < world or batch % world:
+        raise ConfigError(
+            f"data.batch_size={batch!r} is the global batch: it must be a positive multiple of the number of "
+            f"ranks (devices × num_nodes = {world})"
+        )
+
+
+def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any]:
+    """Plan one epoch of batches without a model; print a summary and write ``batch_stats.json``."""
+    datamodule.load_corpora()
+    stats = datamodule.preview()
+    atomic_write_json(output_dir / "batch_stats.json", stats)
+    langs = stats["languages"]
+    width = max(len(x) for x in langs) + 2
+    lines = [
+        f"dry run: {stats['batches']} batches of {stats['batch_size']} ({stats['mode']}, alpha={stats['alpha']}): "
+        f"{stats['kinds']['mono']} mono, {stats['kinds']['cross']} cross; duplicates {stats['duplicate_pids']}, "
+        f"group clashes {stats['group_clashes']}, dropped ids {stats['dropped_pids']}",
+        "query lang \\ passage lang counts:",
+        " " * width + "".join(f"{x:>{width + 3}}" for x in langs),
+    ]
+    for lang, row in zip(langs, stats["lang_pairs"], strict=True):
+        lines.append(f"{lang:<{width}}" + "".join(f"{n:>{width + 3}}" for n in row))
+    print("\n".join(lines))
+    print(f"batch stats written to {output_dir / 'batch_stats.json'}")
+    return stats
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or dry-run) as configured; returns the last evaluation's scalars (for sweepers)."""
+    output_dir = Path(cfg.paths.output_dir)
+    validate_train_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: ParallelQADataModule = instantiate(cfg.datamodule)
+    if cfg.get("dry_run"):
+        return dry_run(datamodule, output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    for cb in callbacks:
+        if isinstance(cb, ZeroShotEvalCallback):
+            cb.evaluator.validate()
+    datamodule.load_corpora()
+    encoder: Encoder = instantiate(cfg.model)
+    module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
+    datamodule.attach_tokenizer(encoder.text_tokenizer)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
+
+
+def load_checkpoint_weights(encoder: Encoder, ckpt_path: str) -> None:
+    """Copy the encoder weights of a ``train.py`` Lightning checkpoint into ``encoder`` (``weights_only`` load:
+    a checkpoint never runs code)."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    weights = {k[len("encoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
+    if not weights:
+        raise ConfigError(f"ckpt_path={ckpt_path!r} holds no encoder weights (is it a hybrid_ir checkpoint?)")
+    missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} does not match model {encoder.name_or_path!r}: "
+            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; pick the model config it was trained with"
+        )
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a pretrained model, a directory (``model.name_or_path``) or a checkpoint (``ckpt_path``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.eval, resolve=True))
+    evaluator = Evaluator(eval_cfg, output_dir)
+    evaluator.validate()
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    encoder: Encoder = instantiate(cfg.model)
+    if ckpt_path:
+        load_checkpoint_weights(encoder, ckpt_path)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    tag = "checkpoint" if ckpt_path else "pretrained"
+    results = evaluator.run(encoder, tag=tag)
+    print(evaluator.format_table(evaluator.records))
+    print(f"metrics written to {output_dir / 'metrics.json'}")
+    for lg in loggers:
+        for name, res in results.items():
+            lg.log_metrics({f"eval/{name}/{k}": v for k, v in res["scalars"].items()})
+        lg.finalize("success")
+    return results

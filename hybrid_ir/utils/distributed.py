@@ -1,0 +1,75 @@
+"""Process-group helpers: rank/world size and an all-gather that carries gradients back to the owning rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group; ``(0, 1)`` when not running distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: Tensor, check_sizes: bool = True) -> Tensor:
+    """Concatenate ``x`` ``[B, ...]`` from every rank in rank order: ``[W * B, ...]``, differentiable.
+
+    Identity when not distributed or with world size 1. The backward all-reduces (sums) the gradient
+    of the gathered tensor over all ranks and returns to each rank the rows it owns, so gradients flow
+    back to the rank that computed each row. (This is what ``torch.distributed.nn.functional.all_gather``
+    does; that function is deprecated from torch 2.13 on and its suggested replacement is private, so a
+    small autograd function on the public ``all_gather``/``all_reduce`` is used instead.)
+
+    Every rank must pass the same shape. With ``check_sizes`` the shapes are all-gathered first (one
+    extra tiny collective) and a ``ValueError`` naming them is raised on every rank on mismatch;
+    without it a mismatch fails inside the collective or hangs.
+
+    Semantics under DDP: rank ``r`` holds local queries ``q_r`` and computes
+    ``L_r = loss(q_r, gather_with_grad(p), q_offset=r * B)``, the mean over its local queries against
+    the global passages, so ``mean_r L_r`` is the single-process loss ``L`` of the global batch. The
+    backward of the gather gives rank ``r`` the gradient ``sum_{r'} dL_{r'}/dp_r`` for its passages,
+    so rank ``r``'s parameter gradient is the part of ``d(sum_{r'} L_{r'})/dθ`` that flows through the
+    embeddings rank ``r`` computed. DDP then averages over the ``W`` ranks; the parts add up to
+    ``(1/W) d(sum_r L_r)/dθ = dL/dθ``: exactly the gradient of the single-process loss over the global
+    batch. (The same holds for the gathered queries that the symmetric loss takes as ``q_global``.)
+    """
+    _, world = world_info()
+    if world == 1:
+        return x
+    if check_sizes:
+        _check_equal_shapes(x, world)
+    return _AllGatherWithGrad.apply(x)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """``[B, ...]`` per rank -> ``[W * B, ...]`` in rank order; backward: sum over ranks, keep own rows."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.rank, world = world_info()
+        ctx.rows = x.shape[0]
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def _check_equal_shapes(x: Tensor, world: int) -> None:
+    """All-gather ``x.shape`` and raise ``ValueError`` (on every rank) unless all ranks agree."""
+    shape = torch.tensor(x.shape, dtype=torch.long, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    as_tuples = [tuple(s.tolist()) for s in shapes]
+    if len(set(as_tuples)) != 1:
+        raise ValueError(f"gather_with_grad needs the same shape on every rank, got (by rank) {as_tuples}")

@@ -1,0 +1,29 @@
+"""Hardware checks, e.g. whether bf16 autocast is fast here."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX or AVX-512-BF16). Without them PyTorch
+    emulates bf16 matmuls, which is orders of magnitude slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in BF16_CPU_FLAGS)
+
+
+def best_precision(accelerator: str = "auto") -> str:
+    """The Lightning ``precision`` to use: ``bf16-mixed`` on a bf16-capable GPU or CPU, else ``32-true``."""
+    use_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"

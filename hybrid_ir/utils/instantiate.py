@@ -1,0 +1,93 @@
+"""Build callbacks and loggers from config (lightning-hydra-template style), with safe W&B fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used by ``conf/``: ``${best_precision:cpu|gpu}``."""
+    from hybrid_ir.utils.hardware import best_precision
+
+    if not OmegaConf.has_resolver("best_precision"):
+        OmegaConf.register_new_resolver("best_precision", best_precision)
+
+
+def instantiate_callbacks(cfg: Mapping[str, Any] | None) -> list[L.Callback]:
+    """One callback per entry of the ``callbacks`` group that has a ``_target_``."""
+    return [instantiate(c) for c in (cfg or {}).values() if isinstance(c, Mapping) and "_target_" in c]
+
+
+def run_identity() -> tuple[str | None, str | None]:
+    """``(group, name)`` for experiment trackers: in a multirun the sweep directory's name and the job's
+    overrides (``sampler=hybrid,seed=1``); in a single run ``(None, None)``."""
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None, None
+    group = f"{hc.job.name}-{Path(hc.sweep.dir).name}"
+    name = hc.job.override_dirname or f"job{hc.job.num}"
+    return group, name
+
+
+def instantiate_loggers(cfg: Mapping[str, Any] | None) -> list[Logger]:
+    """Loggers from the ``logger`` group. W&B runs offline unless configured otherwise; when W&B cannot start
+    (not installed, misconfigured, no network for an online run) training goes on with an offline run, or
+    without W&B, and says so."""
+    loggers: list[Logger] = []
+    group, name = run_identity()
+    for key, conf in (cfg or {}).items():
+        if not isinstance(conf, Mapping) or "_target_" not in conf:
+            continue
+        conf = (
+            OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
+            if isinstance(conf, DictConfig)
+            else conf
+        )
+        if "WandbLogger" in str(conf["_target_"]):
+            loggers.extend(_wandb_logger(conf, group, name))
+            continue
+        loggers.append(instantiate(conf))
+        log.info("logger %s: %s", key, conf["_target_"])
+    return loggers
+
+
+def _wandb_logger(conf: DictConfig, group: str | None, name: str | None) -> list[Logger]:
+    with open_dict(conf):
+        conf.group = conf.get("group") or group
+        conf.name = conf.get("name") or name
+    if conf.get("offline", True):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    try:
+        wandb_logger = instantiate(conf)
+        _ = wandb_logger.experiment  # start the run now, so a failure shows here and not mid-training
+        return [wandb_logger]
+    except Exception as err:
+        if conf.get("offline", True):
+            log.warning("W&B could not start (%s); training goes on without W&B", err)
+            return []
+        log.warning("W&B could not start online (%s); falling back to an offline run", err)
+        with open_dict(conf):
+            conf.offline = True
+        os.environ["WANDB_MODE"] = "offline"
+        try:
+            wandb_logger = instantiate(conf)
+            _ = wandb_logger.experiment
+            return [wandb_logger]
+        except Exception as err2:
+            log.warning("W&B offline could not start either (%s); training goes on without W&B", err2)
+            return []

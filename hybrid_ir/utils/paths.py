@@ -1,0 +1,35 @@
+"""Where data and caches live: one place to resolve the data root and the user cache directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ENV = "HYBRID_IR_DATA"
+CACHE_ENV = "HYBRID_IR_CACHE"
+
+
+def cache_dir(sub: str | None = None) -> Path:
+    """The user cache directory: ``$HYBRID_IR_CACHE``, else ``$XDG_CACHE_HOME/hybrid_ir``, else
+    ``~/.cache/hybrid_ir``. ``sub`` names a subfolder, created on demand."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        base = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "hybrid_ir"
+    path = base / sub if sub else base
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_data_root() -> Path:
+    """The data root: ``$HYBRID_IR_DATA`` if set, else the ``shared/data`` folder beside the checkout
+    when it exists, else ``<cache>/data`` (where loaders download missing datasets)."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    return cache_dir("data")

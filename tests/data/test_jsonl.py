@@ -1,0 +1,112 @@
+"""Tests for the generic JSONL training format and the union-find grouping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hybrid_ir.data import jsonl
+from hybrid_ir.data.jsonl import group_ids, load_jsonl_corpus
+from hybrid_ir.utils.errors import DataError
+
+
+def rec(pid: str, lang: str, **extra) -> dict:
+    return {"id": pid, "lang": lang, "question": f"Q {pid} {lang}", "passage": f"P {pid} {lang}", **extra}
+
+
+def write_lines(tmp_path: Path, lines: list) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        "\n".join(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False) for line in lines)
+        + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+GOOD = [
+    rec("a", "en", context="ctx a", passage_id="P1"),
+    rec("a", "de", passage_id="P1"),
+    rec("b", "en", passage_id="P1"),
+    rec("c", "en"),
+    "",
+    rec("c", "fr", context="ctx c"),
+    rec("d", "de", passage_id="P2", extra_key=[1, 2]),
+]
+
+
+def test_reads_pairs_languages_and_groups(tmp_path):
+    corpus = load_jsonl_corpus(write_lines(tmp_path, GOOD), "mine")
+    assert corpus.name == "mine" and corpus.languages == ["de", "en", "fr"]
+    assert corpus.pids == ["a", "b", "c", "d"]
+    assert corpus.pairs["en"]["a"].context == "ctx a"
+    assert corpus.pairs["de"]["a"].context == ""
+    assert corpus.pairs["fr"]["c"].passage == "P c fr"
+    assert corpus.langs_of("c") == ["en", "fr"]
+    assert corpus.group["a"] == corpus.group["b"]
+    assert len({corpus.group["a"], corpus.group["c"], corpus.group["d"]}) == 3
+    assert corpus.source.endswith("train.jsonl")
+
+
+def test_language_filter(tmp_path):
+    path = write_lines(tmp_path, GOOD)
+    corpus = load_jsonl_corpus(path, "mine", languages=["en", "fr"])
+    assert corpus.languages == ["en", "fr"] and corpus.pids == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"no records in \['es'\]"):
+        load_jsonl_corpus(path, "mine", languages=["en", "es"])
+    with pytest.raises(DataError, match="unknown language code 'xx'"):
+        load_jsonl_corpus(path, "mine", languages=["xx"])
+
+
+BAD = {
+    "invalid json": ('{"id": "x", "lang": "en",', "line 2", "invalid JSON"),
+    "not an object": ('["x", "en"]', "line 2", "JSON object"),
+    "missing key": ({"id": "x", "lang": "en", "question": "q"}, "line 2", "missing key 'passage'"),
+    "empty question": (rec("x", "en") | {"question": "  "}, "line 2", "'question' is empty"),
+    "wrong type": (rec("x", "en") | {"passage": 3}, "line 2", "'passage' must be a string, got int"),
+    "wrong context type": (rec("x", "en", context=None), "line 2", "'context' must be a string"),
+    "empty passage_id": (rec("x", "en", passage_id=""), "line 2", "'passage_id' is empty"),
+    "unknown lang": (rec("x", "english"), "line 2", "unknown language code 'english'"),
+    "duplicate": (rec("a", "en"), "line 2", "duplicate (id, lang) = ('a', 'en'), first seen on line 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_record_names_file_and_line(tmp_path, case):
+    line, where, problem = BAD[case]
+    path = write_lines(tmp_path, [rec("a", "en"), line, rec("z", "en")])
+    with pytest.raises(DataError) as info:
+        load_jsonl_corpus(path, "mine")
+    assert str(info.value).startswith(f"{path}: {where}: ")
+    assert problem in str(info.value)
+
+
+def test_bad_utf8_empty_and_missing_file(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(json.dumps(rec("a", "en")).encode() + b"\n\xff\xfe\n")
+    with pytest.raises(DataError, match="line 2: not valid UTF-8"):
+        load_jsonl_corpus(path, "mine")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(DataError, match="no records"):
+        load_jsonl_corpus(empty, "mine")
+    with pytest.raises(DataError, match="not found"):
+        load_jsonl_corpus(tmp_path / "absent.jsonl", "mine")
+
+
+def test_group_ids_is_union_find_and_order_independent():
+    pids = ["a", "b", "c", "d", "e", "f"]
+    groups = group_ids(pids, [["e", "c"], ["c", "a"], ["f"], []])
+    assert groups["a"] == groups["c"] == groups["e"]
+    assert len({groups["a"], groups["b"], groups["d"], groups["f"]}) == 4
+    assert sorted(set(groups.values())) == [0, 1, 2, 3]
+    assert group_ids(reversed(pids), [["a", "c"], ["e", "c"]]) == groups
+    chain = group_ids([str(i) for i in range(100)], [[str(i), str(i + 1)] for i in range(99)])
+    assert set(chain.values()) == {0}
+
+
+def test_module_docstring_states_the_schema():
+    for key in ("id", "lang", "question", "passage", "context", "passage_id"):
+        assert f"``{key}``" in jsonl.__doc__

@@ -1,0 +1,378 @@
+"""Tests for the hybrid / mono / cross batch planner and the distributed batch sampler."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+from torch.utils.data import DataLoader
+
+from hybrid_ir.data.corpus import ParallelCorpus, QAPair
+from hybrid_ir.data.lareqa import load_lareqa_corpus
+from hybrid_ir.data.samplers import (
+    BatchInfo,
+    HybridBatchSampler,
+    PairRef,
+    batch_stats,
+    plan_epoch,
+)
+from hybrid_ir.utils.paths import default_data_root
+
+NINE = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
+MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
+
+
+def make_corpus(
+    n: int,
+    langs: list[str],
+    name: str = "gen",
+    group_sizes: list[int] | None = None,
+    subsets: bool = False,
+    seed: int = 0,
+) -> ParallelCorpus:
+    """``n`` pids in all of ``langs`` (or, with ``subsets``, in a random non-empty subset of them).
+    ``group_sizes`` cycles through the sizes of consecutive groups (default: every pid alone)."""
+    rng = np.random.default_rng(seed)
+    pairs: dict[str, dict[str, QAPair]] = {lang: {} for lang in langs}
+    group: dict[str, int] = {}
+    sizes = group_sizes or [1]
+    g, left, k = 0, sizes[0], 0
+    for i in range(n):
+        pid = f"{name}-{i:06d}"
+        present = langs
+        if subsets:
+            present = [lang for lang in langs if rng.random() < 0.5] or [langs[int(rng.integers(len(langs)))]]
+        for lang in present:
+            pairs[lang][pid] = QAPair(pid, lang, f"q {pid} {lang}", f"p {pid} {lang}")
+        if left == 0:
+            g, k = g + 1, k + 1
+            left = sizes[k % len(sizes)]
+        group[pid] = g
+        left -= 1
+    return ParallelCorpus(name=name, languages=sorted(langs), pairs=pairs, group=group)
+
+
+def binomial_ok(successes: int, trials: int, p: float, z: float = 4.5) -> bool:
+    """``|successes / trials - p| <= z * sqrt(p (1 - p) / trials)``."""
+    return abs(successes / trials - p) <= z * math.sqrt(p * (1 - p) / trials)
+
+
+def check_batch(info: BatchInfo, batch: list[PairRef], corpora: list[ParallelCorpus], size: int) -> None:
+    """Assert the invariants of one batch, independently of ``batch_stats``."""
+    assert len(batch) == size
+    corpus = corpora[info.dataset]
+    assert all(ref.dataset == info.dataset for ref in batch)
+    assert len({ref.pid for ref in batch}) == size, "a pid twice in one batch"
+    assert len({corpus.group[ref.pid] for ref in batch}) == size, "two pids of one group in one batch"
+    for ref in batch:
+        langs = corpus.langs_of(ref.pid)
+        assert ref.q_lang in langs and ref.p_lang in langs
+        if info.kind == "mono":
+            assert ref.q_lang == ref.p_lang == info.lang
+        else:
+            assert info.lang is None and ref.q_lang != ref.p_lang
+
+
+def check_plan(plan, corpora: list[ParallelCorpus], size: int) -> None:
+    """Every batch valid, every pid at most once, used + dropped = all pids."""
+    used = Counter()
+    for info, batch in plan:
+        check_batch(info, batch, corpora, size)
+        used.update((ref.dataset, ref.pid) for ref in batch)
+    assert max(used.values()) == 1
+    for d, corpus in enumerate(corpora):
+        n_used = sum(1 for key in used if key[0] == d)
+        assert n_used + plan.dropped[d] == len(corpus)
+
+
+@pytest.fixture(scope="module")
+def full4() -> ParallelCorpus:
+    return make_corpus(12000, ["de", "en", "es", "fr"], name="full4")
+
+
+@pytest.fixture(scope="module")
+def grouped() -> ParallelCorpus:
+    return make_corpus(3000, ["de", "en", "fr"], name="grouped", group_sizes=[1, 3, 2, 6, 1, 4])
+
+
+@pytest.fixture(scope="module")
+def sparse() -> ParallelCorpus:
+    """MLQA-R-like: each pid exists in a random subset of the languages (some in only one)."""
+    return make_corpus(3000, ["ar", "de", "en", "hi"], name="sparse", group_sizes=[1, 2, 3], subsets=True)
+
+
+@pytest.fixture(scope="module")
+def xquad() -> ParallelCorpus:
+    root = default_data_root()
+    if not (root / "xquad-r" / "en.json").is_file():
+        pytest.skip(f"XQuAD-R not found under {root}")
+    return load_lareqa_corpus(root, "xquad-r", NINE)
+
+
+@pytest.fixture(scope="module")
+def mlqa() -> ParallelCorpus:
+    root = default_data_root()
+    if not (root / "mlqa-r" / "en.json").is_file():
+        pytest.skip(f"MLQA-R not found under {root}")
+    return load_lareqa_corpus(root, "mlqa-r", MLQA_LANGS)
+
+
+@pytest.mark.parametrize("mode", ["mono", "cross", "hybrid"])
+def test_batch_purity_and_invariants_on_generated_data(mode, grouped):
+    plan = plan_epoch([grouped], mode, 16, 0.5, seed=3, epoch=0)
+    check_plan(plan, [grouped], 16)
+    stats = batch_stats(plan, grouped.languages, [grouped])
+    matrix = np.array(stats["lang_pairs"])
+    diagonal, total = int(np.trace(matrix)), int(matrix.sum())
+    if mode == "mono":
+        assert diagonal == total > 0 and stats["kinds"]["cross"] == 0
+    elif mode == "cross":
+        assert diagonal == 0 < total and stats["kinds"]["mono"] == 0
+    else:
+        assert 0 < diagonal < total
+    assert (
+        stats["impure_pairs"]
+        == stats["duplicate_pids"]
+        == stats["reused_pids"]
+        == stats["group_clashes"]
+        == 0
+    )
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
+def test_alpha_is_the_share_of_mono_batches(alpha, full4):
+    plan = plan_epoch([full4], "hybrid", 8, alpha, seed=1, epoch=0)
+    mono = sum(info.kind == "mono" for info, _ in plan)
+    assert len(plan) == 1500
+    assert binomial_ok(mono, len(plan), alpha)
+
+
+def test_alpha_one_is_mono_and_zero_is_cross(grouped):
+    assert plan_epoch([grouped], "hybrid", 8, 1.0, 5, 2) == plan_epoch([grouped], "mono", 8, 0.5, 5, 2)
+    assert plan_epoch([grouped], "hybrid", 8, 0.0, 5, 2) == plan_epoch([grouped], "cross", 8, 0.5, 5, 2)
+
+
+def test_mono_language_and_cross_language_pair_are_uniform(full4):
+    langs = full4.languages
+    mono = plan_epoch([full4], "mono", 8, 0.5, seed=2, epoch=0)
+    per_lang = Counter(info.lang for info, _ in mono)
+    assert all(binomial_ok(per_lang[lang], len(mono), 1 / len(langs)) for lang in langs)
+    cross = plan_epoch([full4], "cross", 8, 0.5, seed=2, epoch=0)
+    counts = Counter((ref.q_lang, ref.p_lang) for _, batch in cross for ref in batch)
+    n_pairs = sum(counts.values())
+    ordered = [(q, p) for q in langs for p in langs if q != p]
+    assert set(counts) == set(ordered)
+    assert all(binomial_ok(counts[key], n_pairs, 1 / len(ordered)) for key in ordered)
+
+
+@pytest.mark.parametrize("mode", ["mono", "cross", "hybrid"])
+def test_leftover_pids_cannot_fill_another_batch(mode, grouped, sparse):
+    """Deferred pids are not lost: after the epoch, no batch key has B distinct groups left."""
+    size = 32
+    corpora = [grouped, sparse]
+    plan = plan_epoch(corpora, mode, size, 0.5, seed=7, epoch=0)
+    check_plan(plan, corpora, size)
+    used = {(ref.dataset, ref.pid) for _, batch in plan for ref in batch}
+    for d, corpus in enumerate(corpora):
+        left = [pid for pid in corpus.pids if (d, pid) not in used]
+        if mode != "cross":
+            for lang in corpus.languages:
+                groups = {corpus.group[pid] for pid in left if lang in corpus.langs_of(pid)}
+                assert len(groups) < size
+        if mode != "mono":
+            groups = {corpus.group[pid] for pid in left if len(corpus.langs_of(pid)) >= 2}
+            assert len(groups) < size
+
+
+def test_languages_missing_for_some_pids(sparse):
+    single = {pid for pid in sparse.pids if len(sparse.langs_of(pid)) == 1}
+    assert single, "the fixture should contain single-language pids"
+    cross = plan_epoch([sparse], "cross", 16, 0.5, seed=0, epoch=0)
+    check_plan(cross, [sparse], 16)
+    assert not single & {ref.pid for _, batch in cross for ref in batch}
+    assert cross.dropped[0] >= len(single)
+    mono = plan_epoch([sparse], "mono", 16, 0.5, seed=0, epoch=0)
+    check_plan(mono, [sparse], 16)
+    assert single & {ref.pid for _, batch in mono for ref in batch}
+
+
+@pytest.mark.parametrize(
+    ("temperature", "expected"), [(1.0, 0.75), (0.5, math.sqrt(3) / (math.sqrt(3) + 1)), (0.0, 0.5)]
+)
+def test_dataset_choice_follows_tempered_size(temperature, expected):
+    big = make_corpus(6000, ["en"], name="big")
+    small = make_corpus(2000, ["en"], name="small")
+    plan = plan_epoch([big, small], "mono", 2, 0.5, seed=4, epoch=0, temperature=temperature)
+    head = plan[:1500]
+    assert binomial_ok(sum(info.dataset == 0 for info, _ in head), len(head), expected)
+    assert plan.dropped == [0, 0]
+
+
+def test_exhausted_dataset_leaves_the_rest_to_the_others():
+    tiny = make_corpus(40, ["en", "de"], name="tiny")
+    large = make_corpus(4000, ["en", "de"], name="large")
+    plan = plan_epoch([tiny, large], "hybrid", 4, 0.5, seed=0, epoch=0, temperature=0.0)
+    datasets = [info.dataset for info, _ in plan]
+    assert Counter(datasets) == {0: 10, 1: 1000}
+    last_tiny = max(i for i, d in enumerate(datasets) if d == 0)
+    assert last_tiny < len(plan) // 2
+    assert plan.dropped == [0, 0]
+
+
+def test_plans_are_deterministic_and_use_no_global_rng(grouped):
+    np.random.seed(1)
+    random.seed(1)
+    state = np.random.get_state()[1].copy()
+    a = plan_epoch([grouped], "hybrid", 8, 0.5, seed=11, epoch=3)
+    assert np.array_equal(np.random.get_state()[1], state)
+    np.random.seed(2)
+    random.seed(2)
+    b = plan_epoch([grouped], "hybrid", 8, 0.5, seed=11, epoch=3)
+    assert a == b and a.dropped == b.dropped
+    assert plan_epoch([grouped], "hybrid", 8, 0.5, seed=11, epoch=4) != a
+    assert plan_epoch([grouped], "hybrid", 8, 0.5, seed=12, epoch=3) != a
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ddp_slices_concatenate_to_the_global_batch(world_size, grouped, sparse):
+    corpora = [grouped, sparse]
+    whole = list(HybridBatchSampler(corpora, "hybrid", 16, seed=9))
+    ranks = [
+        list(HybridBatchSampler(corpora, "hybrid", 16, seed=9, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
+    assert all(len(batches) == len(whole) for batches in ranks)
+    for i, batch in enumerate(whole):
+        assert all(len(batches[i]) == 16 // world_size for batches in ranks)
+        assert [ref for batches in ranks for ref in batches[i]] == batch
+
+
+def test_sampler_length_epochs_and_set_epoch(grouped):
+    sampler = HybridBatchSampler([grouped], "hybrid", 16, seed=1)
+    first = list(sampler)
+    assert len(first) == len(sampler.plan(0)) == len(plan_epoch([grouped], "hybrid", 16, 0.5, 1, 0))
+    assert first == [batch for _, batch in plan_epoch([grouped], "hybrid", 16, 0.5, 1, 0)]
+    assert sampler.state_dict() == {"epoch": 1, "batches_yielded": 0, "seed": 1}
+    second = list(sampler)
+    assert second == [batch for _, batch in sampler.plan(1)] and second != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+    assert len(sampler) == len(sampler.plan(1))
+
+
+def test_sampler_drives_a_torch_dataloader(grouped):
+    class Pairs:
+        def __getitem__(self, ref: PairRef) -> tuple[str, str]:
+            pairs = grouped.pairs
+            return pairs[ref.q_lang][ref.pid].question, pairs[ref.p_lang][ref.pid].passage
+
+    sampler = HybridBatchSampler([grouped], "cross", 8, seed=2, rank=0, world_size=2)
+    loader = DataLoader(Pairs(), batch_sampler=sampler, collate_fn=list)
+    plan = plan_epoch([grouped], "cross", 8, 0.5, seed=2, epoch=0)
+    batches = list(loader)
+    assert len(loader) == len(batches) == len(plan)
+    first = plan[0][1][:4]
+    assert batches[0] == [(f"q {r.pid} {r.q_lang}", f"p {r.pid} {r.p_lang}") for r in first]
+
+
+def test_state_restore_mid_epoch_gives_the_remaining_batches(grouped, sparse):
+    corpora = [grouped, sparse]
+    sampler = HybridBatchSampler(corpora, "hybrid", 8, seed=5, rank=1, world_size=2)
+    sampler.set_epoch(2)
+    it = iter(sampler)
+    head = [next(it) for _ in range(7)]
+    state = sampler.state_dict()
+    assert state == {"epoch": 2, "batches_yielded": 7, "seed": 5}
+    rest = list(it)
+    resumed = HybridBatchSampler(corpora, "hybrid", 8, seed=0, rank=1, world_size=2)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    resumed.set_epoch(2)
+    assert list(resumed) == rest
+    assert head + rest == [batch[4:8] for _, batch in plan_epoch(corpora, "hybrid", 8, 0.5, seed=5, epoch=2)]
+
+
+def test_invalid_arguments_raise_clear_errors(grouped):
+    with pytest.raises(ValueError, match="alpha"):
+        plan_epoch([grouped], "hybrid", 8, 1.5, 0, 0)
+    with pytest.raises(ValueError, match="alpha"):
+        HybridBatchSampler([grouped], "hybrid", 8, alpha=-0.1)
+    with pytest.raises(ValueError, match="mode"):
+        plan_epoch([grouped], "bilingual", 8, 0.5, 0, 0)
+    with pytest.raises(ValueError, match="multiple of world size"):
+        HybridBatchSampler([grouped], "hybrid", 10, world_size=4)
+    with pytest.raises(ValueError, match="multiple of world size"):
+        HybridBatchSampler([grouped], "hybrid", 2, world_size=4)
+    with pytest.raises(ValueError, match="rank"):
+        HybridBatchSampler([grouped], "hybrid", 8, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="temperature"):
+        plan_epoch([grouped], "hybrid", 8, 0.5, 0, 0, temperature=-1.0)
+    with pytest.raises(ValueError, match="no full batch"):
+        plan_epoch([make_corpus(50, ["en"])], "cross", 4, 0.5, 0, 0)
+    with pytest.raises(ValueError, match="batches_yielded"):
+        HybridBatchSampler([grouped], "hybrid", 8).load_state_dict(
+            {"epoch": 0, "batches_yielded": 10**6, "seed": 0}
+        )
+
+
+def test_batch_stats_detects_violations_and_is_json(grouped):
+    pids = grouped.pids
+    same_group = [pid for pid in pids if grouped.group[pid] == grouped.group[pids[1]]]
+    assert len(same_group) >= 2
+    plan = [
+        (BatchInfo("mono", 0, "en"), [PairRef(0, pids[0], "en", "en"), PairRef(0, pids[0], "en", "en")]),
+        (
+            BatchInfo("mono", 0, "en"),
+            [PairRef(0, same_group[0], "en", "de"), PairRef(0, same_group[1], "en", "en")],
+        ),
+        (BatchInfo("cross", 0, None), [PairRef(0, pids[0], "de", "de"), PairRef(0, pids[9], "fr", "en")]),
+    ]
+    stats = batch_stats(plan, grouped.languages, [grouped])
+    json.dumps(stats)
+    assert stats["duplicate_pids"] == 1
+    assert stats["group_clashes"] == 2
+    assert stats["impure_pairs"] == 2
+    assert stats["reused_pids"] == 1
+    assert stats["kinds"] == {"mono": 2, "cross": 1}
+    assert stats["dropped_pids"] is None
+    languages = grouped.languages
+    assert stats["lang_pairs"][languages.index("fr")][languages.index("en")] == 1
+    with pytest.raises(ValueError, match="outside"):
+        batch_stats(plan, ["en"])
+
+
+@pytest.mark.parametrize("mode", ["mono", "cross", "hybrid"])
+def test_real_xquad_r_nine_languages(mode, xquad):
+    assert xquad.languages == NINE and len(xquad) == 1190
+    plan = plan_epoch([xquad], mode, 32, 0.5, seed=0, epoch=0)
+    check_plan(plan, [xquad], 32)
+    stats = batch_stats(plan, NINE, [xquad])
+    json.dumps(stats)
+    assert stats["batches"] == len(plan) >= 1190 // 32 - 1
+    assert stats["dropped_pids"] == 1190 - 32 * len(plan)
+    assert (
+        stats["duplicate_pids"]
+        == stats["group_clashes"]
+        == stats["reused_pids"]
+        == stats["impure_pairs"]
+        == 0
+    )
+    matrix = np.array(stats["lang_pairs"])
+    off_diagonal = int(matrix.sum() - np.trace(matrix))
+    assert (off_diagonal == 0) == (mode == "mono")
+    assert (np.trace(matrix) == 0) == (mode == "cross")
+
+
+def test_real_xquad_and_mlqa_together(xquad, mlqa):
+    corpora = [xquad, mlqa]
+    languages = sorted(set(NINE) | set(MLQA_LANGS))
+    sampler = HybridBatchSampler(corpora, "hybrid", 32, alpha=0.5, seed=3)
+    plan = sampler.plan()
+    check_plan(plan, corpora, 32)
+    stats = batch_stats(plan, languages, corpora)
+    assert set(stats["batches_per_dataset"]) == {"0", "1"}
+    assert stats["kinds"]["mono"] > 0 and stats["kinds"]["cross"] > 0
+    assert len(list(sampler)) == len(plan)
