@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_logge
 from hybrid_ir.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
+
+# Lightning's notes that do not apply here: our training_step steps the optimiser itself (so a step-wise
+# checkpoint holds the post-step state, as intended), and our batch sampler is resumable through the loader.
+for _message in (
+    ".*ModelCheckpoint with manual optimization.*",
+    ".*isinstance\\(treespec, LeafSpec\\).*",
+    ".*Trying to infer the `batch_size`.*",
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 
 def world_size_of(trainer_cfg: DictConfig) -> int:

@@ -36,6 +36,8 @@ class TextTokenizer:
         return self.query_prefix if kind == "query" else self.passage_prefix
 
     def __call__(self, texts: Sequence[str], kind: TextKind) -> list[list[int]]:
+        if not texts:  # transformers' fast tokenizers fail on an empty batch
+            return []
         pre = self.prefix(kind)
         enc = self.tokenizer(
             [pre + t.strip() for t in texts],

@@ -105,3 +105,28 @@ def plot_per_language_bars(
     fig.tight_layout()
     _save_png(fig, path)
     return fig
+
+
+def plot_grouped_bars(
+    values: Mapping[str, Mapping[str, tuple[float, float]]], path: str | os.PathLike, title: str, ylabel: str
+) -> Figure:
+    """Grouped bar chart with error bars: ``values[run][metric] = (mean, std)``; one group of bars per metric,
+    one bar per run. Saved as PNG; returns the Figure."""
+    runs = list(values)
+    metrics = list(dict.fromkeys(m for run in runs for m in values[run]))
+    width = 0.8 / max(1, len(runs))
+    fig = Figure(figsize=(max(5.0, 1.6 * len(metrics) + 2.0), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, run in enumerate(runs):
+        pos = np.arange(len(metrics)) + (i - (len(runs) - 1) / 2) * width
+        means = [values[run].get(m, (math.nan, 0.0))[0] for m in metrics]
+        stds = [values[run].get(m, (math.nan, 0.0))[1] for m in metrics]
+        ax.bar(pos, means, width, yerr=stds, capsize=3, label=run)
+    ax.set_xticks(range(len(metrics)), labels=metrics)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return fig

@@ -36,20 +36,24 @@ class TextEncoder(Protocol):
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
-    """``[start, stop)`` of rank ``rank``'s contiguous shard of ``n`` items, ``start = floor(rank * n / world)``.
-
-    Shard sizes differ by at most one and cover ``0..n`` in rank order."""
+    """``[start, stop)`` of rank ``rank``'s contiguous shard of ``n`` items: ``floor(rank * n / world)`` to
+    ``floor((rank + 1) * n / world)``. Shard sizes differ by at most one and cover ``0..n`` in rank order."""
     return rank * n // world, (rank + 1) * n // world
 
 
+def encoder_device(encoder: object) -> torch.device:
+    """The device of the encoder's parameters (CPU for an encoder without parameters)."""
+    parameters = getattr(encoder, "parameters", None)
+    first = next(parameters(), None) if callable(parameters) else None
+    return torch.device("cpu") if first is None else first.device
+
+
 def _gather_device(encoder: TextEncoder) -> torch.device:
-    """CPU for gloo; the encoder's CUDA device for NCCL (which only moves CUDA tensors)."""
-    if dist.get_backend() == "nccl":
-        params = getattr(encoder, "parameters", None)
-        if params is not None:
-            return next(params()).device
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    """CPU for gloo; for NCCL (which only moves CUDA tensors) the encoder's CUDA device, else the current one."""
+    if dist.get_backend() != "nccl":
+        return torch.device("cpu")
+    device = encoder_device(encoder)
+    return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
 def _all_gather_rows(local: Tensor, n: int, world: int, device: torch.device) -> Tensor:
@@ -118,8 +122,8 @@ def faiss_search(
         queries: ``[Nq, D]``.
         docs: ``[Nd, D]``.
         k: results per query; clipped to ``Nd``.
-        device: ``gpu`` (a faiss GPU index; error without GPU support), ``cpu``, or ``auto`` (GPU when
-            :func:`faiss_has_gpu`, else CPU).
+        device: ``gpu`` (a faiss GPU index on torch's current CUDA device, so each DDP rank uses its own;
+            error without GPU support), ``cpu``, or ``auto`` (GPU when :func:`faiss_has_gpu`, else CPU).
 
     Returns:
         ``(scores [Nq, k'] float32, indices [Nq, k'] int64)`` on CPU, best first, ``k' = min(k, Nd)``.
@@ -142,7 +146,8 @@ def faiss_search(
         if not faiss_has_gpu():
             raise RuntimeError("faiss_search(device='gpu') needs faiss with GPU support and a visible GPU")
         resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, 0, index)
+        gpu = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        index = faiss.index_cpu_to_gpu(resources, gpu, index)
     index.add(d)
     scores, indices = index.search(q, k)
     return torch.from_numpy(scores), torch.from_numpy(indices.astype(np.int64))
@@ -176,7 +181,8 @@ def evaluate_miracl(
     those of retrieval from that corpus, not lowered by relevant documents that could never be found.
 
     Each query's top ``max(k_ndcg, k_recall)`` documents by inner product (exact faiss search) form the run;
-    :func:`hybrid_ir.evaluation.metrics.evaluate_run` scores it. Encoding is a collective under DDP.
+    :func:`hybrid_ir.evaluation.metrics.evaluate_run` scores it. Encoding is a collective under DDP; after it
+    every rank has all embeddings and computes the (same) metrics.
 
     Returns:
         ``{"ndcg_at{k}": mean, "recall_at{k}": mean, "n_queries": evaluated, "n_skipped": judged queries left

@@ -42,8 +42,8 @@ class ExportEncoderCallback(L.Callback):
 
     def _export(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero and self._exported_step != trainer.global_step:
-            self._exported_step = trainer.global_step
             path = export_encoder(module, self.dirpath)
+            self._exported_step = trainer.global_step
             log.info("encoder exported to %s (step %d)", path, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -111,7 +111,8 @@ class BiEncoderModule(L.LightningModule):
             p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
             loss = self._contrastive_loss(q, p)
             self.manual_backward(loss)
-        if not torch.isfinite(loss):
+        # One decision for all ranks: a rank-local NaN reaches every rank through the gradient all-reduce.
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
             if self.hparams.nonfinite == "raise":
                 raise NonFiniteLossError(
@@ -129,10 +130,19 @@ class BiEncoderModule(L.LightningModule):
         opt.step()
         opt.zero_grad(set_to_none=True)
         self.lr_schedulers().step()
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
-        self.log("train/temperature", self.loss.temperature, on_step=True, on_epoch=False)
+        size = batch["q_input_ids"].shape[0]
+        self.log(
+            "train/loss",
+            loss.detach(),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=size,
+        )
+        self.log("train/temperature", self.loss.temperature, on_step=True, on_epoch=False, batch_size=size)
         if "mono" in batch:
-            self.log("train/mono_batch", float(batch["mono"]), on_step=False, on_epoch=True)
+            self.log("train/mono_batch", float(batch["mono"]), on_step=False, on_epoch=True, batch_size=size)
         return loss.detach()
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -166,7 +176,7 @@ class BiEncoderModule(L.LightningModule):
 
 
 def linear_warmup_decay(warmup: int, total: int):
-    """LR multiplier at step s: s / warmup while s < warmup, then (total - s) / (total - warmup), floored at 0."""
+    """LR multiplier at step s: (s + 1) / warmup while s < warmup, then (total - s) / (total - warmup), floored at 0."""
 
     def factor(step: int) -> float:
         if step < warmup:

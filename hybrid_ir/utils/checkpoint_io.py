@@ -1,0 +1,30 @@
+"""Checkpoint I/O that never leaves a half-written checkpoint and never unpickles code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from hybrid_ir.utils.io import atomic_write
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Saves through a temporary file and an atomic rename, so a crash during a save keeps the previous
+    ``last.ckpt`` intact; loads with ``weights_only=True`` (tensors and plain containers only)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(
+        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)

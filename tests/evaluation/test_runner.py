@@ -1,0 +1,302 @@
+"""Evaluator: config validation, metrics.json records, per-query files, plots, MIRACL, the summary table."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from hybrid_ir.data.lareqa import load_lareqa_benchmark
+from hybrid_ir.data.subset import subset_pool
+from hybrid_ir.evaluation.lareqa import evaluate_lareqa
+from hybrid_ir.evaluation.retrieval import encode_benchmark
+from hybrid_ir.evaluation.runner import EvalConfig, Evaluator, format_table
+from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.paths import default_data_root
+
+MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class BagOfWordsEncoder:
+    """Deterministic stand-in for Encoder: normalised sum of a fixed random vector per word."""
+
+    dim = 24
+
+    def encode(
+        self, texts: Sequence[str], kind: str, batch_size: int = 64, precision: str = "32"
+    ) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            words = text.split() or [""]
+            gens = [torch.Generator().manual_seed(zlib.crc32(w.encode())) for w in words]
+            rows.append(torch.stack([torch.randn(self.dim, generator=g) for g in gens]).sum(0))
+        return F.normalize(torch.stack(rows), dim=1)
+
+
+@pytest.fixture(scope="module")
+def shared_root() -> Path:
+    root = default_data_root()
+    if not (root / "mlqa-r" / "en.json").is_file():
+        pytest.skip(f"mlqa-r not found under {root}")
+    return root
+
+
+def _write_miracl(root: Path, lang: str) -> Path:
+    """Tiny MIRACL-format topics, qrels and corpus; returns the corpus file."""
+    rng = random.Random(1)
+    vocab = [f"w{i}" for i in range(40)]
+    corpus = {f"{a}#{p}": " ".join(rng.sample(vocab, 5)) for a in range(20) for p in range(3)}
+    docs = list(corpus)
+    topics = {str(q): " ".join(corpus[docs[3 * q]].split()[:3]) for q in range(10)}
+    (root / "miracl" / "topics").mkdir(parents=True)
+    (root / "miracl" / "qrels").mkdir()
+    (root / "miracl" / "topics" / f"topics.miracl-v1.0-{lang}-dev.tsv").write_text(
+        "".join(f"{q}\t{t}\n" for q, t in topics.items()), encoding="utf-8"
+    )
+    (root / "miracl" / "qrels" / f"qrels.miracl-v1.0-{lang}-dev.tsv").write_text(
+        "".join(f"{q} Q0 {docs[3 * int(q)]} 1\n{q} Q0 {docs[3 * int(q) + 1]} 0\n" for q in topics),
+        encoding="utf-8",
+    )
+    path = root / f"corpus-{lang}.jsonl"
+    path.write_text(
+        "".join(json.dumps({"docid": d, "title": "", "text": t}) + "\n" for d, t in corpus.items())
+    )
+    return path
+
+
+@pytest.fixture()
+def root(tmp_path: Path, shared_root: Path) -> Path:
+    """A data root holding MLQA-R (a link to the real files) and a generated MIRACL ``sw``."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "mlqa-r").symlink_to(shared_root / "mlqa-r", target_is_directory=True)
+    _write_miracl(root, "sw")
+    return root
+
+
+def _cfg(root: Path, **overrides) -> EvalConfig:
+    datasets = [
+        {"name": "mlqa-r", "format": "lareqa", "languages": MLQA_LANGS},
+        {
+            "name": "miracl",
+            "format": "miracl",
+            "languages": ["sw"],
+            "corpus": {"sw": str(root / "corpus-sw.jsonl")},
+        },
+    ]
+    settings = {"datasets": datasets, "root": str(root), "download": False, "max_qids": 15, "subset_seed": 4}
+    return EvalConfig(**{**settings, **overrides})
+
+
+# -------------------------------------------------- validation
+
+
+def test_validate_accepts_a_good_config(root: Path) -> None:
+    specs = Evaluator(_cfg(root)).validate()
+    assert [(s.name, s.format) for s in specs] == [("mlqa-r", "lareqa"), ("miracl", "miracl")]
+
+
+def test_unknown_language_lists_the_dataset_languages(root: Path) -> None:
+    cfg = _cfg(root, datasets=[{"name": "mlqa-r", "format": "lareqa", "languages": ["en", "el"]}])
+    with pytest.raises(ConfigError, match=r"no language.*el") as err:
+        Evaluator(cfg).validate()
+    assert "ar, de, en, es, hi, vi, zh" in str(err.value)
+
+
+def test_unknown_format_lists_the_valid_ones(root: Path) -> None:
+    cfg = _cfg(root, datasets=[{"name": "mlqa-r", "format": "squad", "languages": ["en"]}])
+    with pytest.raises(ConfigError, match=r"format='squad'.*lareqa, miracl"):
+        Evaluator(cfg).validate()
+
+
+def test_unknown_dataset_and_miracl_without_corpus(root: Path) -> None:
+    cfg = _cfg(root, datasets=[{"name": "nq-r", "format": "lareqa", "languages": ["en"]}])
+    with pytest.raises(ConfigError, match="'nq-r' not found under data root"):
+        Evaluator(cfg).validate()
+    cfg = _cfg(root, datasets=[{"name": "miracl", "format": "miracl", "languages": ["sw"], "corpus": {}}])
+    with pytest.raises(ConfigError, match=r"passage corpus.*corpus\.sw"):
+        Evaluator(cfg).validate()
+    cfg = _cfg(root, datasets=[{"name": "miracl", "format": "miracl", "languages": ["fi"]}])
+    with pytest.raises(ConfigError, match=r"no language.*fi.*it has: sw"):
+        Evaluator(cfg).validate()
+
+
+def test_download_widens_the_known_languages(tmp_path: Path) -> None:
+    """With download on, a dataset absent from the root is valid in the languages of its public source."""
+    datasets = [{"name": "xquad-r", "format": "lareqa", "languages": ["el", "th"]}]
+    Evaluator(EvalConfig(datasets=datasets, root=str(tmp_path), download=True)).validate()
+    with pytest.raises(ConfigError, match="not found under data root"):
+        Evaluator(EvalConfig(datasets=datasets, root=str(tmp_path), download=False)).validate()
+
+
+def test_config_field_errors(root: Path) -> None:
+    with pytest.raises(ConfigError, match="precision"):
+        _cfg(root, precision="fp8")
+    with pytest.raises(ConfigError, match="max_qids"):
+        _cfg(root, max_qids=0)
+    with pytest.raises(ConfigError, match=r"unknown eval setting.*'topk'.*valid: datasets"):
+        Evaluator({"datasets": [], "topk": 3})
+    dup = [{"name": "mlqa-r", "format": "lareqa", "languages": ["en"]}] * 2
+    with pytest.raises(ConfigError, match="duplicate"):
+        Evaluator(_cfg(root, datasets=dup)).validate()
+    assert _cfg(root, precision=32).precision == "32"
+
+
+def test_accepts_hydra_configs(root: Path) -> None:
+    """A DictConfig (as Hydra instantiates it), with interpolations, becomes plain lists and dicts."""
+    raw = OmegaConf.create(
+        {
+            "data": {
+                "root": str(root),
+                "eval": [{"name": "mlqa-r", "format": "lareqa", "languages": ["en", "de"]}],
+            },
+            "eval": {"datasets": "${data.eval}", "root": "${data.root}", "download": False, "precision": 32},
+        }
+    )
+    evaluator = Evaluator(raw.eval)
+    assert evaluator.cfg.datasets == [{"name": "mlqa-r", "format": "lareqa", "languages": ["en", "de"]}]
+    assert evaluator.cfg.root == str(root) and evaluator.cfg.precision == "32"
+    assert [spec.languages for spec in evaluator.validate()] == [("en", "de")]
+    direct = EvalConfig(datasets=raw.data.eval, root=str(root))
+    assert isinstance(direct.datasets, list) and isinstance(direct.datasets[0], dict)
+
+
+# -------------------------------------------------- run
+
+
+def test_run_writes_records_per_query_files_and_plots(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    evaluator = Evaluator(_cfg(root), out)
+    enc = BagOfWordsEncoder()
+    first = evaluator.run(enc, tag="pretrained")
+    second = evaluator.run(enc, tag="epoch0", step=7)
+
+    records = json.loads((out / "metrics.json").read_text())
+    assert [(r["tag"], r["step"]) for r in records] == [("pretrained", None), ("epoch0", 7)]
+    assert records == evaluator.records
+    for record in records:
+        assert set(record["datasets"]) == {"mlqa-r", "miracl"}
+        scalars = record["datasets"]["mlqa-r"]["scalars"]
+        assert all(0.0 <= scalars[k] <= 1.0 for k in ("map_mono", "map_cross", "map_multi"))
+        assert "per_query" not in record["datasets"]["mlqa-r"]
+        assert 0.0 <= record["datasets"]["miracl"]["scalars"]["ndcg_at10"] <= 1.0
+
+    # the same numbers as evaluating the subset benchmark directly
+    bench = subset_pool(load_lareqa_benchmark(root, "mlqa-r", MLQA_LANGS), 15, seed=4)
+    direct = evaluate_lareqa(*encode_benchmark(enc, bench, batch_size=32), bench, map_k=20, share_k=10)
+    assert second["mlqa-r"]["scalars"] == pytest.approx(direct.scalars())
+    assert second["mlqa-r"]["pair_map"] == direct.pair_map
+    assert second["mlqa-r"]["scalars"]["n_queries"] == len(bench.queries)
+
+    per_query = json.loads((out / "per_query" / "mlqa-r__epoch0.json").read_text())
+    assert {"qid", "lang", "setting", "ap", "rank_distance"} <= set(per_query)
+    assert len({len(column) for column in per_query.values()}) == 1
+    assert set(per_query["qid"]) == set(bench.relevant)
+    miracl_rows = json.loads((out / "per_query" / "miracl__pretrained.json").read_text())
+    assert len(miracl_rows["qid"]) == 10 and set(miracl_rows["lang"]) == {"sw"}
+
+    for results, tag in ((first, "pretrained"), (second, "epoch0")):
+        figures = results["mlqa-r"]["figures"]
+        assert figures == {
+            "map_heatmap": out / "plots" / f"mlqa-r__{tag}__map_heatmap.png",
+            "rank_distance": out / "plots" / f"mlqa-r__{tag}__rank_distance.png",
+        }
+        assert all(path.read_bytes()[:8] == PNG_MAGIC for path in figures.values())
+
+    # a new evaluator on the same folder (a resumed run) appends to the records
+    again = Evaluator(_cfg(root, plots=False, per_query=False), out)
+    again.run(enc, tag="epoch1", step=9)
+    assert [r["tag"] for r in json.loads((out / "metrics.json").read_text())] == [
+        "pretrained",
+        "epoch0",
+        "epoch1",
+    ]
+    assert not (out / "plots" / "mlqa-r__epoch1__map_heatmap.png").exists()
+    assert not (out / "per_query" / "mlqa-r__epoch1.json").exists()
+
+    table = evaluator.format_table()
+    lines = table.splitlines()
+    assert "mlqa-r" in lines[0] and "miracl" in lines[0]
+    for header in ("map_mono", "map_cross", "map_multi", "rank_dist", "nDCG@10", "R@100"):
+        assert header in lines[1]
+    row = next(line for line in lines if line.startswith("epoch0"))
+    assert f"{records[1]['datasets']['mlqa-r']['scalars']['map_multi']:.4f}" in row
+    assert f"{records[1]['datasets']['miracl']['scalars']['recall_at100']:.4f}" in row
+
+
+def _ddp_worker(rank: int, port: int, root: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results = Evaluator(_cfg(Path(root)), Path(out) / f"rank{rank}").run(BagOfWordsEncoder(), tag="ddp")
+        scalars = {name: res["scalars"] for name, res in results.items()}
+        (Path(out) / f"scalars{rank}.json").write_text(json.dumps(scalars))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_under_ddp_writes_and_returns_on_rank_zero_only(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # spawned workers unpickle _ddp_worker as tests.evaluation.test_runner: put the repository root on their path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    out = tmp_path / "ddp"
+    ctx = mp.spawn(_ddp_worker, args=(_free_port(), str(root), str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120.0
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail("distributed workers did not finish within 120 s")
+    single = Evaluator(_cfg(root), tmp_path / "single").run(BagOfWordsEncoder(), tag="ddp")
+    rank0 = json.loads((out / "scalars0.json").read_text())
+    assert json.loads((out / "scalars1.json").read_text()) == {}
+    assert rank0.keys() == single.keys()
+    for name, res in single.items():
+        assert rank0[name] == pytest.approx(res["scalars"], abs=1e-6), name
+    assert [r["tag"] for r in json.loads((out / "rank0" / "metrics.json").read_text())] == ["ddp"]
+    assert not (out / "rank1").exists()
+
+
+def test_run_needs_an_output_dir(root: Path) -> None:
+    with pytest.raises(ValueError, match="output_dir"):
+        Evaluator(_cfg(root)).run(BagOfWordsEncoder(), tag="x")
+
+
+def test_format_table_marks_missing_values() -> None:
+    records = [
+        {
+            "tag": "pretrained",
+            "step": None,
+            "datasets": {"a": {"scalars": {"map_multi": 0.5, "map_mono": 0.25}}},
+        },
+        {
+            "tag": "epoch0",
+            "step": 12,
+            "datasets": {"a": {"scalars": {"map_mono": 0.75}}, "b": {"scalars": {}}},
+        },
+    ]
+    lines = format_table(records).splitlines()
+    assert len(lines) == 5
+    assert lines[1].split()[:5] == ["tag", "step", "|", "map_mono", "map_multi"]
+    assert lines[3].split() == ["pretrained", "-", "|", "0.2500", "0.5000", "|"]
+    assert lines[4].split() == ["epoch0", "12", "|", "0.7500", "-", "|"]
+    assert len({len(line) for line in lines[1:]}) == 1

@@ -1,0 +1,115 @@
+"""export_encoder / ExportEncoderCallback: a loadable save_pretrained directory, swapped in atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModel
+
+from hybrid_ir.models.encoder import ENCODER_CONFIG, Encoder
+from hybrid_ir.models.export import ExportEncoderCallback, export_encoder
+
+
+class Holder(nn.Module):
+    """Stands in for the LightningModule: the export only reads ``module.encoder``."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+
+@pytest.fixture
+def module(tiny_encoder_factory) -> Holder:
+    return Holder(tiny_encoder_factory())
+
+
+def _trainer(step: int, global_zero: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(global_step=step, is_global_zero=global_zero)
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    return AutoModel.from_pretrained(directory).state_dict()
+
+
+def _assert_exports(directory: Path, encoder: Encoder) -> None:
+    """``directory`` loads with ``AutoModel`` into the encoder's weights and holds tokenizer and settings."""
+    loaded = _weights(directory)
+    for name, value in encoder.model.state_dict().items():
+        torch.testing.assert_close(loaded[name], value, atol=0, rtol=0, msg=name)
+    assert (directory / "tokenizer.json").is_file()
+    settings = json.loads((directory / ENCODER_CONFIG).read_text(encoding="utf-8"))
+    assert settings["query_prefix"] == encoder.text_tokenizer.query_prefix
+
+
+def _siblings(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.parent.iterdir())
+
+
+def test_callback_writes_a_loadable_directory(module: Holder, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "encoder"
+    callback = ExportEncoderCallback(str(target))
+    callback.on_train_epoch_end(_trainer(5), module)
+    _assert_exports(target, module.encoder)
+    assert _siblings(target) == ["encoder"]
+
+
+def test_callback_exports_once_per_step_and_only_on_rank_zero(module: Holder, tmp_path: Path) -> None:
+    target = tmp_path / "encoder"
+    ExportEncoderCallback(str(target)).on_train_end(_trainer(3, global_zero=False), module)
+    assert not target.exists()
+
+    callback = ExportEncoderCallback(str(target))
+    callback.on_train_epoch_end(_trainer(3), module)
+    first = (target / "model.safetensors").stat().st_mtime_ns
+    with torch.no_grad():
+        module.encoder.model.embeddings.LayerNorm.bias.add_(1.0)
+    callback.on_train_end(_trainer(3), module)
+    assert (target / "model.safetensors").stat().st_mtime_ns == first
+    callback.on_train_end(_trainer(4), module)
+    _assert_exports(target, module.encoder)
+
+
+def test_failed_save_keeps_the_previous_export(module: Holder, tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "encoder"
+    callback = ExportEncoderCallback(str(target))
+    callback.on_train_epoch_end(_trainer(1), module)
+    before = _weights(target)
+    files = sorted(p.name for p in target.iterdir())
+
+    real_save = module.encoder.save_pretrained
+
+    def failing_save(directory: Path) -> Path:
+        real_save(directory)
+        (Path(directory) / "model.safetensors").write_bytes(b"half written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module.encoder, "save_pretrained", failing_save)
+    with torch.no_grad():
+        module.encoder.model.embeddings.LayerNorm.bias.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        callback.on_train_epoch_end(_trainer(2), module)
+
+    assert sorted(p.name for p in target.iterdir()) == files
+    after = _weights(target)
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, atol=0, rtol=0, msg=name)
+    assert _siblings(target) == ["encoder"], "no temporary or .old directory may be left behind"
+
+    monkeypatch.setattr(module.encoder, "save_pretrained", real_save)
+    callback.on_train_end(_trainer(2), module)
+    _assert_exports(target, module.encoder)
+
+
+def test_export_encoder_replaces_an_existing_export(module: Holder, tmp_path: Path) -> None:
+    target = tmp_path / "encoder"
+    target.mkdir()
+    (target / "stale.txt").write_text("old", encoding="utf-8")
+    assert export_encoder(module, target) == target
+    assert not (target / "stale.txt").exists()
+    _assert_exports(target, module.encoder)
+    assert _siblings(target) == ["encoder"]

@@ -1,0 +1,258 @@
+"""BiEncoderModule: loss of a step, learning, GradCache equivalence, non-finite guard, optimiser and schedule."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.loss import InfoNCELoss
+from hybrid_ir.models.module import BiEncoderModule, NonFiniteLossError, linear_warmup_decay
+from hybrid_ir.utils.errors import ConfigError
+
+QUESTIONS = [
+    "Who wrote the novel War and Peace?",
+    "Wann wurde die Berliner Mauer gebaut?",
+    "¿Cuál es el río más largo de Europa?",
+    "What is the boiling point of water at sea level?",
+    "Wie viele Einwohner hat Hamburg?",
+    "¿Quién pintó la Mona Lisa?",
+]
+PASSAGES = [
+    "Leo Tolstoy wrote War and Peace, published in 1869.",
+    "Die Berliner Mauer wurde im August 1961 errichtet.",
+    "El Volga es el río más largo de Europa.",
+    "At sea level water boils at 100 degrees Celsius.",
+    "Hamburg hat rund 1,9 Millionen Einwohner.",
+    "Leonardo da Vinci pintó la Mona Lisa a principios del siglo XVI.",
+]
+TAU = 0.05
+
+
+def make_batch(encoder: Encoder) -> dict[str, Any]:
+    """The pairs above as a collated batch (``{q,p}_input_ids``/``_attention_mask`` [6, L], ``mono``)."""
+    tt = encoder.text_tokenizer
+    q_ids, q_mask = tt.pad(tt(QUESTIONS, "query"))
+    p_ids, p_mask = tt.pad(tt(PASSAGES, "passage"))
+    return {
+        "q_input_ids": q_ids,
+        "q_attention_mask": q_mask,
+        "p_input_ids": p_ids,
+        "p_attention_mask": p_mask,
+        "mono": False,
+    }
+
+
+def repeated(batch: dict[str, Any], n: int) -> DataLoader:
+    """A loader yielding ``batch`` ``n`` times (``batch_size=None``: no re-collation)."""
+    return DataLoader([batch] * n, batch_size=None)
+
+
+def make_trainer(max_steps: int = -1, max_epochs: int = 1, callbacks: list | None = None) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks or [],
+    )
+
+
+class RecordLosses(L.Callback):
+    """Keeps the loss returned by every training step."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+class RecordGrads(L.Callback):
+    """Copies every parameter gradient just before the (first) optimiser step."""
+
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.grads is None:
+            self.grads = {
+                n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None
+            }
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def test_step_loss_is_infonce_on_the_encoder_outputs(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory(dropout=False)
+    batch = make_batch(encoder)
+    with torch.no_grad():
+        q = encoder(batch["q_input_ids"], batch["q_attention_mask"])
+        p = encoder(batch["p_input_ids"], batch["p_attention_mask"])
+        expected = InfoNCELoss(TAU)(q, p)
+        by_hand = -F.log_softmax(q @ p.T / TAU, dim=1).diagonal().mean()
+    torch.testing.assert_close(expected, by_hand)
+
+    record = RecordLosses()
+    module = BiEncoderModule(encoder, InfoNCELoss(TAU), lr=1e-3)
+    make_trainer(max_steps=1, callbacks=[record]).fit(module, repeated(batch, 1))
+    assert record.losses == pytest.approx([float(expected)], rel=1e-5)
+
+
+def test_training_on_one_batch_lowers_its_loss(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory(dropout=False)
+    batch = make_batch(encoder)
+    loss_fn = InfoNCELoss(TAU)
+
+    def batch_loss() -> float:
+        with torch.no_grad():
+            q = encoder(batch["q_input_ids"], batch["q_attention_mask"])
+            p = encoder(batch["p_input_ids"], batch["p_attention_mask"])
+            return float(loss_fn(q, p))
+
+    before = batch_loss()
+    record = RecordLosses()
+    module = BiEncoderModule(encoder, loss_fn, lr=1e-3, warmup_steps=2)
+    trainer = make_trainer(max_steps=15, callbacks=[record])
+    trainer.fit(module, repeated(batch, 15))
+    assert trainer.global_step == 15 and len(record.losses) == 15
+    assert record.losses[0] == pytest.approx(before, rel=1e-5)
+    after = batch_loss()
+    assert after < 0.7 * before, (before, after, record.losses)
+    assert module.skipped_steps == 0
+
+
+def _first_step_grads(encoder: Encoder, loss: InfoNCELoss, chunk: int | None) -> dict[str, torch.Tensor]:
+    record = RecordGrads()
+    module = BiEncoderModule(encoder, loss, lr=1e-3, max_grad_norm=None, grad_cache_chunk_size=chunk)
+    make_trainer(max_steps=1, callbacks=[record]).fit(module, repeated(make_batch(encoder), 1))
+    assert record.grads
+    return record.grads
+
+
+@pytest.mark.parametrize(
+    "loss_kwargs", [{}, {"symmetric": True, "learnable_temperature": True}], ids=["plain", "sym-learnable"]
+)
+def test_grad_cache_gives_the_plain_gradients(tiny_encoder_factory, loss_kwargs: dict) -> None:
+    plain = _first_step_grads(tiny_encoder_factory(dropout=False), InfoNCELoss(TAU, **loss_kwargs), None)
+    cached = _first_step_grads(tiny_encoder_factory(dropout=False), InfoNCELoss(TAU, **loss_kwargs), 2)
+    assert plain.keys() == cached.keys()
+    assert any("word_embeddings" in n for n in plain)
+    assert ("loss.log_scale" in plain) == bool(loss_kwargs)
+    for name, grad in plain.items():
+        assert grad.abs().sum() > 0 or "token_type" in name, name
+        torch.testing.assert_close(cached[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+class NaNLoss(InfoNCELoss):
+    """InfoNCE times NaN: a non-finite loss that still has a graph to back-propagate."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().forward(*args, **kwargs) * float("nan")
+
+
+def test_nonfinite_loss_raises_naming_the_step(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory(dropout=False)
+    module = BiEncoderModule(encoder, NaNLoss(TAU), nonfinite="raise")
+    with pytest.raises(NonFiniteLossError, match=r"global step 0 \(epoch 0, batch 0\)"):
+        make_trainer(max_steps=2).fit(module, repeated(make_batch(encoder), 2))
+
+
+@pytest.mark.parametrize("chunk", [None, 2], ids=["plain", "gradcache"])
+def test_nonfinite_loss_skip_leaves_parameters_unchanged(tiny_encoder_factory, chunk: int | None) -> None:
+    encoder = tiny_encoder_factory(dropout=False)
+    module = BiEncoderModule(encoder, NaNLoss(TAU), nonfinite="skip", grad_cache_chunk_size=chunk)
+    before = _params(module)
+    trainer = make_trainer(max_epochs=1)
+    trainer.fit(module, repeated(make_batch(encoder), 3))
+    assert module.skipped_steps == 3
+    assert trainer.global_step == 0
+    for name, value in _params(module).items():
+        assert torch.equal(value, before[name]), name
+    assert all(p.grad is None for p in module.parameters())
+
+
+def test_invalid_settings_are_config_errors(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory()
+    with pytest.raises(ConfigError, match="'raise' or 'skip'"):
+        BiEncoderModule(encoder, InfoNCELoss(), nonfinite="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="grad_cache_chunk_size"):
+        BiEncoderModule(encoder, InfoNCELoss(), grad_cache_chunk_size=0)
+
+
+def test_linear_warmup_decay_by_hand() -> None:
+    f = linear_warmup_decay(warmup=4, total=12)
+    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert [f(s) for s in (4, 6, 8, 11, 12, 20)] == pytest.approx([1.0, 0.75, 0.5, 0.125, 0.0, 0.0])
+    g = linear_warmup_decay(warmup=0, total=5)
+    assert [g(s) for s in range(6)] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+
+
+def _configured(encoder: Encoder, total: int, **kwargs: Any) -> tuple[BiEncoderModule, dict[str, Any]]:
+    module = BiEncoderModule(encoder, InfoNCELoss(TAU, learnable_temperature=True), **kwargs)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=total)
+    return module, module.configure_optimizers()
+
+
+def test_configure_optimizers_groups(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory(freeze_word_embeddings=True)
+    module, config = _configured(encoder, total=20, lr=1e-3, weight_decay=0.05)
+    opt = config["optimizer"]
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in module.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert not decay_names & no_decay_names
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert decay_names | no_decay_names == trainable
+    word = "encoder.model.embeddings.word_embeddings.weight"
+    assert word not in trainable and word in dict(module.named_parameters())
+    assert all(n.endswith(".bias") or "LayerNorm" in n or n == "loss.log_scale" for n in no_decay_names)
+    assert any("LayerNorm.weight" in n for n in no_decay_names)
+    assert any(n.endswith(".bias") for n in no_decay_names)
+    assert "loss.log_scale" in no_decay_names
+    assert all(n.endswith(".weight") and "LayerNorm" not in n for n in decay_names)
+    assert "encoder.model.encoder.layer.0.attention.self.query.weight" in decay_names
+
+
+def test_configure_optimizers_schedule(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory()
+    _, config = _configured(encoder, total=20, lr=1e-3, warmup_ratio=0.1)
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    warmup = math.ceil(0.1 * 20)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [1e-3 * (s + 1) / warmup if s < warmup else 1e-3 * (20 - s) / (20 - warmup) for s in range(20)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_checkpoint_hooks_keep_skipped_steps(tiny_encoder_factory) -> None:
+    encoder = tiny_encoder_factory()
+    module = BiEncoderModule(encoder, InfoNCELoss())
+    module.skipped_steps = 4
+    checkpoint: dict[str, Any] = {}
+    module.on_save_checkpoint(checkpoint)
+    fresh = BiEncoderModule(encoder, InfoNCELoss())
+    fresh.on_load_checkpoint(checkpoint)
+    assert fresh.skipped_steps == 4
+    assert checkpoint["hybrid_ir"]["base_model"] == encoder.name_or_path

@@ -1,0 +1,106 @@
+"""The multirun report: grouping by overrides, mean ± std over seeds, paired tests over queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hybrid_ir.report import find_jobs, main, significance_rows, summary_rows, write_report
+
+QIDS = [f"q{i}" for i in range(12)]
+
+
+def make_job(root: Path, name: str, overrides: list[str], maps: dict[str, float], ap: list[float]) -> None:
+    job = root / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    scalars = {**maps, "rank_distance": 3.0}
+    records = [
+        {"tag": "pretrained", "step": 0, "datasets": {"ds": {"scalars": {**scalars, "map_multi": 0.1}}}},
+        {"tag": "epoch0", "step": 5, "datasets": {"ds": {"scalars": scalars}}},
+    ]
+    (job / "metrics.json").write_text(json.dumps(records))
+    (job / "per_query").mkdir()
+    columns = {
+        "qid": QIDS,
+        "lang": ["en"] * 12,
+        "setting": ["multi"] * 12,
+        "target": ["multi"] * 12,
+        "ap": ap,
+        "ap_at_k": ap,
+        "rank_distance": [1.0] * 12,
+    }
+    (job / "per_query" / "ds__epoch0.json").write_text(json.dumps(columns))
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, size=12)
+    make_job(
+        tmp_path,
+        "0",
+        ["sampler=hybrid", "seed=0"],
+        {"map_mono": 0.5, "map_cross": 0.4, "map_multi": 0.30},
+        list(base + 0.2),
+    )
+    make_job(
+        tmp_path,
+        "1",
+        ["sampler=hybrid", "seed=1"],
+        {"map_mono": 0.7, "map_cross": 0.4, "map_multi": 0.40},
+        list(base + 0.2),
+    )
+    make_job(
+        tmp_path,
+        "2",
+        ["sampler=mono", "seed=0"],
+        {"map_mono": 0.6, "map_cross": 0.3, "map_multi": 0.20},
+        list(base),
+    )
+    return tmp_path
+
+
+def test_summary_mean_and_sample_std(sweep: Path) -> None:
+    rows = {r["group"]: r for r in summary_rows(find_jobs([sweep]), "ds")}
+    assert list(rows) == ["pretrained", "sampler=hybrid", "sampler=mono"]
+    mean, std = rows["sampler=hybrid"]["map_mono"]
+    assert mean == pytest.approx(0.6)
+    assert std == pytest.approx(np.sqrt(((0.5 - 0.6) ** 2 + (0.7 - 0.6) ** 2) / 1))  # ddof = 1
+    assert rows["sampler=hybrid"]["n"] == 2 and rows["sampler=mono"]["n"] == 1
+    assert rows["pretrained"]["map_multi"][0] == pytest.approx(0.1)
+
+
+def test_significance_detects_a_constant_shift(sweep: Path) -> None:
+    sig = [
+        s for s in significance_rows(find_jobs([sweep]), "ds", n_resamples=2000) if s["metric"] == "map_multi"
+    ]
+    assert len(sig) == 1
+    s = sig[0]
+    assert (s["a"], s["b"]) == ("sampler=hybrid", "sampler=mono")
+    assert s["mean_diff"] == pytest.approx(0.2)
+    assert s["ci_low"] == pytest.approx(0.2) and s["ci_high"] == pytest.approx(0.2)
+    # only the all-plus and all-minus sign patterns (2 of 2**12) reach |0.2|: p ≈ (1 + 2000 * 2 / 4096) / 2001
+    assert s["p_randomization"] < 0.005
+    assert s["n_queries"] == 12
+
+
+def test_write_report_files_and_cli(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    result = write_report([sweep], "ds", out, n_resamples=200)
+    csv_lines = (out / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("run,n,map_mono_mean,map_mono_std")
+    assert len(csv_lines) == 4
+    assert "| sampler=hybrid | 2 | 0.6000 ± 0.1414" in result["markdown"]
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    main([str(sweep), "--dataset", "ds", "--out", str(tmp_path / "cli"), "--n-resamples", "100"])
+    assert "sampler=mono" in capsys.readouterr().out
+
+
+def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        find_jobs([tmp_path])

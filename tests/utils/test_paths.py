@@ -1,0 +1,46 @@
+"""cache_dir / default_data_root: environment overrides and their precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybrid_ir.utils import paths
+from hybrid_ir.utils.paths import cache_dir, default_data_root
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for var in ("HYBRID_IR_CACHE", "XDG_CACHE_HOME", "HYBRID_IR_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+def test_cache_env_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    clean_env.setenv("HYBRID_IR_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    sub = cache_dir("tokenized")
+    assert sub == tmp_path / "mine" / "tokenized" and sub.is_dir()
+
+
+def test_cache_falls_back_to_xdg_then_home(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "hybrid_ir"
+    clean_env.delenv("XDG_CACHE_HOME")
+    assert cache_dir("models") == tmp_path / "home" / ".cache" / "hybrid_ir" / "models"
+    assert (tmp_path / "home" / ".cache" / "hybrid_ir" / "models").is_dir()
+
+
+def test_data_env_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("HYBRID_IR_DATA", str(tmp_path / "data"))
+    assert default_data_root() == tmp_path / "data"
+
+
+def test_data_root_beside_the_checkout_or_cache(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
+    beside = Path(paths.__file__).resolve().parents[3] / "shared" / "data"
+    expected = beside if beside.is_dir() else tmp_path / "cache" / "data"
+    assert default_data_root() == expected
