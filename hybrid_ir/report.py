@@ -177,7 +177,8 @@ def to_markdown(rows: list[dict], sig: list[dict], dataset: str) -> str:
     if sig:
         lines += [
             "",
-            "### Paired significance over queries (a − b; randomisation test, Holm-adjusted; 95% bootstrap CI)",
+            "### Paired significance over queries "
+            "(a − b; randomisation test, Holm-adjusted; 95% bootstrap CI)",
             "",
             "| metric | a | b | queries | mean diff | 95% CI | p | p (Holm) |",
             "|---|---|---|---:|---:|---|---:|---:|",

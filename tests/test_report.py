@@ -102,5 +102,5 @@ def test_write_report_files_and_cli(sweep: Path, tmp_path: Path, capsys: pytest.
 
 
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+    with pytest.raises(FileNotFoundError, match=r"no metrics\.json"):
         find_jobs([tmp_path])

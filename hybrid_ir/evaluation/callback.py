@@ -143,11 +143,10 @@ class ZeroShotEvalCallback(L.Callback):
             trainer.callback_metrics[key] = torch.tensor(value)
         for logger in trainer.loggers:
             logger.log_metrics(flat, step=trainer.global_step)
-        if trainer.is_global_zero:
-            wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-            payload = wandb_payload(results) if wandb_loggers else {}
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        payload = wandb_payload(results) if trainer.is_global_zero and wandb_loggers else {}
+        if payload:
             for logger in wandb_loggers:
-                if payload:
-                    logger.experiment.log({**payload, "trainer/global_step": trainer.global_step})
+                logger.experiment.log({**payload, "trainer/global_step": trainer.global_step})
         self.last_scalars = scalars
         return scalars

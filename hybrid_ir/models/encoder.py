@@ -86,17 +86,22 @@ class Encoder(nn.Module):
         self.pooling = pooling
         self.normalize = normalize
         path = resolve_model_path(name_or_path)
+        # An unused pooler would get no gradient, which DDP (find_unused_parameters=False) rejects.
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if pooling != "pooler":
+            kwargs["add_pooling_layer"] = False
         if random_init:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
             for key, value in (config_overrides or {}).items():
                 setattr(config, key, value)
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
-                self.model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+                try:
+                    self.model = AutoModel.from_config(config, **kwargs)
+                except TypeError:
+                    kwargs.pop("add_pooling_layer", None)
+                    self.model = AutoModel.from_config(config, **kwargs)
         else:
-            kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-            if pooling != "pooler":
-                kwargs["add_pooling_layer"] = False
             try:
                 self.model = AutoModel.from_pretrained(path, **kwargs)
             except TypeError:

@@ -15,6 +15,7 @@ from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.utils.distributed import gather_with_grad
 from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class BiEncoderModule(L.LightningModule):
         self.encoder = encoder
         self.loss = loss
         self.skipped_steps = 0
+        self._resume_rng_state: dict[str, Any] | None = None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.encoder(input_ids, attention_mask)
@@ -92,15 +94,30 @@ class BiEncoderModule(L.LightningModule):
             return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
 
         world = self.trainer.world_size if self._trainer is not None else 1
-        gather = gather_with_grad if world > 1 else None
-        return grad_cache_backward(
-            encode=lambda chunk: self.encoder(*chunk),
-            q_chunks=chunks("q"),
-            p_chunks=chunks("p"),
-            loss_fn=lambda q, p: self.loss(q, p, q_global=q),
-            backward=self.manual_backward,
-            gather=gather,
-        )
+        if world == 1:
+            return grad_cache_backward(
+                encode=lambda chunk: self.encoder(*chunk),
+                q_chunks=chunks("q"),
+                p_chunks=chunks("p"),
+                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+                backward=self.manual_backward,
+            )
+        # DDP's reducer would all-reduce only the first chunk's backward and leave the other chunks' gradients
+        # rank-local; so accumulate locally (no reducer) and average the summed gradients over the ranks once.
+        with self.trainer.strategy.block_backward_sync():
+            loss = grad_cache_backward(
+                encode=lambda chunk: self.encoder(*chunk),
+                q_chunks=chunks("q"),
+                p_chunks=chunks("p"),
+                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+                backward=self.manual_backward,
+                gather=gather_with_grad,
+            )
+        for param in self.parameters():
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad)
+                param.grad.div_(world)
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         opt = self.optimizers()
@@ -169,10 +186,21 @@ class BiEncoderModule(L.LightningModule):
         checkpoint["hybrid_ir"] = {
             "base_model": self.encoder.name_or_path,
             "skipped_steps": self.skipped_steps,
+            "rng_state": capture_rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.skipped_steps = int(checkpoint.get("hybrid_ir", {}).get("skipped_steps", 0))
+        state = checkpoint.get("hybrid_ir", {})
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._resume_rng_state = state.get("rng_state")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """On the first step after a resume, restore the RNG state saved with the checkpoint (here, not when
+        loading it: setting up the data loader draws a random number), so dropout matches the
+        uninterrupted run."""
+        if self._resume_rng_state is not None:
+            restore_rng_state(self._resume_rng_state)
+            self._resume_rng_state = None
 
 
 def linear_warmup_decay(warmup: int, total: int):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
@@ -256,3 +261,87 @@ def test_checkpoint_hooks_keep_skipped_steps(tiny_encoder_factory) -> None:
     fresh.on_load_checkpoint(checkpoint)
     assert fresh.skipped_steps == 4
     assert checkpoint["hybrid_ir"]["base_model"] == encoder.name_or_path
+
+
+WORLD = 2
+DDP_STEPS = 3
+
+
+def _fit_params(encoder: Encoder, batch: dict[str, Any], chunk: int | None, devices: int) -> torch.Tensor:
+    """All parameters, flattened, after ``DDP_STEPS`` steps on ``batch`` (symmetric loss, learnable τ)."""
+    module = BiEncoderModule(
+        encoder,
+        InfoNCELoss(TAU, symmetric=True, learnable_temperature=True),
+        lr=1e-3,
+        warmup_steps=1,
+        grad_cache_chunk_size=chunk,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision="32-true",
+        max_steps=DDP_STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, repeated(batch, DDP_STEPS))
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def _rank_slice(batch: dict[str, Any], rank: int) -> dict[str, Any]:
+    per_rank = batch["q_input_ids"].shape[0] // WORLD
+    return {
+        k: v[rank * per_rank : (rank + 1) * per_rank] if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+def _ddp_worker(rank: int, port: int, encoder: Encoder, batch: dict[str, Any], out_dir: str) -> None:
+    """One of ``WORLD`` externally launched Lightning DDP ranks: a plain and a GradCache run from the same
+    initial weights on this rank's slice of the global batch."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        NODE_RANK="0",
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+    )
+    torch.set_num_threads(1)
+    initial = {k: v.clone() for k, v in encoder.state_dict().items()}
+    result = {}
+    for name, chunk in (("plain", None), ("gradcache", 1)):
+        encoder.load_state_dict(initial)
+        result[name] = _fit_params(encoder, _rank_slice(batch, rank), chunk, devices=WORLD)
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp_path: Path) -> None:
+    """Two DDP ranks with half the global batch each end where one process on the whole batch ends, with
+    and without GradCache, and the ranks stay identical (GradCache once left later chunks un-reduced)."""
+    encoder = tiny_encoder_factory(dropout=False)
+    batch = make_batch(encoder)
+    batch = {k: v[:4] if torch.is_tensor(v) else v for k, v in batch.items()}
+    ctx = mp.spawn(_ddp_worker, args=(_free_port(), encoder, batch, str(tmp_path)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail("DDP workers did not finish within 300 s")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    expected = _fit_params(tiny_encoder_factory(dropout=False), batch, None, devices=1)
+    initial = torch.cat([p.detach().flatten() for p in tiny_encoder_factory(dropout=False).parameters()])
+    assert not torch.allclose(expected[: initial.numel()], initial)
+    for result in ranks:
+        for name in ("plain", "gradcache"):
+            torch.testing.assert_close(result[name], expected, atol=2e-6, rtol=1e-5, msg=name)

@@ -1,0 +1,134 @@
+"""Helpers to run ``train.py`` as a real process and read what it wrote (the runs: ``conftest.py``).
+
+Each process runs with one intra-op thread (``OMP_NUM_THREADS=1``): parallel processes then do not fight over
+the cores (with two threads each on a busy two-core machine a tiny step takes ~40× longer), and every run
+computes with the same thread count, which bitwise equality of float results needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_STEPS = 12
+KILL_AFTER_STEP = 4
+DELAY_S = 0.25
+RUN_TIMEOUT_S = 240
+# The smoke experiment (tiny random model, CSV logger, checkpoint every 2 steps), 12 steps, a small evaluation.
+SMOKE = (
+    "experiment=smoke",
+    f"trainer.max_steps={MAX_STEPS}",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "eval.max_qids=8",
+    "eval.plots=false",
+    "eval.per_query=false",
+)
+DELAY = (
+    "+callbacks.step_delay._target_=hybrid_ir.utils.debug.StepDelay",
+    f"+callbacks.step_delay.seconds={DELAY_S}",
+)
+
+
+def run_env() -> dict[str, str]:
+    """The environment of a test run: one thread, offline W&B, full Hydra tracebacks."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+
+
+def start_train(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """Start ``python train.py hydra.run.dir=<run_dir> <overrides>``; output goes to ``<run_dir>.log``."""
+    with open(run_dir.with_suffix(".log"), "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
+            cwd=REPO,
+            env=run_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def finish(proc: subprocess.Popen, run_dir: Path) -> None:
+    """Wait for ``proc`` and fail with the tail of its log unless it exited with 0."""
+    try:
+        rc = proc.wait(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = "timeout"
+    if rc != 0:
+        tail = run_dir.with_suffix(".log").read_text(errors="replace")[-4000:]
+        pytest.fail(f"train.py in {run_dir} ended with {rc}:\n{tail}")
+
+
+def checkpoint_step(path: Path) -> int:
+    """``global_step`` of a Lightning checkpoint (a tensors-only load)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, timeout_s: float) -> bool:
+    """SIGKILL ``proc`` once ``ckpt`` holds ``global_step >= min_step``; True if it was still running then.
+
+    ``ckpt`` is replaced by an atomic rename on every save, so a new inode means a new, complete checkpoint;
+    only then is it loaded."""
+    deadline = time.monotonic() + timeout_s
+    seen: tuple[int, int] | None = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            stat = ckpt.stat()
+        except FileNotFoundError:
+            time.sleep(0.05)
+            continue
+        if (stat.st_ino, stat.st_mtime_ns) != seen:
+            seen = (stat.st_ino, stat.st_mtime_ns)
+            if checkpoint_step(ckpt) >= min_step:
+                alive = proc.poll() is None
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return alive
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    return False
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    """``{step: train/loss_step}`` from ``<run_dir>/csv/metrics.csv`` (logged every step)."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return {int(r["step"]): float(r["train/loss_step"]) for r in csv.DictReader(fh) if r["train/loss_step"]}
+
+
+def eval_records(run_dir: Path) -> list[dict[str, Any]]:
+    """``[{tag, step, scalars: {dataset: {name: value}}}]`` from ``<run_dir>/metrics.json``."""
+    records = json.loads((run_dir / "metrics.json").read_text())
+    return [
+        {
+            "tag": r["tag"],
+            "step": r["step"],
+            "scalars": {name: summary["scalars"] for name, summary in r["datasets"].items()},
+        }
+        for r in records
+    ]
+
+
+@dataclass
+class TrainRuns:
+    """The run folders of :func:`train_runs`, and what happened to the killed run."""
+
+    reference: Path
+    repeat: Path
+    resumed: Path
+    killed_while_running: bool
+    killed_rc: int
+    resume_step: int
+    resumed_log: str

@@ -1,0 +1,51 @@
+"""Kill a real ``train.py`` process with SIGKILL mid-run and resume it with ``ckpt_path=last``.
+
+The resumed run must continue exactly where the uninterrupted run of the same config and seed went: the
+same batches (the loader's position is in the checkpoint), the same optimiser and scheduler state, and the
+same random numbers (dropout: the RNG state is in the checkpoint), so the per-step losses after the
+checkpoint agree to float tolerance. See ``conftest.py`` for the runs.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from .runs import KILL_AFTER_STEP, MAX_STEPS, TrainRuns, eval_records, step_losses
+
+LOSS_TOL = 1e-5
+
+
+def test_the_kill_lands_mid_run(train_runs: TrainRuns) -> None:
+    assert train_runs.killed_while_running
+    assert train_runs.killed_rc == -signal.SIGKILL
+    assert KILL_AFTER_STEP <= train_runs.resume_step < MAX_STEPS
+
+
+def test_resumed_losses_match_the_uninterrupted_run(train_runs: TrainRuns) -> None:
+    reference = step_losses(train_runs.reference)
+    resumed = step_losses(train_runs.resumed)
+    start = train_runs.resume_step
+    # Step s logs the loss of the (s + 1)-th batch; the checkpoint at global step g holds g batches.
+    after = sorted(s for s in resumed if s >= start)
+    assert after == list(range(start, MAX_STEPS))
+    assert len({round(reference[s], 6) for s in after}) > 1, "losses do not vary: the comparison would be weak"
+    for step in after:
+        assert resumed[step] == pytest.approx(reference[step], abs=LOSS_TOL), f"step {step}"
+
+
+def test_resumed_run_does_not_redo_the_pretrained_evaluation(train_runs: TrainRuns) -> None:
+    records = eval_records(train_runs.resumed)
+    assert [r["tag"] for r in records] == ["pretrained", f"epoch{0}"]
+    assert records[0]["step"] == 0
+    assert "[pretrained]" not in train_runs.resumed_log
+
+
+def test_resumed_final_evaluation_matches_the_uninterrupted_run(train_runs: TrainRuns) -> None:
+    reference = {r["tag"]: r for r in eval_records(train_runs.reference)}
+    for record in eval_records(train_runs.resumed):
+        expected = reference[record["tag"]]
+        assert record["step"] == expected["step"]
+        for dataset, scalars in expected["scalars"].items():
+            assert record["scalars"][dataset] == pytest.approx(scalars, abs=1e-6), (record["tag"], dataset)
