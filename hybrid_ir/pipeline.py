@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_ir.data.datamodule import ParallelQADataModule
@@ -66,6 +67,17 @@ def validate_train_config(cfg: DictConfig) -> None:
         )
 
 
+def drop_logging_callbacks(callbacks: list[L.Callback], has_logger: bool) -> list[L.Callback]:
+    """Without any logger (``logger=none``, or W&B could not start) Lightning refuses a LearningRateMonitor;
+    drop it then, saying so, rather than failing the run."""
+    if has_logger:
+        return callbacks
+    kept = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    if len(kept) < len(callbacks):
+        log.warning("no logger is active, so the learning rate is not logged (LearningRateMonitor dropped)")
+    return kept
+
+
 def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any]:
     """Plan one epoch of batches without a model; print a summary and write ``batch_stats.json``."""
     datamodule.load_corpora()
@@ -107,6 +119,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    callbacks = drop_logging_callbacks(callbacks, bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}

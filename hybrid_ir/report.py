@@ -4,7 +4,8 @@
 
 Each job directory holds ``metrics.json`` (one record per evaluation: ``pretrained``, ``epoch0``, ...),
 ``per_query/<dataset>__<tag>.json`` and ``.hydra/overrides.yaml``. Jobs are grouped by their overrides without
-``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained model as its own row.
+``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained model as its own row
+(from the jobs' ``pretrained`` records, or from an ``evaluate.py`` run passed as one of the roots).
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
 """
@@ -73,6 +74,12 @@ def read_job(path: Path) -> Job:
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
     group = ",".join(o for o in overrides if not o.startswith(("seed=", "hydra", "experiment="))) or "default"
+    config_file = path / ".hydra" / "config.yaml"
+    if (
+        config_file.exists()
+        and (yaml.safe_load(config_file.read_text()) or {}).get("task_name") == "evaluate"
+    ):
+        group = PRETRAINED  # an evaluate.py run of the pretrained model
     return Job(group=group, seed=seed, path=path, records=records)
 
 
@@ -93,7 +100,8 @@ def summary_rows(jobs: list[Job], dataset: str) -> list[dict]:
     """Rows of the table: the pretrained model, then one per group (mean, std and n over seeds)."""
     rows = []
     first = jobs[0]
-    if any(r["tag"] == PRETRAINED for r in first.records):
+    has_group = any(j.group == PRETRAINED for j in jobs)
+    if not has_group and any(r["tag"] == PRETRAINED for r in first.records):
         rec = first.record(PRETRAINED)
         rows.append({"group": PRETRAINED, "n": 1, **{m: (scalar(rec, dataset, m), 0.0) for m in METRICS}})
     for group, members in itertools.groupby(sorted(jobs, key=lambda j: j.group), key=lambda j: j.group):

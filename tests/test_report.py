@@ -104,3 +104,14 @@ def test_write_report_files_and_cli(sweep: Path, tmp_path: Path, capsys: pytest.
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no metrics\.json"):
         find_jobs([tmp_path])
+
+
+def test_an_evaluate_run_is_the_pretrained_row(sweep: Path) -> None:
+    make_job(
+        sweep, "pre", ["data=mlqa-r"], {"map_mono": 0.55, "map_cross": 0.35, "map_multi": 0.25}, [0.3] * 12
+    )
+    (sweep / "pre" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "evaluate"}))
+    rows = summary_rows(find_jobs([sweep]), "ds")
+    pretrained = [r for r in rows if r["group"] == "pretrained"]
+    assert len(pretrained) == 1  # the evaluate run, not the jobs' own pretrained records
+    assert pretrained[0]["map_mono"][0] == pytest.approx(0.55)

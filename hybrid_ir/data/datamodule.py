@@ -175,6 +175,8 @@ class ParallelQADataModule(L.LightningDataModule):
         self.tokenizer: TextTokenizer | None = None
         self.corpora: list[ParallelCorpus] = []
         self.dataset: PairDataset | None = None
+        self._loader: ResumableDataLoader | None = None
+        self._pending_loader_state: dict[str, int] | None = None
 
     def attach_tokenizer(self, tokenizer: TextTokenizer) -> None:
         """Use the model's tokenizer (called once the model is built)."""
@@ -225,15 +227,33 @@ class ParallelQADataModule(L.LightningDataModule):
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
         assert self.dataset is not None, "setup() has not run"
-        return ResumableDataLoader(
+        sampler = self.make_sampler(rank, world)
+        if self._pending_loader_state is not None:
+            sampler.load_state_dict(self._pending_loader_state)
+            self._pending_loader_state = None
+        self._loader = ResumableDataLoader(
             self.dataset,
-            batch_sampler=self.make_sampler(rank, world),
+            batch_sampler=sampler,
             collate_fn=self.dataset.collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             progress=progress if trainer is not None else None,
         )
+        return self._loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"loader": <the training loader's position>}`` for the checkpoint.
+
+        Lightning also saves the loader's own state, but on resume it never loads it when
+        ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (which builds the loader before
+        the checkpoint's loop state is restored; Lightning issue #20550). The datamodule's state is restored
+        before that, so :meth:`train_dataloader` positions the new loader itself."""
+        return {"loader": self._loader.state_dict()} if self._loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Keep the checkpoint's loader position for the next :meth:`train_dataloader`."""
+        self._pending_loader_state = state.get("loader")
 
     def preview(self, epoch: int = 0) -> dict[str, Any]:
         """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates)."""

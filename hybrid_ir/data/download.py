@@ -106,6 +106,8 @@ def ensure_dataset(root: str | Path, dataset: str, languages: str | Iterable[str
     langs = check_langs(languages, Path(root) / dataset)
     if all((Path(root) / dataset / f"{lang}.json").is_file() for lang in langs):
         return Path(root)
+    for lang in langs:
+        dataset_url(dataset, lang)  # an unknown dataset or language fails here, before any download
     cache = cache_dir("data")
     for lang in langs:
         target = cache / dataset / f"{lang}.json"

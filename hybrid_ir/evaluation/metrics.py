@@ -74,6 +74,10 @@ def ranks_of_relevant(scores: Tensor, relevant: Tensor, subset: Tensor | None = 
     if bool((relevant >= n_cand).any()):
         raise ValueError(f"relevant index out of range for {n_cand} candidates")
     valid = relevant >= 0
+    if n_cand == 0:  # an empty candidate set (e.g. a language absent from a pool subset): nothing is ranked
+        return _finish(
+            torch.full(relevant.shape, math.inf, dtype=torch.float64, device=scores.device), single
+        )
     safe = relevant.clamp(min=0)
     if subset is not None:
         subset = subset.to(device=scores.device, dtype=torch.bool).expand(n_batch, n_cand)

@@ -31,7 +31,12 @@ class TextEncoder(Protocol):
     def dim(self) -> int: ...
 
     def encode(
-        self, texts: Sequence[str], kind: TextKind, batch_size: int = ..., precision: str = ...
+        self,
+        texts: Sequence[str],
+        kind: TextKind,
+        batch_size: int = ...,
+        precision: str = ...,
+        progress: bool = ...,
     ) -> Tensor: ...
 
 
@@ -84,7 +89,9 @@ def encode_texts(
     start, stop = shard_bounds(len(unique), rank, world)
     shard = unique[start:stop]
     if shard:
-        local = encoder.encode(shard, kind, batch_size=batch_size, precision=precision).float()
+        local = encoder.encode(
+            shard, kind, batch_size=batch_size, precision=precision, progress=rank == 0
+        ).float()
     else:
         local = torch.zeros((0, encoder.dim), dtype=torch.float32)
     emb = _all_gather_rows(local, len(unique), world, _gather_device(encoder)) if world > 1 else local.cpu()

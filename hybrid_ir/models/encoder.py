@@ -113,6 +113,9 @@ class Encoder(nn.Module):
             self.model.gradient_checkpointing_enable()
         if freeze_word_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
+        # transformers' from_pretrained returns eval mode (no dropout); like any new nn.Module, start in train
+        # mode (Lightning keeps the mode it finds, and encode() switches to eval and back by itself).
+        self.train()
 
     @property
     def dim(self) -> int:
@@ -149,7 +152,12 @@ class Encoder(nn.Module):
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"encode {kind}s", unit="batch", leave=False)
+            batches = tqdm(
+                batches,
+                desc=f"encode {'queries' if kind == 'query' else 'passages'}",
+                unit="batch",
+                leave=False,
+            )
         for start in batches:
             idx = order[start : start + batch_size]
             input_ids, mask = self.text_tokenizer.pad([ids[i] for i in idx])

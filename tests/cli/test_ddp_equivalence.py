@@ -12,14 +12,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_DROPOUT = ["+model.config_overrides.hidden_dropout_prob=0.0", "+model.config_overrides.attention_probs_dropout_prob=0.0"]
+NO_DROPOUT = [
+    "+model.config_overrides.hidden_dropout_prob=0.0",
+    "+model.config_overrides.attention_probs_dropout_prob=0.0",
+]
 
 
 def train(out: Path, trainer: str) -> tuple[list[float], list[dict]]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "train.py", "experiment=smoke", f"trainer={trainer}", "trainer.max_steps=3",
-            "trainer.log_every_n_steps=1", "module.lr=1e-3", "module.warmup_ratio=0.0", *NO_DROPOUT,
-            f"hydra.run.dir={out}"]
+    args = [
+        sys.executable,
+        "train.py",
+        "experiment=smoke",
+        f"trainer={trainer}",
+        "trainer.max_steps=3",
+        "trainer.log_every_n_steps=1",
+        "module.lr=1e-3",
+        "module.warmup_ratio=0.0",
+        *NO_DROPOUT,
+        f"hydra.run.dir={out}",
+    ]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(out / "csv" / "metrics.csv", newline="") as fh:

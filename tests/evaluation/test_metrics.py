@@ -244,3 +244,10 @@ def test_oracle_evaluate_run_vs_ir_measures(random_run: tuple[torch.Tensor, dict
     aggregate = ir_measures.calc_aggregate(measures, qrels, run)
     for measure, value in aggregate.items():
         assert mean_over_queries(ours)[str(measure)] == pytest.approx(value, abs=1e-6)
+
+
+def test_ranks_with_no_candidates_are_unranked() -> None:
+    scores = torch.empty((3, 0))
+    relevant = torch.full((3, 2), -1, dtype=torch.long)
+    ranks = ranks_of_relevant(scores, relevant)
+    assert ranks.shape == (3, 2) and bool(torch.isinf(ranks).all())

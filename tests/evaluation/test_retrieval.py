@@ -47,7 +47,12 @@ class BagOfWordsEncoder:
         return torch.randn(self.dim, generator=gen)
 
     def encode(
-        self, texts: Sequence[str], kind: str, batch_size: int = 64, precision: str = "32"
+        self,
+        texts: Sequence[str],
+        kind: str,
+        batch_size: int = 64,
+        precision: str = "32",
+        progress: bool = False,
     ) -> torch.Tensor:
         self.calls.append((kind, list(texts)))
         rows = [torch.stack([self.word(w) for w in text.split()]).sum(0) for text in texts]

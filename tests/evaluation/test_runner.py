@@ -35,7 +35,12 @@ class BagOfWordsEncoder:
     dim = 24
 
     def encode(
-        self, texts: Sequence[str], kind: str, batch_size: int = 64, precision: str = "32"
+        self,
+        texts: Sequence[str],
+        kind: str,
+        batch_size: int = 64,
+        precision: str = "32",
+        progress: bool = False,
     ) -> torch.Tensor:
         rows = []
         for text in texts:

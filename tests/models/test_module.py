@@ -264,16 +264,19 @@ def test_checkpoint_hooks_keep_skipped_steps(tiny_encoder_factory) -> None:
 
 
 WORLD = 2
-DDP_STEPS = 3
 
 
-def _fit_params(encoder: Encoder, batch: dict[str, Any], chunk: int | None, devices: int) -> torch.Tensor:
-    """All parameters, flattened, after ``DDP_STEPS`` steps on ``batch`` (symmetric loss, learnable τ)."""
+def _ddp_grads(
+    encoder: Encoder, batch: dict[str, Any], chunk: int | None, devices: int
+) -> dict[str, torch.Tensor]:
+    """Parameter gradients of the first step on ``batch`` as the optimiser sees them (after DDP's averaging),
+    symmetric loss with a learnable temperature."""
+    record = RecordGrads()
     module = BiEncoderModule(
         encoder,
         InfoNCELoss(TAU, symmetric=True, learnable_temperature=True),
         lr=1e-3,
-        warmup_steps=1,
+        max_grad_norm=None,
         grad_cache_chunk_size=chunk,
     )
     trainer = L.Trainer(
@@ -281,15 +284,17 @@ def _fit_params(encoder: Encoder, batch: dict[str, Any], chunk: int | None, devi
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         precision="32-true",
-        max_steps=DDP_STEPS,
+        max_steps=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
+        callbacks=[record],
     )
-    trainer.fit(module, repeated(batch, DDP_STEPS))
-    return torch.cat([p.detach().flatten() for p in module.parameters()])
+    trainer.fit(module, repeated(batch, 1))
+    assert record.grads
+    return record.grads
 
 
 def _rank_slice(batch: dict[str, Any], rank: int) -> dict[str, Any]:
@@ -300,8 +305,8 @@ def _rank_slice(batch: dict[str, Any], rank: int) -> dict[str, Any]:
 
 
 def _ddp_worker(rank: int, port: int, encoder: Encoder, batch: dict[str, Any], out_dir: str) -> None:
-    """One of ``WORLD`` externally launched Lightning DDP ranks: a plain and a GradCache run from the same
-    initial weights on this rank's slice of the global batch."""
+    """One of ``WORLD`` externally launched Lightning DDP ranks: first-step gradients of a plain and a
+    GradCache step on this rank's slice of the global batch."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -314,7 +319,7 @@ def _ddp_worker(rank: int, port: int, encoder: Encoder, batch: dict[str, Any], o
     result = {}
     for name, chunk in (("plain", None), ("gradcache", 1)):
         encoder.load_state_dict(initial)
-        result[name] = _fit_params(encoder, _rank_slice(batch, rank), chunk, devices=WORLD)
+        result[name] = _ddp_grads(encoder, _rank_slice(batch, rank), chunk, devices=WORLD)
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
@@ -326,8 +331,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp_path: Path) -> None:
-    """Two DDP ranks with half the global batch each end where one process on the whole batch ends, with
-    and without GradCache, and the ranks stay identical (GradCache once left later chunks un-reduced)."""
+    """Two DDP ranks with half the global batch each get the gradient of one process on the whole batch,
+    with and without GradCache (GradCache once all-reduced only its first chunk's gradient)."""
     encoder = tiny_encoder_factory(dropout=False)
     batch = make_batch(encoder)
     batch = {k: v[:4] if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -339,9 +344,12 @@ def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp
                 proc.terminate()
             pytest.fail("DDP workers did not finish within 300 s")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    expected = _fit_params(tiny_encoder_factory(dropout=False), batch, None, devices=1)
-    initial = torch.cat([p.detach().flatten() for p in tiny_encoder_factory(dropout=False).parameters()])
-    assert not torch.allclose(expected[: initial.numel()], initial)
-    for result in ranks:
+    expected = _ddp_grads(tiny_encoder_factory(dropout=False), batch, None, devices=1)
+    assert "loss.log_scale" in expected
+    for rank, result in enumerate(ranks):
         for name in ("plain", "gradcache"):
-            torch.testing.assert_close(result[name], expected, atol=2e-6, rtol=1e-5, msg=name)
+            assert result[name].keys() == expected.keys()
+            for param, grad in expected.items():
+                torch.testing.assert_close(
+                    result[name][param], grad, atol=1e-6, rtol=1e-4, msg=f"{rank} {name} {param}"
+                )

@@ -7,11 +7,27 @@ a fourth:
 * ``killed``: the same run slowed down by :class:`hybrid_ir.utils.debug.StepDelay`, SIGKILLed as soon as its
   ``checkpoints/last.ckpt`` holds step >= ``KILL_AFTER_STEP``;
 * ``resumed``: the killed run's command again with ``ckpt_path=last`` in the same ``hydra.run.dir``.
+
+The in-process fixtures compose the real configs with ``hydra.compose`` (``compose``), forbid building a model
+(``no_model``) or make building the tiny one fast (``fast_tiny_model``: the session's tokenizer, one thread).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from hybrid_ir.models import encoder as encoder_module
+from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.utils.instantiate import register_resolvers
 
 from .runs import (
     DELAY,
@@ -24,6 +40,9 @@ from .runs import (
     kill_after_checkpoint,
     start_train,
 )
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+Compose = Callable[..., DictConfig]
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +67,45 @@ def train_runs(tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
         resume_step=resume_step,
         resumed_log=resumed.with_suffix(".log").read_text(errors="replace"),
     )
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Compose:
+    """``compose(*overrides, config="train")``: a config of ``conf/`` as ``train.py`` would get it, writing
+    to ``<tmp_path>/run``."""
+    register_resolvers()
+
+    def _compose(*overrides: str, config: str = "train") -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hydra_compose(config, overrides=[f"paths.output_dir={tmp_path / 'run'}", *overrides])
+
+    return _compose
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building any :class:`Encoder` fails the test: errors must come before a model is loaded."""
+
+    def refuse(self: Encoder, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was built before the error was reported")
+
+    monkeypatch.setattr(Encoder, "__init__", refuse)
+
+
+@pytest.fixture
+def fast_tiny_model(
+    monkeypatch: pytest.MonkeyPatch, e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase
+) -> Iterator[None]:
+    """In-process training runs build the tiny model with the session's e5 tokenizer (loading it takes
+    seconds) and compute with one thread (see ``runs.py``)."""
+
+    class SharedTokenizer:
+        @staticmethod
+        def from_pretrained(path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
+            return e5_tokenizer if str(path) == str(e5_dir) else AutoTokenizer.from_pretrained(path, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "AutoTokenizer", SharedTokenizer)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -102,10 +102,15 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, tim
     return False
 
 
+def csv_rows(run_dir: Path) -> dict[int, dict[str, str]]:
+    """The training rows of ``<run_dir>/csv/metrics.csv`` (those with ``train/loss_step``) by step."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return {int(row["step"]): row for row in csv.DictReader(fh) if row.get("train/loss_step")}
+
+
 def step_losses(run_dir: Path) -> dict[int, float]:
     """``{step: train/loss_step}`` from ``<run_dir>/csv/metrics.csv`` (logged every step)."""
-    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
-        return {int(r["step"]): float(r["train/loss_step"]) for r in csv.DictReader(fh) if r["train/loss_step"]}
+    return {step: float(row["train/loss_step"]) for step, row in csv_rows(run_dir).items()}
 
 
 def eval_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -30,7 +30,9 @@ def test_resumed_losses_match_the_uninterrupted_run(train_runs: TrainRuns) -> No
     # Step s logs the loss of the (s + 1)-th batch; the checkpoint at global step g holds g batches.
     after = sorted(s for s in resumed if s >= start)
     assert after == list(range(start, MAX_STEPS))
-    assert len({round(reference[s], 6) for s in after}) > 1, "losses do not vary: the comparison would be weak"
+    assert len({round(reference[s], 6) for s in after}) > 1, (
+        "losses do not vary: the comparison would be weak"
+    )
     for step in after:
         assert resumed[step] == pytest.approx(reference[step], abs=LOSS_TOL), f"step {step}"
 
