@@ -94,15 +94,30 @@ class BiEncoderModule(L.LightningModule):
             return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
 
         world = self.trainer.world_size if self._trainer is not None else 1
-        gather = gather_with_grad if world > 1 else None
-        return grad_cache_backward(
-            encode=lambda chunk: self.encoder(*chunk),
-            q_chunks=chunks("q"),
-            p_chunks=chunks("p"),
-            loss_fn=lambda q, p: self.loss(q, p, q_global=q),
-            backward=self.manual_backward,
-            gather=gather,
-        )
+        if world == 1:
+            return grad_cache_backward(
+                encode=lambda chunk: self.encoder(*chunk),
+                q_chunks=chunks("q"),
+                p_chunks=chunks("p"),
+                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+                backward=self.manual_backward,
+            )
+        # DDP's reducer would all-reduce only the first chunk's backward and leave the other chunks' gradients
+        # rank-local; so accumulate locally (no reducer) and average the summed gradients over the ranks once.
+        with self.trainer.strategy.block_backward_sync():
+            loss = grad_cache_backward(
+                encode=lambda chunk: self.encoder(*chunk),
+                q_chunks=chunks("q"),
+                p_chunks=chunks("p"),
+                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+                backward=self.manual_backward,
+                gather=gather_with_grad,
+            )
+        for param in self.parameters():
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad)
+                param.grad.div_(world)
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         opt = self.optimizers()

@@ -65,6 +65,18 @@ def test_cls_pooling_uses_the_first_token(tiny_encoder_factory) -> None:
     torch.testing.assert_close(cls(ids, mask), F.normalize(hidden[:, 0], dim=1))
 
 
+def test_pooler_layer_only_for_pooler_pooling(encoder: Encoder, tiny_encoder_factory) -> None:
+    """An unused pooler would get no gradient, which DDP rejects; ``pooling=pooler`` keeps and uses it."""
+    assert encoder.model.pooler is None
+    assert all(p.requires_grad for p in encoder.parameters())
+    pooled = tiny_encoder_factory(pooling="pooler").eval()
+    assert pooled.model.pooler is not None
+    ids, mask = _batch(pooled, TEXTS)
+    with torch.no_grad():
+        out = pooled.model(input_ids=ids, attention_mask=mask)
+        torch.testing.assert_close(pooled(ids, mask), F.normalize(out.pooler_output, dim=1))
+
+
 def test_encode_keeps_input_order_despite_length_sorting(encoder: Encoder) -> None:
     lengths = [len(ids) for ids in encoder.text_tokenizer(TEXTS, "passage")]
     assert sorted(range(len(TEXTS)), key=lambda i: lengths[i]) != list(range(len(TEXTS)))

@@ -33,7 +33,8 @@ def _trainer(step: int, global_zero: bool = True) -> SimpleNamespace:
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
-    return AutoModel.from_pretrained(directory).state_dict()
+    """The saved weights (no pooler: a mean-pooling encoder has none, and AutoModel would add a random one)."""
+    return AutoModel.from_pretrained(directory, add_pooling_layer=False).state_dict()
 
 
 def _assert_exports(directory: Path, encoder: Encoder) -> None:

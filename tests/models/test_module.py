@@ -120,7 +120,7 @@ def test_step_loss_is_infonce_on_the_encoder_outputs(tiny_encoder_factory) -> No
 
 
 def test_training_on_one_batch_lowers_its_loss(tiny_encoder_factory) -> None:
-    encoder = tiny_encoder_factory(dropout=False)
+    encoder = tiny_encoder_factory(dropout=False, freeze_word_embeddings=True)
     batch = make_batch(encoder)
     loss_fn = InfoNCELoss(TAU)
 
@@ -172,7 +172,7 @@ class NaNLoss(InfoNCELoss):
 
 
 def test_nonfinite_loss_raises_naming_the_step(tiny_encoder_factory) -> None:
-    encoder = tiny_encoder_factory(dropout=False)
+    encoder = tiny_encoder_factory(dropout=False, freeze_word_embeddings=True)
     module = BiEncoderModule(encoder, NaNLoss(TAU), nonfinite="raise")
     with pytest.raises(NonFiniteLossError, match=r"global step 0 \(epoch 0, batch 0\)"):
         make_trainer(max_steps=2).fit(module, repeated(make_batch(encoder), 2))
@@ -180,12 +180,12 @@ def test_nonfinite_loss_raises_naming_the_step(tiny_encoder_factory) -> None:
 
 @pytest.mark.parametrize("chunk", [None, 2], ids=["plain", "gradcache"])
 def test_nonfinite_loss_skip_leaves_parameters_unchanged(tiny_encoder_factory, chunk: int | None) -> None:
-    encoder = tiny_encoder_factory(dropout=False)
+    encoder = tiny_encoder_factory(dropout=False, freeze_word_embeddings=True)
     module = BiEncoderModule(encoder, NaNLoss(TAU), nonfinite="skip", grad_cache_chunk_size=chunk)
     before = _params(module)
     trainer = make_trainer(max_epochs=1)
-    trainer.fit(module, repeated(make_batch(encoder), 3))
-    assert module.skipped_steps == 3
+    trainer.fit(module, repeated(make_batch(encoder), 2))
+    assert module.skipped_steps == 2
     assert trainer.global_step == 0
     for name, value in _params(module).items():
         assert torch.equal(value, before[name]), name
