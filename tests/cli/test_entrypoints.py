@@ -55,10 +55,10 @@ def test_slurm_launcher_composes_from_trainer(tmp_path: Path) -> None:
     proc = run(
         [
             "train.py",
+            # --cfg all: the launcher's interpolations point into the job config (trainer.devices, ...)
             "--cfg",
-            "hydra",
+            "all",
             "--resolve",
-            "-m",
             "hydra/launcher=slurm",
             "trainer=ddp",
             "trainer.devices=4",
@@ -69,7 +69,7 @@ def test_slurm_launcher_composes_from_trainer(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "SlurmLauncher" in out
-    assert "gpus_per_node: 4" in out and "tasks_per_node: 4" in out and "nodes: 2" in out
+    assert "gpus_per_node: 4" in out and "tasks_per_node: 4" in out and "\n    nodes: 2" in out
 
 
 @pytest.mark.parametrize("sampler", ["mono", "cross", "hybrid"])

@@ -6,7 +6,7 @@ a fourth:
 * ``reference`` and ``repeat``: uninterrupted runs (determinism: they must agree exactly);
 * ``killed``: the same run slowed down by :class:`hybrid_ir.utils.debug.StepDelay`, SIGKILLed as soon as its
   ``checkpoints/last.ckpt`` holds step >= ``KILL_AFTER_STEP``;
-* ``resumed``: the killed run's command again with ``ckpt_path=last`` in the same ``hydra.run.dir``.
+* ``resumed``: the uninterrupted runs' command with ``ckpt_path=last`` in the killed run's ``hydra.run.dir``.
 
 The in-process fixtures compose the real configs with ``hydra.compose`` (``compose``), forbid building a model
 (``no_model``) or make building the tiny one fast (``fast_tiny_model``: the session's tokenizer, one thread).
@@ -46,27 +46,35 @@ Compose = Callable[..., DictConfig]
 
 
 @pytest.fixture(scope="session")
-def train_runs(tmp_path_factory: pytest.TempPathFactory) -> TrainRuns:
+def train_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainRuns]:
     base = tmp_path_factory.mktemp("train_runs")
     reference, repeat, resumed = base / "reference", base / "repeat", base / "resumed"
     procs = {reference: start_train(reference, *SMOKE), repeat: start_train(repeat, *SMOKE)}
-    killed = start_train(resumed, *SMOKE, *DELAY)
-    ckpt = resumed / "checkpoints" / "last.ckpt"
-    alive = kill_after_checkpoint(killed, ckpt, KILL_AFTER_STEP, RUN_TIMEOUT_S)
-    resume_step = checkpoint_step(ckpt)
-    resumed.with_suffix(".log").rename(base / "killed.log")
-    procs[resumed] = start_train(resumed, *SMOKE, *DELAY, "ckpt_path=last")
-    for run_dir, proc in procs.items():
-        finish(proc, run_dir)
-    return TrainRuns(
-        reference=reference,
-        repeat=repeat,
-        resumed=resumed,
-        killed_while_running=alive,
-        killed_rc=killed.returncode,
-        resume_step=resume_step,
-        resumed_log=resumed.with_suffix(".log").read_text(errors="replace"),
-    )
+    try:
+        killed = start_train(resumed, *SMOKE, *DELAY)
+        ckpt = resumed / "checkpoints" / "last.ckpt"
+        alive = kill_after_checkpoint(killed, ckpt, KILL_AFTER_STEP, RUN_TIMEOUT_S)
+        killed_log = resumed.with_suffix(".log").rename(base / "killed.log")
+        if not ckpt.is_file():
+            pytest.fail(f"the run to be killed wrote no checkpoint:\n{killed_log.read_text()[-4000:]}")
+        resume_step = checkpoint_step(ckpt)
+        procs[resumed] = start_train(resumed, *SMOKE, "ckpt_path=last")
+        for run_dir, proc in procs.items():
+            finish(proc, run_dir)
+        yield TrainRuns(
+            reference=reference,
+            repeat=repeat,
+            resumed=resumed,
+            killed_while_running=alive,
+            killed_rc=killed.returncode,
+            resume_step=resume_step,
+            resumed_log=resumed.with_suffix(".log").read_text(errors="replace"),
+        )
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
 KILL_AFTER_STEP = 4
-DELAY_S = 0.25
+DELAY_S = 0.5
 RUN_TIMEOUT_S = 240
 # The smoke experiment (tiny random model, CSV logger, checkpoint every 2 steps), 12 steps, a small evaluation.
 SMOKE = (
@@ -74,6 +74,12 @@ def finish(proc: subprocess.Popen, run_dir: Path) -> None:
 def checkpoint_step(path: Path) -> int:
     """``global_step`` of a Lightning checkpoint (a tensors-only load)."""
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model weights in ``<run_dir>/checkpoints/last.ckpt``."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, timeout_s: float) -> bool:

@@ -3,9 +3,13 @@ per-step losses, identical ``metrics.json`` scalars and identical final weights.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from .runs import MAX_STEPS, TrainRuns, eval_records, step_losses
+from .runs import MAX_STEPS, TrainRuns, eval_records, final_weights, step_losses
+
+# Shares the train.py processes of test_resume.py (``train_runs``).
+pytestmark = pytest.mark.slow
 
 
 def test_per_step_losses_are_identical(train_runs: TrainRuns) -> None:
@@ -21,10 +25,6 @@ def test_metrics_json_scalars_are_identical(train_runs: TrainRuns) -> None:
 
 
 def test_final_weights_are_identical(train_runs: TrainRuns) -> None:
-    def weights(run) -> dict[str, torch.Tensor]:
-        path = run / "checkpoints" / "last.ckpt"
-        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-    first, second = weights(train_runs.reference), weights(train_runs.repeat)
+    first, second = final_weights(train_runs.reference), final_weights(train_runs.repeat)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import signal
 
 import pytest
+import torch
 
-from .runs import KILL_AFTER_STEP, MAX_STEPS, TrainRuns, eval_records, step_losses
+from .runs import KILL_AFTER_STEP, MAX_STEPS, TrainRuns, eval_records, final_weights, step_losses
+
+# Four train.py processes (the shared ``train_runs``): about a minute on two cores.
+pytestmark = pytest.mark.slow
 
 LOSS_TOL = 1e-5
 
@@ -39,7 +43,7 @@ def test_resumed_losses_match_the_uninterrupted_run(train_runs: TrainRuns) -> No
 
 def test_resumed_run_does_not_redo_the_pretrained_evaluation(train_runs: TrainRuns) -> None:
     records = eval_records(train_runs.resumed)
-    assert [r["tag"] for r in records] == ["pretrained", f"epoch{0}"]
+    assert [r["tag"] for r in records] == ["pretrained", "epoch0"]
     assert records[0]["step"] == 0
     assert "[pretrained]" not in train_runs.resumed_log
 
@@ -51,3 +55,10 @@ def test_resumed_final_evaluation_matches_the_uninterrupted_run(train_runs: Trai
         assert record["step"] == expected["step"]
         for dataset, scalars in expected["scalars"].items():
             assert record["scalars"][dataset] == pytest.approx(scalars, abs=1e-6), (record["tag"], dataset)
+
+
+def test_resumed_final_weights_match_the_uninterrupted_run(train_runs: TrainRuns) -> None:
+    reference, resumed = final_weights(train_runs.reference), final_weights(train_runs.resumed)
+    assert reference.keys() == resumed.keys()
+    for name, tensor in reference.items():
+        assert torch.allclose(resumed[name], tensor, rtol=0, atol=1e-6), name

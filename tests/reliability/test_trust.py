@@ -1,0 +1,89 @@
+"""Nothing a run reads can execute code: checkpoints are loaded ``weights_only`` (tensors and plain
+containers), every trainer config loads through :class:`AtomicCheckpointIO`, and no model config trusts
+remote code."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.pipeline import load_checkpoint_weights
+from hybrid_ir.utils.checkpoint_io import AtomicCheckpointIO
+
+from .conftest import CONF, Compose
+
+
+class CreatesFile:
+    """Unpickling this object opens (creates) ``path``: a stand-in for any code a pickle can run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture
+def malicious_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """``(checkpoint, marker)``: a Lightning-shaped checkpoint whose loading by plain unpickling would
+    create ``marker``; checked once with an unsafe load, then the marker is removed."""
+    marker, path = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    torch.save(
+        {"state_dict": {"encoder.w": torch.zeros(2)}, "global_step": 2, "x": CreatesFile(marker)}, path
+    )
+    torch.load(path, weights_only=False)
+    assert marker.exists(), "the crafted checkpoint does not run code: the tests below would prove nothing"
+    marker.unlink()
+    return path, marker
+
+
+def test_checkpoint_io_refuses_code(malicious_checkpoint: tuple[Path, Path]) -> None:
+    path, marker = malicious_checkpoint
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed") as info:
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert "open" in str(info.value)  # names the refused global
+    assert not marker.exists()
+
+
+def test_evaluate_checkpoint_loading_refuses_code(
+    malicious_checkpoint: tuple[Path, Path], tiny_encoder_factory
+) -> None:
+    path, marker = malicious_checkpoint
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint_weights(tiny_encoder_factory(), str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("trainer", sorted(p.stem for p in (CONF / "trainer").glob("*.yaml")))
+def test_every_trainer_config_loads_weights_only(compose: Compose, trainer: str) -> None:
+    cfg = compose(f"trainer={trainer}")
+    targets = [p["_target_"] for p in cfg.trainer.plugins]
+    assert targets == ["hybrid_ir.utils.checkpoint_io.AtomicCheckpointIO"]
+
+
+def test_the_cpu_trainer_uses_the_refusing_checkpoint_io(
+    compose: Compose, malicious_checkpoint: tuple[Path, Path]
+) -> None:
+    path, marker = malicious_checkpoint
+    trainer = instantiate(compose("trainer=cpu").trainer, logger=False)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    with pytest.raises(pickle.UnpicklingError):
+        trainer.strategy.load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("config", ["train", "evaluate"])
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_no_model_config_trusts_remote_code(compose: Compose, config: str, model: str) -> None:
+    cfg = compose(f"model={model}", config=config)
+    assert cfg.model.trust_remote_code is False
+
+
+def test_encoder_does_not_trust_remote_code_by_default() -> None:
+    assert inspect.signature(Encoder).parameters["trust_remote_code"].default is False
