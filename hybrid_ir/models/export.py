@@ -9,6 +9,8 @@ from pathlib import Path
 
 import lightning as L
 
+from hybrid_ir.utils.io import current_umask
+
 log = logging.getLogger(__name__)
 
 
@@ -20,6 +22,7 @@ def export_encoder(module: L.LightningModule, dirpath: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700
         module.encoder.save_pretrained(tmp)
         old = target.with_name(f".{target.name}.old")
         if target.exists():

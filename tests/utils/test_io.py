@@ -49,3 +49,12 @@ def test_atomic_write_text_and_json_replace(tmp_path: Path) -> None:
     assert json.loads(text) == {"ü": [1, 2]}
     assert "ü" in text and text.endswith("\n")
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path) -> None:
+    import os
+
+    from hybrid_ir.utils.io import atomic_write_text, current_umask
+
+    path = atomic_write_text(tmp_path / "m.json", "{}")
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~current_umask()
