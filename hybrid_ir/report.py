@@ -3,8 +3,8 @@
 ``python -m hybrid_ir.report multirun/train/<date>/ [--dataset mlqa-r] [--out <dir>]`` (or ``make report ARGS=...``).
 
 Each job directory holds ``metrics.json`` (one record per evaluation: ``pretrained``, ``epoch0``, ...),
-``per_query/<dataset>__<tag>.json`` and ``.hydra/overrides.yaml``. Jobs are grouped by their overrides without
-``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained model as its own row
+``per_query/<dataset>__<tag>.json`` and ``.hydra/overrides.yaml``. Jobs are grouped by the overrides that differ
+between them, without ``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained model as its own row
 (from the jobs' ``pretrained`` records, or from an ``evaluate.py`` run passed as one of the roots).
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
@@ -49,6 +49,7 @@ class Job:
     seed: str
     path: Path
     records: list[dict]
+    overrides: tuple[str, ...] = ()
 
     def record(self, tag: str | None = None) -> dict:
         """The evaluation record with ``tag`` (default: the last one)."""
@@ -73,14 +74,15 @@ def read_job(path: Path) -> Job:
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
-    group = ",".join(o for o in overrides if not o.startswith(("seed=", "hydra", "experiment="))) or "default"
+    kept = tuple(o for o in overrides if not o.startswith(("seed=", "hydra", "experiment=")))
+    group = ",".join(kept) or "default"
     config_file = path / ".hydra" / "config.yaml"
     if (
         config_file.exists()
         and (yaml.safe_load(config_file.read_text()) or {}).get("task_name") == "evaluate"
     ):
         group = PRETRAINED  # an evaluate.py run of the pretrained model
-    return Job(group=group, seed=seed, path=path, records=records)
+    return Job(group=group, seed=seed, path=path, records=records, overrides=kept)
 
 
 def find_jobs(roots: Sequence[Path]) -> list[Job]:
@@ -88,7 +90,13 @@ def find_jobs(roots: Sequence[Path]) -> list[Job]:
     paths = sorted({p.parent for root in roots for p in Path(root).rglob("metrics.json")})
     if not paths:
         raise FileNotFoundError(f"no metrics.json under {', '.join(map(str, roots))}")
-    return [read_job(p) for p in paths]
+    jobs = [read_job(p) for p in paths]
+    trained = [j for j in jobs if j.group != PRETRAINED]
+    if len(trained) > 1:  # label runs by what varies between them (a sweep's shared overrides say nothing)
+        common = set.intersection(*(set(j.overrides) for j in trained))
+        for job in trained:
+            job.group = ",".join(o for o in job.overrides if o not in common) or job.group
+    return jobs
 
 
 def scalar(record: dict, dataset: str, metric: str) -> float:

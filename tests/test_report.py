@@ -115,3 +115,15 @@ def test_an_evaluate_run_is_the_pretrained_row(sweep: Path) -> None:
     pretrained = [r for r in rows if r["group"] == "pretrained"]
     assert len(pretrained) == 1  # the evaluate run, not the jobs' own pretrained records
     assert pretrained[0]["map_mono"][0] == pytest.approx(0.55)
+
+
+def test_groups_are_named_by_what_varies(tmp_path: Path) -> None:
+    for i, (sampler, seed) in enumerate([("hybrid", 0), ("mono", 0), ("hybrid", 1)]):
+        make_job(
+            tmp_path,
+            str(i),
+            [f"sampler={sampler}", "trainer.max_steps=2", f"seed={seed}"],
+            {"map_mono": 0.5, "map_cross": 0.4, "map_multi": 0.3},
+            [0.5] * 12,
+        )
+    assert sorted({j.group for j in find_jobs([tmp_path])}) == ["sampler=hybrid", "sampler=mono"]
