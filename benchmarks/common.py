@@ -1,5 +1,5 @@
-"""Shared pieces of the benchmarks: the configuration ``train.py`` uses, timing statistics, a plain PyTorch
-training loop, interleaved timing inside a Lightning run, peak-memory probes and subprocess workers.
+"""Shared pieces of the in-process benchmarks: the configuration ``train.py`` uses, timing statistics, a plain
+PyTorch training loop and interleaved timing inside a Lightning run (process-level helpers: :mod:`benchmarks.process`).
 
 Fairness rules every benchmark follows: the competitors get the same model weights, the same batches (same
 pairs, same padding, same sequence lengths), the same loss, optimiser and schedule; all run in one process,
@@ -10,21 +10,14 @@ since a median hides costs paid every n-th step.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import json
-import logging
 import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +28,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from torch import Tensor
 
+from benchmarks.process import REPO
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.models.module import linear_warmup_decay
 from hybrid_ir.utils.hardware import cpu_has_fast_bf16
 from hybrid_ir.utils.instantiate import register_resolvers
 from hybrid_ir.utils.io import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STEP_SEED = 1234
@@ -61,23 +55,6 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     out = tempfile.mkdtemp(prefix="hybrid_ir_bench_")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=[f"paths.output_dir={out}", *overrides])
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence Lightning's info logs, library warnings and progress bars (written to a buffer, so their
-    formatting cost stays in the timings while the terminal stays readable)."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "hybrid_ir")
-    levels = {name: logging.getLogger(name).level for name in names}
-    for name in names:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def stats(samples: Sequence[float]) -> dict[str, Any]:
@@ -143,7 +120,9 @@ def step_loss(outputs: Any) -> float:
     return float(loss)
 
 
-def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(
+    named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float
+) -> list[dict[str, Any]]:
     """AdamW groups as :meth:`BiEncoderModule.configure_optimizers` builds them: no decay on biases,
     LayerNorm weights and the temperature; frozen parameters left out."""
     decay, no_decay = [], []
@@ -165,10 +144,20 @@ class BareLoop:
         hparams: ``lr``, ``weight_decay``, ``betas``, ``eps``, ``max_grad_norm``, ``warmup_ratio``,
             ``warmup_steps`` (the module's hyper-parameters).
         total_steps: length of the schedule (the trainer's ``estimated_stepping_batches``).
+        grad_cache_chunk: embed and back-propagate with GradCache in chunks of this many texts
+            (:func:`~hybrid_ir.models.gradcache.grad_cache_backward`, as the module does); ``None``: one pass.
     """
 
-    def __init__(self, encoder: Encoder, loss: InfoNCELoss, hparams: Mapping[str, Any], total_steps: int):
+    def __init__(
+        self,
+        encoder: Encoder,
+        loss: InfoNCELoss,
+        hparams: Mapping[str, Any],
+        total_steps: int,
+        grad_cache_chunk: int | None = None,
+    ) -> None:
         self.encoder = encoder.train()
+        self.grad_cache_chunk = grad_cache_chunk
         self.loss = loss
         named = [*encoder.named_parameters(), *loss.named_parameters()]
         self.params = [p for _, p in named if p.requires_grad]
@@ -187,10 +176,19 @@ class BareLoop:
 
     def step(self, batch: Batch) -> Tensor:
         """One optimisation step on a collated batch; returns the detached loss (0-dim)."""
-        q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
-        p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
-        loss = self.loss(q, p)
-        loss.backward()
+        if self.grad_cache_chunk:
+            size = self.grad_cache_chunk
+            loss = grad_cache_backward(
+                encode=lambda chunk: self.encoder(*chunk),
+                q_chunks=_chunks(batch, "q", size),
+                p_chunks=_chunks(batch, "p", size),
+                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+            )
+        else:
+            q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
+            p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
+            loss = self.loss(q, p)
+            loss.backward()
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
@@ -199,10 +197,22 @@ class BareLoop:
         return loss.detach()
 
 
-def bare_loop_like(module: L.LightningModule, total_steps: int) -> BareLoop:
+def _chunks(batch: Batch, side: str, size: int) -> list[tuple[Tensor, Tensor]]:
+    """``(input_ids, attention_mask)`` row chunks of ``size`` of the ``side`` (``q`` or ``p``) of a batch."""
+    ids, mask = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
+    return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
+
+
+def bare_loop_like(
+    module: L.LightningModule, total_steps: int, grad_cache_chunk: int | None = None
+) -> BareLoop:
     """A :class:`BareLoop` with copies of ``module``'s encoder and loss and its hyper-parameters."""
     return BareLoop(
-        copy.deepcopy(module.encoder), copy.deepcopy(module.loss), dict(module.hparams), total_steps
+        copy.deepcopy(module.encoder),
+        copy.deepcopy(module.loss),
+        dict(module.hparams),
+        total_steps,
+        grad_cache_chunk,
     )
 
 
@@ -273,7 +283,9 @@ class InterleavedSteps(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._resume = time.perf_counter()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ):
         seed_step(self._step)
 
     def on_train_batch_end(
@@ -297,8 +309,16 @@ class InterleavedSteps(L.Callback):
 def compare_timings(
     times: Mapping[str, Sequence[float]], warmup: int, items_per_step: int, ours: str = "ours"
 ) -> dict[str, Any]:
-    """Statistics of each competitor after dropping ``warmup`` steps, its throughput (``items_per_step`` /
-    median), and ``ratio_<name>`` = our throughput / theirs on medians (and ``mean_ratio_<name>`` on means)."""
+    """Statistics of each competitor after dropping ``warmup`` steps and its throughput (``items_per_step`` /
+    median time), and per other competitor ``name`` three estimates of our throughput / theirs:
+
+    * ``ratio_<name>``: median over rounds of ``t_name[i] / t_ours[i]``, the two steps of round ``i`` having
+      run back to back; robust to load on the machine that changes between rounds (the goals use it);
+    * ``median_ratio_<name>``: ratio of the median step times;
+    * ``mean_ratio_<name>``: ratio of the mean step times (shows costs paid every n-th step, which medians hide);
+
+    and ``extra_s_vs_<name>``: median over rounds of ``t_ours[i] - t_name[i]`` (our extra seconds per step).
+    """
     out: dict[str, Any] = {}
     for name, samples in times.items():
         s = stats(samples[warmup:])
@@ -306,7 +326,10 @@ def compare_timings(
         out[name] = s
     for name in times:
         if name != ours:
-            out[f"ratio_{name}"] = out[name]["median_s"] / out[ours]["median_s"]
+            pairs = list(zip(times[name][warmup:], times[ours][warmup:], strict=True))
+            out[f"ratio_{name}"] = statistics.median(theirs / mine for theirs, mine in pairs)
+            out[f"extra_s_vs_{name}"] = statistics.median(mine - theirs for theirs, mine in pairs)
+            out[f"median_ratio_{name}"] = out[name]["median_s"] / out[ours]["median_s"]
             out[f"mean_ratio_{name}"] = out[name]["mean_s"] / out[ours]["mean_s"]
     return out
 
@@ -322,61 +345,3 @@ def loss_agreement(losses: Mapping[str, Sequence[float]], ours: str = "ours") ->
             (abs(a - b) for n in others for a, b in zip(losses[n], losses[ours], strict=True)), default=0.0
         ),
     }
-
-
-# ---- peak memory (resident set size) of the current process ----
-
-
-def _status_kb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (``/proc/self/clear_refs``, Linux >= 4.0); whether it worked."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
-    except OSError:
-        return False
-    return True
-
-
-def current_rss_mb() -> float:
-    """Resident set size now, in MiB."""
-    kb = _status_kb("VmRSS")
-    return float("nan") if kb is None else kb / 1024
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size since the start or the last :func:`reset_peak_rss`, in MiB
-    (``VmHWM``; ``getrusage`` ``ru_maxrss`` where ``/proc`` is missing)."""
-    kb = _status_kb("VmHWM")
-    if kb is None:
-        import resource
-
-        kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return kb / 1024
-
-
-def run_worker(module: str, config: Mapping[str, Any], timeout: float = 900.0) -> dict[str, Any]:
-    """Run ``python -m <module> --worker '<config json>'`` in a fresh process and return the JSON object it
-    prints on its last stdout line (a fresh process per configuration gives a clean peak-memory figure)."""
-    cmd = [sys.executable, "-m", module, "--worker", json.dumps(dict(config))]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {module} {config} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def worker_main(argv: Sequence[str], work: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """Entry point of a worker module: parse ``--worker JSON``, run ``work`` and print its result as JSON."""
-    if len(argv) != 2 or argv[0] != "--worker":
-        raise SystemExit("usage: python -m benchmarks.<name> --worker '<config json>'")
-    with quiet():
-        result = work(json.loads(argv[1]))
-    print(json.dumps(result))

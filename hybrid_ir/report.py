@@ -4,8 +4,8 @@
 
 Each job directory holds ``metrics.json`` (one record per evaluation: ``pretrained``, ``epoch0``, ...),
 ``per_query/<dataset>__<tag>.json`` and ``.hydra/overrides.yaml``. Jobs are grouped by the overrides that differ
-between them, without ``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained model as its own row
-(from the jobs' ``pretrained`` records, or from an ``evaluate.py`` run passed as one of the roots).
+between them, without ``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained
+model as its own row (from the jobs' ``pretrained`` records, or from an ``evaluate.py`` run passed as a root).
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
 """

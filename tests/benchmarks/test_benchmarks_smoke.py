@@ -111,7 +111,14 @@ def test_st_throughput_quick(tmp_path: Path) -> None:
 def test_eval_overhead_quick(tmp_path: Path) -> None:
     case = run_quick("eval_overhead", tmp_path)["cases"][0]
     assert case["max_abs_embedding_diff"] == 0.0
-    assert case["timings"]["ours"]["n"] == case["timings"]["encode_only"]["n"] == case["case"]["rounds"]
+    timings = case["timings"]
+    assert (
+        timings["ours"]["n"]
+        == timings["ours_no_figures"]["n"]
+        == timings["encode_only"]["n"]
+        == case["case"]["rounds"]
+    )
+    assert case["projection_default"]["queries"] >= case["queries"]
     assert case["queries"] > 0 and case["candidates"] >= case["distinct_texts"][1] > 0
 
 
@@ -129,12 +136,13 @@ def test_eval_scaling_quick(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("shared_tokenizer")
 def test_gradcache_memory_quick(tmp_path: Path) -> None:
-    record = run_quick("gradcache_memory", tmp_path)
-    assert record["agreement"]["loss_abs_diff"] < 1e-5
-    assert record["agreement"]["max_abs_weight_diff"] < 1e-5
-    rows = record["rows"]
-    assert {r["chunk"] for r in rows} == {None, 4}
-    assert all(len(r["times_s"]) == r["steps"] and r["peak_rss_mb"] > 0 for r in rows)
+    rows = run_quick("gradcache_memory", tmp_path)["rows"]
+    assert [r["batch_size"] for r in rows] == [16]
+    row = rows[0]
+    assert row["losses"]["max_abs_diff_all"] < 1e-5  # GradCache = plain step, at every step
+    assert set(row["memory"]) == {"plain", "grad_cache"}
+    assert all(m["peak_rss_mb"] >= m["rss_before_mb"] - 1.0 > 0 for m in row["memory"].values())
+    assert row["timings"]["plain"]["n"] == row["timings"]["grad_cache"]["n"] == 2
 
 
 @pytest.mark.slow
@@ -143,7 +151,8 @@ def test_data_pipeline_quick(tmp_path: Path) -> None:
     case = run_quick("data_pipeline", tmp_path)["cases"][0]
     assert case["batches_per_epoch"] > 0
     assert case["fetch"]["n"] == case["step"]["n"] == case["case"]["steps"]
-    assert 0 < case["share_of_step"] == pytest.approx(case["data_per_batch_s"] / case["step"]["median_s"])
+    assert 0 < case["median_share"] == pytest.approx(case["data_per_batch_s"] / case["step"]["median_s"])
+    assert case["share_of_step"] > 0
 
 
 def test_cli_rejects_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,222 @@
+"""Benchmark 2: training throughput of our step against sentence-transformers' ``MultipleNegativesRankingLoss``.
+
+*Ours*: as in :mod:`benchmarks.train_throughput` (``training_step`` in a real ``lightning.Trainer`` on the
+DataModule's batches). *sentence-transformers*: ``SentenceTransformer(modules=[Transformer(<same weights>),
+Pooling(dim, "mean"), Normalize()])`` with ``MultipleNegativesRankingLoss(scale=1/temperature)`` (20 for
+tau = 0.05) on the same pairs, with the same frozen word embeddings, AdamW groups, learning rate, schedule and
+clipping. Its step starts from the pair texts and tokenises them with ``model.tokenize``, as sentence-transformers'
+data collator does for every batch; the time of that tokenisation is also reported apart (``st_compute``).
+sentence-transformers' own trainer (Hugging Face ``Trainer``, which needs ``accelerate`` and ``datasets``) is
+not used: its loop would only add to the sentence-transformers side, so this comparison favours it.
+
+Before timing, the token ids of both sides are checked to be identical; the losses of every step, both
+seeded alike, must agree (the first within 1e-4).
+
+Goal: ours >= 1.0 x sentence-transformers (median step times).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from benchmarks.common import (
+    InterleavedSteps,
+    build_training,
+    compare_timings,
+    compose_config,
+    goal,
+    loss_agreement,
+    param_groups,
+    precollate,
+    stats,
+)
+from benchmarks.train_throughput import training_overrides
+from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.models.e5_small import E5_SMALL_URI, e5_small_path
+from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.module import BiEncoderModule, linear_warmup_decay
+from hybrid_ir.utils.instantiate import instantiate_loggers
+
+NAME = "st_throughput"
+TARGET = 1.0
+LOSS_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model: ``conf/model/<model>.yaml``, dropped warm-up steps and timed steps per competitor."""
+
+    model: str
+    warmup: int
+    steps: int
+
+
+FULL = (Case("e5-small", 1, 4),)
+QUICK = (Case("tiny", 1, 2),)
+
+
+def _st_classes() -> tuple[Any, ...]:
+    """``SentenceTransformer, Transformer, Pooling, Normalize, MultipleNegativesRankingLoss`` (v5+ module
+    paths, else the v3/v4 ones)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    return SentenceTransformer, Transformer, Pooling, Normalize, MultipleNegativesRankingLoss
+
+
+def weights_directory(encoder: Encoder, random_init: bool) -> Path:
+    """A directory holding ``encoder``'s initial weights: the converted e5-small directory for pretrained
+    e5-small, else a temporary :meth:`Encoder.save_pretrained` copy (e.g. the randomly initialised tiny model)."""
+    if encoder.name_or_path == E5_SMALL_URI and not random_init:
+        return e5_small_path()
+    return encoder.save_pretrained(tempfile.mkdtemp(prefix="hybrid_ir_st_"))
+
+
+class STLoop:
+    """sentence-transformers training step: tokenise the pair texts, ``MultipleNegativesRankingLoss``, backward,
+    clip, AdamW, schedule (hyper-parameters and frozen embeddings as in ``module``)."""
+
+    def __init__(self, module: BiEncoderModule, directory: Path, total_steps: int) -> None:
+        st_model, transformer_cls, pooling_cls, normalize_cls, mnrl_cls = _st_classes()
+        encoder: Encoder = module.encoder
+        transformer = transformer_cls(str(directory), max_seq_length=encoder.text_tokenizer.max_length)
+        self.model = st_model(
+            modules=[transformer, pooling_cls(encoder.dim, "mean"), normalize_cls()], device="cpu"
+        )
+        frozen = not encoder.model.get_input_embeddings().weight.requires_grad
+        transformer.auto_model.get_input_embeddings().weight.requires_grad_(not frozen)
+        self.loss = mnrl_cls(self.model, scale=1.0 / module.loss.temperature)
+        hp = module.hparams
+        named = list(self.model.named_parameters())
+        self.params = [p for _, p in named if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            param_groups(named, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
+        )
+        warmup = hp.warmup_steps if hp.warmup_steps is not None else math.ceil(hp.warmup_ratio * total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_warmup_decay(warmup, total_steps)
+        )
+        self.max_grad_norm = hp.max_grad_norm
+        self.model.train()
+        self.tokenize_times: list[float] = []
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        return self.model.tokenize(texts)
+
+    def step(self, queries: list[str], passages: list[str]) -> Tensor:
+        """One step on the (already prefixed) texts; returns the detached loss."""
+        start = time.perf_counter()
+        features = [self.tokenize(queries), self.tokenize(passages)]
+        self.tokenize_times.append(time.perf_counter() - start)
+        loss = self.loss(features, None)
+        loss.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss.detach()
+
+
+def pair_texts(datamodule: ParallelQADataModule, n: int) -> list[tuple[list[str], list[str]]]:
+    """Query and passage texts of the first ``n`` batches of epoch 0, with the model's prefixes and stripped
+    as :class:`~hybrid_ir.data.collate.TextTokenizer` does."""
+    dataset, tt = datamodule.dataset, datamodule.tokenizer
+    out = []
+    for refs in datamodule.make_sampler():
+        pairs = [dataset.corpora[r.dataset].pairs for r in refs]
+        queries = [
+            tt.query_prefix + by[r.q_lang][r.pid].question.strip() for by, r in zip(pairs, refs, strict=True)
+        ]
+        passages = [
+            tt.passage_prefix + by[r.p_lang][r.pid].passage.strip() for by, r in zip(pairs, refs, strict=True)
+        ]
+        out.append((queries, passages))
+        if len(out) == n:
+            break
+    return out
+
+
+def same_tokens(st_loop: STLoop, texts: list[tuple[list[str], list[str]]], batches: list[dict]) -> bool:
+    """Whether sentence-transformers' tokenisation of every batch equals our collated ids and masks."""
+    for (queries, passages), batch in zip(texts, batches, strict=True):
+        for side, side_texts in (("q", queries), ("p", passages)):
+            features = st_loop.tokenize(side_texts)
+            if not (
+                torch.equal(features["input_ids"], batch[f"{side}_input_ids"])
+                and torch.equal(features["attention_mask"], batch[f"{side}_attention_mask"])
+            ):
+                return False
+    return True
+
+
+def measure(case: Case) -> dict[str, Any]:
+    """Run ``case``: ours and sentence-transformers alternating step by step."""
+    total = case.warmup + case.steps
+    cfg = compose_config(training_overrides(case.model, total))
+    datamodule, module = build_training(cfg)
+    batches = precollate(datamodule, total)
+    texts = pair_texts(datamodule, total)
+    st_loop = STLoop(module, weights_directory(module.encoder, bool(cfg.model.random_init)), total)
+    tokens_match = same_tokens(st_loop, texts, batches)
+    timer = InterleavedSteps({"st": lambda i: st_loop.step(*texts[i])}, reference=batches)
+    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=instantiate_loggers(cfg.logger))
+    trainer.fit(module, datamodule=datamodule)
+    size = int(cfg.data.batch_size)
+    compute = [t - tok for t, tok in zip(timer.times["st"], st_loop.tokenize_times, strict=True)]
+    timings = compare_timings({**timer.times, "st_compute": compute}, case.warmup, size)
+    timings["st_tokenize"] = stats(st_loop.tokenize_times[case.warmup :])
+    losses = loss_agreement(timer.losses)
+    return {
+        "case": asdict(case),
+        "precision": str(trainer.precision),
+        "batch_size": size,
+        "scale": 1.0 / module.loss.temperature,
+        "tokens_match": tokens_match,
+        "batches_match": timer.batches_match,
+        "first_loss_within_tolerance": losses["max_abs_diff_first"] <= LOSS_TOLERANCE,
+        "timings": timings,
+        "losses": losses,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All cases; ``goals``: ours / sentence-transformers throughput >= 1.0 per model."""
+    cases = [measure(case) for case in (QUICK if quick else FULL)]
+    goals = [
+        goal(
+            f"{c['case']['model']}: ours / sentence-transformers throughput",
+            c["timings"]["ratio_st"],
+            TARGET,
+            True,
+        )
+        for c in cases
+    ]
+    return {"cases": cases, "goals": goals}
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for c in result["cases"]:
+        t = c["timings"]
+        lines.append(
+            f"{c['case']['model']:>9}: ours {t['ours']['items_per_s']:.2f} pairs/s, sentence-transformers "
+            f"{t['st']['items_per_s']:.2f} pairs/s -> {t['ratio_st']:.3f}x (without its tokenisation "
+            f"{t['ratio_st_compute']:.3f}x); tokens identical: {c['tokens_match']}; first-step loss diff "
+            f"{c['losses']['max_abs_diff_first']:.2e}"
+        )
+    return lines

@@ -1,0 +1,104 @@
+"""Benchmark 1: training throughput (pairs/s) of our step against a bare PyTorch loop.
+
+*Ours*: ``BiEncoderModule.training_step`` driven by a real ``lightning.Trainer`` built from ``conf/trainer/cpu.yaml``
+(precision, logging interval, progress bar as ``train.py`` has them; CSV logger; no checkpoint or evaluation
+callbacks) on the ``ParallelQADataModule``'s batches (XQuAD-R, hybrid sampler, ``data.batch_size``).
+*Bare*: :class:`~benchmarks.common.BareLoop`: a copy of the same encoder, the same InfoNCE loss, AdamW groups,
+schedule and clipping, on the same batches collated up front. The two alternate step by step in one process
+(:class:`~benchmarks.common.InterleavedSteps`), both seeded alike, so their losses must agree at every step.
+
+Goal: ours >= 0.95 x bare (median step times).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hydra.utils import instantiate
+
+from benchmarks.common import (
+    InterleavedSteps,
+    bare_loop_like,
+    build_training,
+    compare_timings,
+    compose_config,
+    goal,
+    loss_agreement,
+    precollate,
+)
+from hybrid_ir.utils.instantiate import instantiate_loggers
+
+NAME = "train_throughput"
+TARGET = 0.95
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model: ``conf/model/<model>.yaml``, dropped warm-up steps and timed steps per competitor."""
+
+    model: str
+    warmup: int
+    steps: int
+
+
+FULL = (Case("tiny", 2, 10), Case("e5-small", 1, 4))
+QUICK = (Case("tiny", 1, 2),)
+
+
+def training_overrides(model: str, total_steps: int) -> list[str]:
+    """Config overrides of a timed run: the model, CSV logging, ``total_steps`` steps, no checkpoints."""
+    return [
+        f"model={model}",
+        "logger=csv",
+        f"trainer.max_steps={total_steps}",
+        "+trainer.enable_checkpointing=false",
+    ]
+
+
+def measure(case: Case) -> dict[str, Any]:
+    """Run ``case`` and return timings, the throughput ratio and the loss agreement."""
+    total = case.warmup + case.steps
+    cfg = compose_config(training_overrides(case.model, total))
+    datamodule, module = build_training(cfg)
+    batches = precollate(datamodule, total)
+    bare = bare_loop_like(module, total)
+    timer = InterleavedSteps({"bare": lambda i: bare.step(batches[i])}, reference=batches)
+    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=instantiate_loggers(cfg.logger))
+    trainer.fit(module, datamodule=datamodule)
+    size = int(cfg.data.batch_size)
+    timed = batches[case.warmup :]
+    return {
+        "case": asdict(case),
+        "precision": str(trainer.precision),
+        "batch_size": size,
+        "seq_lengths": [[int(b["q_input_ids"].shape[1]), int(b["p_input_ids"].shape[1])] for b in timed],
+        "batches_match": timer.batches_match,
+        "timings": compare_timings(timer.times, case.warmup, size),
+        "losses": loss_agreement(timer.losses),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All cases; ``goals`` has one entry per model (ours/bare throughput, target 0.95)."""
+    cases = [measure(case) for case in (QUICK if quick else FULL)]
+    goals = [
+        goal(f"{c['case']['model']}: ours / bare throughput", c["timings"]["ratio_bare"], TARGET, True)
+        for c in cases
+    ]
+    return {"cases": cases, "goals": goals}
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    """One line per model."""
+    lines = []
+    for c in result["cases"]:
+        t = c["timings"]
+        lines.append(
+            f"{c['case']['model']:>9}: ours {t['ours']['items_per_s']:.2f} pairs/s, "
+            f"bare {t['bare']['items_per_s']:.2f} pairs/s (medians); ours/bare per round {t['ratio_bare']:.3f}x, "
+            f"of medians {t['median_ratio_bare']:.3f}x, of means {t['mean_ratio_bare']:.3f}x; "
+            f"our extra time {1e3 * t['extra_s_vs_bare']:.1f} ms/step; "
+            f"first-step loss diff {c['losses']['max_abs_diff_first']:.1e}"
+        )
+    return lines
