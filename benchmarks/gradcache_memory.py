@@ -11,7 +11,10 @@ model's ``max_length``, no padding), the tiny model of ``conf/model/tiny.yaml``.
 * **Throughput**: in this process, a plain and a GradCache :class:`~benchmarks.common.BareLoop` (the step the
   module runs, minus Lightning; :mod:`benchmarks.train_throughput` measures that part) from the same weights,
   alternating step by step on the same batch; dropout off, so both compute the same loss at every step
-  (checked).
+  (checked). Once with torch's default number of intra-op threads and once with one thread: GradCache runs
+  many small operations (two passes over chunks of ``chunk`` texts), and when other programs keep the cores
+  busy every multi-threaded operation can wait for a descheduled thread, which inflates exactly those costs;
+  the one-thread figures show the cost of the algorithm itself.
 """
 
 from __future__ import annotations
@@ -106,8 +109,21 @@ def work(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "peak_reset": reset}
 
 
-def throughput(batch_size: int, settings: Settings) -> dict[str, Any]:
-    """Plain and GradCache bare steps alternating on one batch (dropout off); times, pairs/s, losses."""
+def throughput(batch_size: int, settings: Settings, threads: int) -> dict[str, Any]:
+    """Plain and GradCache bare steps alternating on one batch (dropout off) with ``threads`` intra-op threads;
+    times, pairs/s, losses."""
+    import torch
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _alternate(batch_size, settings)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _alternate(batch_size: int, settings: Settings) -> dict[str, Any]:
+    """Warm-up and timed rounds of (plain step, GradCache step) from the same weights on the same batch."""
     from benchmarks.common import bare_loop_like, compare_timings, loss_agreement, seed_step
 
     total = settings.warmup + settings.steps
@@ -134,6 +150,8 @@ def throughput(batch_size: int, settings: Settings) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Memory: one worker process per (batch size, plain | GradCache); throughput: in-process alternation."""
+    import torch
+
     settings = QUICK if quick else FULL
     rows = []
     for batch_size in settings.batch_sizes:
@@ -145,8 +163,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             for name, chunk in (("plain", None), ("grad_cache", settings.chunk))
         }
         train_mb = {name: m["peak_rss_mb"] - m["rss_before_mb"] for name, m in memory.items()}
-        speed = throughput(batch_size, settings)
-        t = speed["timings"]
+        speed = {
+            str(n): throughput(batch_size, settings, n) for n in dict.fromkeys((torch.get_num_threads(), 1))
+        }
         rows.append(
             {
                 "batch_size": batch_size,
@@ -154,9 +173,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "memory": memory,
                 "train_memory_mb": train_mb,
                 "memory_ratio": train_mb["grad_cache"] / max(train_mb["plain"], 1e-9),
-                "pairs_per_s": {name: t[name]["items_per_s"] for name in ("plain", "grad_cache")},
-                "throughput_ratio": t["ratio_plain"],
-                **speed,
+                "threads": {
+                    n: {
+                        "pairs_per_s": {k: s["timings"][k]["items_per_s"] for k in ("plain", "grad_cache")},
+                        "throughput_ratio": s["timings"]["ratio_plain"],
+                        **s,
+                    }
+                    for n, s in speed.items()
+                },
             }
         )
     return {"settings": asdict(settings), "rows": rows, "goals": []}
@@ -165,12 +189,15 @@ def run(quick: bool = False) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> list[str]:
     lines = []
     for r in result["rows"]:
-        mem, pps = r["train_memory_mb"], r["pairs_per_s"]
+        mem = r["train_memory_mb"]
+        speeds = "; ".join(
+            f"{n} thread(s): {t['pairs_per_s']['plain']:.1f} vs {t['pairs_per_s']['grad_cache']:.1f} pairs/s "
+            f"(x{t['throughput_ratio']:.2f} per round), loss diff {t['losses']['max_abs_diff_all']:.1e}"
+            for n, t in r["threads"].items()
+        )
         lines.append(
             f"tiny B={r['batch_size']:>3}: training memory plain {mem['plain']:.0f} MiB, GradCache(chunk "
-            f"{r['chunk']}) {mem['grad_cache']:.0f} MiB (x{r['memory_ratio']:.2f}); {pps['plain']:.1f} vs "
-            f"{pps['grad_cache']:.1f} pairs/s (GradCache/plain per round x{r['throughput_ratio']:.2f}); "
-            f"loss diff {r['losses']['max_abs_diff_all']:.1e}"
+            f"{r['chunk']}) {mem['grad_cache']:.0f} MiB (x{r['memory_ratio']:.2f}); plain vs GradCache: {speeds}"
         )
     return lines
 

@@ -60,7 +60,7 @@ class Case:
     steps: int
 
 
-FULL = (Case("e5-small", 1, 4),)
+FULL = (Case("e5-small", 1, 6),)
 QUICK = (Case("tiny", 1, 2),)
 
 

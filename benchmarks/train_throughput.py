@@ -42,7 +42,7 @@ class Case:
     steps: int
 
 
-FULL = (Case("tiny", 2, 10), Case("e5-small", 1, 4))
+FULL = (Case("tiny", 2, 16), Case("e5-small", 1, 6))
 QUICK = (Case("tiny", 1, 2),)
 
 
