@@ -80,17 +80,6 @@ class BiEncoderModule(L.LightningModule):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.encoder(input_ids, attention_mask)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Move only the tensors of a dict batch; Lightning's default walks every element, including the
-        per-pair lists of languages and ids (``benchmarks/train_throughput`` measured it on every step)."""
-        if not isinstance(batch, dict):
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        non_blocking = device.type not in ("cpu", "mps")
-        return {
-            k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v
-            for k, v in batch.items()
-        }
-
     def _contrastive_loss(self, q: Tensor, p: Tensor) -> Tensor:
         """Loss of this rank's queries ``q`` [b, D] against the passages ``p`` [b, D] of all ranks."""
         p_all = gather_with_grad(p)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
@@ -114,6 +115,17 @@ def test_collate_pads_and_sets_mono(dataset: PairDataset, e5_tokenizer) -> None:
             assert ids[row, :n].tolist() == item[side]
             assert mask[row].tolist() == [1] * n + [0] * (ids.shape[1] - n)
             assert (ids[row, n:] == e5_tokenizer.pad_token_id).all()
+
+
+def test_transfer_moves_the_tensors_and_keeps_the_lists(dataset: PairDataset) -> None:
+    batch = dataset.collate([dataset[PairRef(0, pid, "es", "de")] for pid in _first_qids(2)])
+    moved = _datamodule().transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved.keys() == batch.keys()
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            assert moved[key].device.type == "meta" and moved[key].shape == value.shape
+        else:
+            assert moved[key] is value
 
 
 def _jsonl(path: Path, question: str, passage: str) -> Path:
