@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import socket
-import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,8 +12,6 @@ from pathlib import Path
 import ir_measures
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from ir_measures import R, nDCG
 
@@ -29,6 +25,7 @@ from hybrid_ir.evaluation.retrieval import (
     faiss_search,
     shard_bounds,
 )
+from tests.ddp import gloo_group, spawn
 
 WORLD = 2
 
@@ -100,37 +97,17 @@ DDP_CASES = {
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, port, WORLD):
         result = {}
         for name, texts in DDP_CASES.items():
             enc = BagOfWordsEncoder()
             emb = encode_texts(enc, texts, "passage", batch_size=4)
             result[name] = (emb, [t for _, call in enc.calls for t in call])
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_ranks_encode_their_shard_and_gather_everything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # spawned workers unpickle _worker as tests.evaluation.test_retrieval: put the repository root on their path
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
-    ctx = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 120.0
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.terminate()
-            pytest.fail("distributed workers did not finish within 120 s")
+def test_ddp_ranks_encode_their_shard_and_gather_everything(tmp_path: Path) -> None:
+    spawn(_worker, str(tmp_path), nprocs=WORLD)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for name, texts in DDP_CASES.items():
         expected = BagOfWordsEncoder().encode(texts, "passage")

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import socket
-import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
@@ -24,6 +20,7 @@ from hybrid_ir.evaluation.retrieval import encode_benchmark
 from hybrid_ir.evaluation.runner import EvalConfig, Evaluator, format_table
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
+from tests.ddp import gloo_group, spawn
 
 MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -242,35 +239,15 @@ def test_run_writes_records_per_query_files_and_plots(root: Path, tmp_path: Path
 
 
 def _ddp_worker(rank: int, port: int, root: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port, 2):
         results = Evaluator(_cfg(Path(root)), Path(out) / f"rank{rank}").run(BagOfWordsEncoder(), tag="ddp")
         scalars = {name: res["scalars"] for name, res in results.items()}
         (Path(out) / f"scalars{rank}.json").write_text(json.dumps(scalars))
-    finally:
-        dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_run_under_ddp_writes_and_returns_on_rank_zero_only(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # spawned workers unpickle _ddp_worker as tests.evaluation.test_runner: put the repository root on their path
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+def test_run_under_ddp_writes_and_returns_on_rank_zero_only(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    ctx = mp.spawn(_ddp_worker, args=(_free_port(), str(root), str(out)), nprocs=2, join=False)
-    deadline = time.monotonic() + 120.0
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.terminate()
-            pytest.fail("distributed workers did not finish within 120 s")
+    spawn(_ddp_worker, str(root), str(out), nprocs=2)
     single = Evaluator(_cfg(root), tmp_path / "single").run(BagOfWordsEncoder(), tag="ddp")
     rank0 = json.loads((out / "scalars0.json").read_text())
     assert json.loads((out / "scalars1.json").read_text()) == {}

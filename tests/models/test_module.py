@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
@@ -21,6 +18,7 @@ from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.models.module import BiEncoderModule, NonFiniteLossError, linear_warmup_decay
 from hybrid_ir.utils.errors import ConfigError
+from tests.ddp import spawn
 
 QUESTIONS = [
     "Who wrote the novel War and Peace?",
@@ -323,12 +321,6 @@ def _ddp_worker(rank: int, port: int, encoder: Encoder, batch: dict[str, Any], o
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp_path: Path) -> None:
     """Two DDP ranks with half the global batch each get the gradient of one process on the whole batch,
@@ -336,13 +328,7 @@ def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp
     encoder = tiny_encoder_factory(dropout=False)
     batch = make_batch(encoder)
     batch = {k: v[:4] if torch.is_tensor(v) else v for k, v in batch.items()}
-    ctx = mp.spawn(_ddp_worker, args=(_free_port(), encoder, batch, str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 300
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.terminate()
-            pytest.fail("DDP workers did not finish within 300 s")
+    spawn(_ddp_worker, encoder, batch, str(tmp_path), nprocs=WORLD, timeout_s=300)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     expected = _ddp_grads(tiny_encoder_factory(dropout=False), batch, None, devices=1)
     assert "loss.log_scale" in expected

@@ -6,14 +6,10 @@ torch._dynamo), so the GradCache DDP case lives here rather than in tests/models
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -21,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.utils.distributed import gather_with_grad, world_info
+from tests.ddp import gloo_group, spawn
 
 WORLD = 2
 LOCAL = 4
@@ -59,9 +56,7 @@ def _single_process(symmetric: bool) -> tuple[float, dict[str, torch.Tensor]]:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, port, WORLD):
         model = DistributedDataParallel(_encoder())
         x = {k: v[rank * LOCAL : (rank + 1) * LOCAL] for k, v in _features().items()}
         result: dict[str, object] = {"world_info": world_info()}
@@ -92,8 +87,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         except ValueError as err:
             result["mismatch"] = str(err)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def _positives_first(p: torch.Tensor) -> torch.Tensor:
@@ -101,21 +94,9 @@ def _positives_first(p: torch.Tensor) -> torch.Tensor:
     return p.view(WORLD, 2, LOCAL, EMB_DIM).transpose(0, 1).reshape(-1, EMB_DIM)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(fn, out_dir: Path, timeout_s: float = 120.0) -> list[dict]:
+def _spawn(fn, out_dir: Path) -> list[dict]:
     """Run ``fn(rank, port, out_dir)`` on WORLD processes; return each rank's saved result."""
-    ctx = mp.spawn(fn, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout_s
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.terminate()
-            pytest.fail(f"distributed workers did not finish within {timeout_s} s")
+    spawn(fn, str(out_dir), nprocs=WORLD)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
