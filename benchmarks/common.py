@@ -134,6 +134,21 @@ def param_groups(
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def apply_update(
+    params: Sequence[Tensor],
+    max_grad_norm: float | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """What follows the backward pass in the module's step: clip the gradient norm (when set), step the
+    optimiser, clear the gradients, step the schedule."""
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+
+
 class BareLoop:
     """The step of a plain PyTorch training loop: encode queries and passages, InfoNCE over the batch,
     backward, clip the global gradient norm, AdamW, linear warm-up/decay schedule. No Lightning, no Hydra.
@@ -189,11 +204,7 @@ class BareLoop:
             p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
             loss = self.loss(q, p)
             loss.backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        apply_update(self.params, self.max_grad_norm, self.optimizer, self.scheduler)
         return loss.detach()
 
 

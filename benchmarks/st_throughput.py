@@ -30,6 +30,7 @@ from torch import Tensor
 
 from benchmarks.common import (
     InterleavedSteps,
+    apply_update,
     build_training,
     compare_timings,
     compose_config,
@@ -124,11 +125,7 @@ class STLoop:
         self.tokenize_times.append(time.perf_counter() - start)
         loss = self.loss(features, None)
         loss.backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        apply_update(self.params, self.max_grad_norm, self.optimizer, self.scheduler)
         return loss.detach()
 
 
