@@ -24,12 +24,12 @@ an in-batch negative for a question it (or a translation of it) answers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.languages import check_lang, check_langs
+from hybrid_ir.data.textfile import parse_json_object, read_lines
 from hybrid_ir.utils.errors import DataError
 
 REQUIRED_KEYS = ("id", "lang", "question", "passage")
@@ -75,14 +75,7 @@ def group_ids(pids: Iterable[str], clusters: Iterable[Iterable[str]]) -> dict[st
 def _parse_record(line: str, path: Path, lineno: int) -> dict[str, str]:
     """Parse and type-check one JSONL line; return its fields with ``context`` defaulted to ``""``."""
     record = f"line {lineno}"
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(path, record, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataError(
-            path, record, f"expected a JSON object with keys {list(REQUIRED_KEYS)}, got {type(obj).__name__}"
-        )
+    obj = parse_json_object(line, path, lineno, REQUIRED_KEYS)
     out: dict[str, str] = {}
     for key in REQUIRED_KEYS:
         if key not in obj:
@@ -106,25 +99,6 @@ def _parse_record(line: str, path: Path, lineno: int) -> dict[str, str]:
     return out
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """Return ``(line number, text)`` for each non-blank line, decoding UTF-8 line by line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, "file", "not found; expected a JSONL file of training records") from None
-    lines = []
-    for lineno, chunk in enumerate(raw.splitlines(), start=1):
-        try:
-            text = chunk.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                path, f"line {lineno}", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            ) from None
-        if text.strip():
-            lines.append((lineno, text))
-    return lines
-
-
 def load_jsonl_corpus(
     path: str | Path, name: str, languages: str | Iterable[str] | None = None
 ) -> ParallelCorpus:
@@ -138,7 +112,7 @@ def load_jsonl_corpus(
     pairs: dict[str, dict[str, QAPair]] = {}
     first_line: dict[tuple[str, str], int] = {}
     passage_ids: dict[str, list[str]] = {}
-    for lineno, text in _read_lines(path):
+    for lineno, text in read_lines(path, "JSONL file of training records"):
         rec = _parse_record(text, path, lineno)
         key = (rec["id"], rec["lang"])
         if key in first_line:

@@ -12,11 +12,10 @@ Files (as in Anserini/Pyserini's ``tools`` repository):
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 from hybrid_ir.data.languages import check_lang
+from hybrid_ir.data.textfile import parse_json_object, read_lines
 from hybrid_ir.utils.errors import DataError
 
 Topics = dict[str, str]
@@ -33,28 +32,11 @@ def qrels_file(root: str | Path, lang: str) -> Path:
     return Path(root) / "miracl" / "qrels" / f"qrels.miracl-v1.0-{lang}-dev.tsv"
 
 
-def _lines(path: Path, what: str) -> list[tuple[int, str]]:
-    """``(line number, text)`` of every non-blank line of a UTF-8 text file (plain or ``.gz``)."""
-    if not path.is_file():
-        raise DataError(path, "file", f"not found; expected the {what}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    out = []
-    with opener(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                raise DataError(path, f"line {lineno}", f"not valid UTF-8 ({exc.reason})") from None
-            if text.strip():
-                out.append((lineno, text))
-    return out
-
-
 def read_topics(path: str | Path) -> Topics:
     """Parse a topics TSV: ``qid<TAB>query`` per line -> ``{qid: query}``."""
     path = Path(path)
     topics: Topics = {}
-    for lineno, text in _lines(path, "MIRACL topics TSV (qid<TAB>query)"):
+    for lineno, text in read_lines(path, "MIRACL topics TSV (qid<TAB>query)"):
         qid, sep, query = text.partition("\t")
         if not sep or not qid.strip() or not query.strip():
             raise DataError(
@@ -70,7 +52,7 @@ def read_qrels(path: str | Path) -> Qrels:
     """Parse TREC qrels: ``qid Q0 docid rel`` per line -> ``{qid: {docid: rel}}``."""
     path = Path(path)
     qrels: Qrels = {}
-    for lineno, text in _lines(path, "TREC qrels file (qid Q0 docid rel)"):
+    for lineno, text in read_lines(path, "TREC qrels file (qid Q0 docid rel)"):
         fields = text.split()
         record = f"line {lineno}"
         if len(fields) != 4:
@@ -93,14 +75,9 @@ def read_corpus(path: str | Path) -> dict[str, str]:
     """Parse a MIRACL JSONL corpus -> ``{docid: title + " " + text}`` (see the module docstring)."""
     path = Path(path)
     corpus: dict[str, str] = {}
-    for lineno, text in _lines(path, 'MIRACL corpus JSONL ({"docid", "title", "text"} per line)'):
+    for lineno, text in read_lines(path, 'MIRACL corpus JSONL ({"docid", "title", "text"} per line)'):
         record = f"line {lineno}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, record, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(path, record, "expected a JSON object with keys 'docid', 'title', 'text'")
+        obj = parse_json_object(text, path, lineno, ("docid", "title", "text"))
         for key in ("docid", "text"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise DataError(path, record, f"key {key!r} missing or not a non-empty string")
