@@ -5,14 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import ir_measures
 import pytest
 import torch
-import torch.nn.functional as F
 from ir_measures import R, nDCG
 
 from hybrid_ir.data.corpus import Candidate, Query, RetrievalBenchmark
@@ -26,34 +23,9 @@ from hybrid_ir.evaluation.retrieval import (
     shard_bounds,
 )
 from tests.ddp import gloo_group, spawn
+from tests.fakes import BagOfWordsEncoder
 
 WORLD = 2
-
-
-class BagOfWordsEncoder:
-    """Deterministic stand-in for Encoder: normalised sum of a fixed random vector per word (seeded by a
-    hash of the word), so texts sharing words are similar. Records every ``encode`` call."""
-
-    dim = 24
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str]]] = []
-
-    def word(self, word: str) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(zlib.crc32(word.encode()))
-        return torch.randn(self.dim, generator=gen)
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: str,
-        batch_size: int = 64,
-        precision: str = "32",
-        progress: bool = False,
-    ) -> torch.Tensor:
-        self.calls.append((kind, list(texts)))
-        rows = [torch.stack([self.word(w) for w in text.split()]).sum(0) for text in texts]
-        return F.normalize(torch.stack(rows), dim=1)
 
 
 def _bench() -> RetrievalBenchmark:

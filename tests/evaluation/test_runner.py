@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from hybrid_ir.data.lareqa import load_lareqa_benchmark
@@ -21,30 +17,10 @@ from hybrid_ir.evaluation.runner import EvalConfig, Evaluator, format_table
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
 from tests.ddp import gloo_group, spawn
+from tests.fakes import BagOfWordsEncoder
 
 MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class BagOfWordsEncoder:
-    """Deterministic stand-in for Encoder: normalised sum of a fixed random vector per word."""
-
-    dim = 24
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: str,
-        batch_size: int = 64,
-        precision: str = "32",
-        progress: bool = False,
-    ) -> torch.Tensor:
-        rows = []
-        for text in texts:
-            words = text.split() or [""]
-            gens = [torch.Generator().manual_seed(zlib.crc32(w.encode())) for w in words]
-            rows.append(torch.stack([torch.randn(self.dim, generator=g) for g in gens]).sum(0))
-        return F.normalize(torch.stack(rows), dim=1)
 
 
 @pytest.fixture(scope="module")
