@@ -18,6 +18,7 @@ from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.runner import EvalConfig, Evaluator
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.hardware import accelerator_device
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from hybrid_ir.utils.io import atomic_write_json
 
@@ -147,9 +148,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     evaluator = Evaluator(eval_cfg, output_dir)
     evaluator.validate()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    device = accelerator_device(str(cfg.trainer.get("accelerator", "auto")))
     encoder: Encoder = instantiate(cfg.model)
     if ckpt_path:
         load_checkpoint_weights(encoder, ckpt_path)
+    encoder.to(device)
     loggers = instantiate_loggers(cfg.get("logger"))
     tag = "checkpoint" if ckpt_path else "pretrained"
     results = evaluator.run(encoder, tag=tag)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from hybrid_ir.utils.errors import ConfigError
+
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -27,3 +29,20 @@ def best_precision(accelerator: str = "auto") -> str:
     if use_cuda:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+
+
+def accelerator_device(accelerator: str = "auto") -> torch.device:
+    """The device for work outside Lightning's Trainer (``evaluate.py``), from ``trainer.accelerator``:
+    ``cpu``; ``gpu``/``cuda`` (the current CUDA device; an error when none is visible); ``auto`` (CUDA when
+    visible, else CPU)."""
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator not in ("auto", "gpu", "cuda"):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator!r} is not supported here; choose cpu, gpu or auto"
+        )
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if accelerator == "auto":
+        return torch.device("cpu")
+    raise ConfigError(f"trainer.accelerator={accelerator!r} but no CUDA device is visible; use trainer=cpu")

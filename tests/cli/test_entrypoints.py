@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hybrid_ir.report import write_report
 
@@ -70,6 +71,13 @@ def test_slurm_launcher_composes_from_trainer(tmp_path: Path) -> None:
     out = proc.stdout
     assert "SlurmLauncher" in out
     assert "gpus_per_node: 4" in out and "tasks_per_node: 4" in out and "\n    nodes: 2" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_evaluate_on_gpu_without_cuda_says_so(tmp_path: Path) -> None:
+    proc = run(["evaluate.py", "trainer=gpu", "model=tiny", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert proc.returncode != 0
+    assert "trainer.accelerator='gpu' but no CUDA device is visible; use trainer=cpu" in proc.stderr
 
 
 @pytest.mark.parametrize("sampler", ["mono", "cross", "hybrid"])

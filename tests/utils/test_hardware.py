@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hybrid_ir.utils import hardware
-from hybrid_ir.utils.hardware import best_precision, cpu_has_fast_bf16
+from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.hardware import accelerator_device, best_precision, cpu_has_fast_bf16
 
 
 @pytest.fixture
@@ -68,3 +69,26 @@ def test_cpu_has_fast_bf16(monkeypatch, fresh_flags, cpuinfo: str | None, expect
     monkeypatch.setattr(FakePath, "text", cpuinfo)
     monkeypatch.setattr(hardware, "Path", FakePath)
     assert cpu_has_fast_bf16() is expected
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "expected"),
+    [
+        ("cpu", True, "cpu"),
+        ("auto", False, "cpu"),
+        ("auto", True, "cuda"),
+        ("gpu", True, "cuda"),
+        ("cuda", True, "cuda"),
+    ],
+)
+def test_accelerator_device(monkeypatch, accelerator: str, cuda: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert accelerator_device(accelerator).type == expected
+
+
+def test_gpu_without_cuda_and_unknown_accelerator_are_config_errors(no_cuda) -> None:
+    with pytest.raises(ConfigError, match="no CUDA device is visible; use trainer=cpu"):
+        accelerator_device("gpu")
+    with pytest.raises(ConfigError, match="choose cpu, gpu or auto"):
+        accelerator_device("tpu")
