@@ -30,7 +30,7 @@ from torch import Tensor
 
 from benchmarks.process import REPO
 from hybrid_ir.data.datamodule import ParallelQADataModule
-from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.encoder import Encoder, autocast_context
 from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.models.module import linear_warmup_decay
@@ -46,15 +46,22 @@ STEP_SEED = 1234
 Batch = dict[str, Any]
 
 
+EXTRA_OVERRIDES: list[str] = []
+"""Hydra overrides applied after every benchmark's own (``python -m benchmarks.run --set KEY=VALUE ...``)."""
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/train.yaml`` composed as ``train.py`` would, with ``overrides`` (Hydra syntax) and the output
-    directory set to a fresh temporary folder (Hydra's run directory does not exist outside ``train.py``)."""
+    """``conf/train.yaml`` composed as ``train.py`` would, with ``overrides`` (Hydra syntax), then
+    :data:`EXTRA_OVERRIDES`, and the output directory set to a fresh temporary folder (Hydra's run directory
+    does not exist outside ``train.py``)."""
     register_resolvers()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     out = tempfile.mkdtemp(prefix="hybrid_ir_bench_")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"paths.output_dir={out}", *overrides])
+        return compose(
+            config_name="train", overrides=[f"paths.output_dir={out}", *overrides, *EXTRA_OVERRIDES]
+        )
 
 
 def stats(samples: Sequence[float]) -> dict[str, Any]:
@@ -161,6 +168,10 @@ class BareLoop:
         total_steps: length of the schedule (the trainer's ``estimated_stepping_batches``).
         grad_cache_chunk: embed and back-propagate with GradCache in chunks of this many texts
             (:func:`~hybrid_ir.models.gradcache.grad_cache_backward`, as the module does); ``None``: one pass.
+        device: where the model lives; each step moves its batch there (as Lightning does for ours) and, on
+            CUDA, waits for the GPU before returning, so that a step's time is its whole work.
+        precision: the Trainer's precision; ``bf16-mixed``/``16-mixed`` run forward, loss and backward under
+            ``torch.autocast`` as Lightning's precision plugin does around ``training_step``.
     """
 
     def __init__(
@@ -170,10 +181,14 @@ class BareLoop:
         hparams: Mapping[str, Any],
         total_steps: int,
         grad_cache_chunk: int | None = None,
+        device: torch.device | str = "cpu",
+        precision: str = "32-true",
     ) -> None:
-        self.encoder = encoder.train()
+        self.device = torch.device(device)
+        self.precision = precision
+        self.encoder = encoder.to(self.device).train()
         self.grad_cache_chunk = grad_cache_chunk
-        self.loss = loss
+        self.loss = loss.to(self.device)
         named = [*encoder.named_parameters(), *loss.named_parameters()]
         self.params = [p for _, p in named if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -191,20 +206,25 @@ class BareLoop:
 
     def step(self, batch: Batch) -> Tensor:
         """One optimisation step on a collated batch; returns the detached loss (0-dim)."""
-        if self.grad_cache_chunk:
-            size = self.grad_cache_chunk
-            loss = grad_cache_backward(
-                encode=lambda chunk: self.encoder(*chunk),
-                q_chunks=_chunks(batch, "q", size),
-                p_chunks=_chunks(batch, "p", size),
-                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
-            )
-        else:
-            q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
-            p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
-            loss = self.loss(q, p)
-            loss.backward()
+        batch = {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
+        }
+        with autocast_context(self.device, self.precision):
+            if self.grad_cache_chunk:
+                size = self.grad_cache_chunk
+                loss = grad_cache_backward(
+                    encode=lambda chunk: self.encoder(*chunk),
+                    q_chunks=_chunks(batch, "q", size),
+                    p_chunks=_chunks(batch, "p", size),
+                    loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+                )
+            else:
+                q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
+                p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
+                loss = self.loss(q, p)
+                loss.backward()
         apply_update(self.params, self.max_grad_norm, self.optimizer, self.scheduler)
+        synchronize(self.device)
         return loss.detach()
 
 
@@ -215,7 +235,11 @@ def _chunks(batch: Batch, side: str, size: int) -> list[tuple[Tensor, Tensor]]:
 
 
 def bare_loop_like(
-    module: L.LightningModule, total_steps: int, grad_cache_chunk: int | None = None
+    module: L.LightningModule,
+    total_steps: int,
+    grad_cache_chunk: int | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "32-true",
 ) -> BareLoop:
     """A :class:`BareLoop` with copies of ``module``'s encoder and loss and its hyper-parameters."""
     return BareLoop(
@@ -224,7 +248,15 @@ def bare_loop_like(
         dict(module.hparams),
         total_steps,
         grad_cache_chunk,
+        device,
+        precision,
     )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the queued GPU work of ``device`` (nothing to wait for on CPU), so a timer sees all of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def build_training(cfg: DictConfig) -> tuple[ParallelQADataModule, L.LightningModule]:
@@ -258,7 +290,7 @@ def precollate(datamodule: ParallelQADataModule, n: int) -> list[Batch]:
 def same_batch(a: Batch, b: Batch) -> bool:
     """Whether two collated batches hold the same token ids and masks."""
     keys = ("q_input_ids", "q_attention_mask", "p_input_ids", "p_attention_mask")
-    return all(torch.equal(a[k], b[k]) for k in keys)
+    return all(torch.equal(a[k].cpu(), b[k].cpu()) for k in keys)
 
 
 class InterleavedSteps(L.Callback):
@@ -302,6 +334,7 @@ class InterleavedSteps(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        synchronize(pl_module.device)
         self.times[self.ours_name].append(time.perf_counter() - self._resume)
         self.losses[self.ours_name].append(step_loss(outputs))
         i = self._step

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, machine_info, write_result
+from benchmarks.common import EXTRA_OVERRIDES, RESULTS_DIR, machine_info, write_result
 from benchmarks.process import quiet
 
 BENCHMARKS = (
@@ -26,6 +26,7 @@ BENCHMARKS = (
     "eval_scaling",
     "gradcache_memory",
     "data_pipeline",
+    "gpu_throughput",
 )
 
 
@@ -36,6 +37,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny configuration (a smoke test, not a measurement)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides applied to every benchmark's config, e.g. model.name_or_path=DIR",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,6 +60,7 @@ def run_one(name: str, quick: bool, out: Path) -> dict[str, Any]:
         "quick": quick,
         "started": started,
         "wall_s": time.perf_counter() - start,
+        "overrides": list(EXTRA_OVERRIDES),
         "machine": machine,
         **result,
     }
@@ -84,6 +93,7 @@ def format_goals(records: Sequence[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     names = args.only or list(BENCHMARKS)
+    EXTRA_OVERRIDES[:] = args.set
     machine = machine_info()
     print(
         f"machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch {machine['torch']} "

@@ -171,7 +171,16 @@ class BiEncoderModule(L.LightningModule):
                 "train/temperature", self.loss.temperature, on_step=True, on_epoch=False, batch_size=size
             )
         if "mono" in batch:
-            self.log("train/mono_batch", float(batch["mono"]), on_step=False, on_epoch=True, batch_size=size)
+            # Every rank has the same flag (a global batch is mono or cross as a whole); syncing only at the
+            # epoch's end costs one all-reduce and keeps Lightning from warning about unsynced epoch metrics.
+            self.log(
+                "train/mono_batch",
+                float(batch["mono"]),
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=size,
+            )
         return loss.detach()
 
     def configure_optimizers(self) -> dict[str, Any]:

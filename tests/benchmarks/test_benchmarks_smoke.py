@@ -165,3 +165,26 @@ def test_cli_rejects_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> No
     assert "invalid choice" in capsys.readouterr().err
     assert parse_args(["--only", "eval_scaling", "--quick"]).only == ["eval_scaling"]
     assert sys.modules["benchmarks.run"].BENCHMARKS[0] == "train_throughput"
+
+
+def test_set_overrides_reach_every_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import common
+    from benchmarks.run import parse_args
+
+    assert parse_args(["--set", "data.batch_size=7", "seed=3"]).set == ["data.batch_size=7", "seed=3"]
+    monkeypatch.setattr(common, "EXTRA_OVERRIDES", ["data.batch_size=7"])
+    cfg = common.compose_config(["data.batch_size=64", "seed=3"])
+    assert cfg.data.batch_size == 7 and cfg.seed == 3  # applied after the benchmark's own
+
+
+@pytest.mark.usefixtures("shared_tokenizer")
+def test_gpu_throughput_quick(tmp_path: Path) -> None:
+    import torch
+
+    record = run_quick("gpu_throughput", tmp_path)
+    if not torch.cuda.is_available():
+        assert record["skipped"] == "no CUDA device visible" and record["goals"] == [] == record["cases"]
+        return
+    case = record["cases"][0]
+    assert case["batches_match"] and case["precision"] in ("bf16-mixed", "16-mixed")
+    assert case["losses"]["max_abs_diff_first"] < 1e-2  # autocast: bf16 rounding, not bit equality
