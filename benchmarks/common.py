@@ -35,7 +35,7 @@ from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.models.module import linear_warmup_decay
 from hybrid_ir.utils.hardware import cpu_has_fast_bf16
-from hybrid_ir.utils.instantiate import register_resolvers
+from hybrid_ir.utils.instantiate import instantiate_loggers, register_resolvers
 from hybrid_ir.utils.io import atomic_write_json
 
 CONF_DIR = REPO / "conf"
@@ -348,6 +348,18 @@ class InterleavedSteps(L.Callback):
             self.losses[name].append(float(loss))
         self._step += 1
         self._resume = time.perf_counter()
+
+
+def timed_trainer(cfg: DictConfig, timer: InterleavedSteps) -> L.Trainer:
+    """The Trainer of ``train.py`` for a timed run: ``cfg.trainer`` with its loggers and the configured progress
+    bar (``callbacks.progress_bar``), plus ``timer``; no checkpoint, export or evaluation callbacks."""
+    from hydra.utils import instantiate
+
+    callbacks: list[L.Callback] = [timer]
+    bar = (cfg.get("callbacks") or {}).get("progress_bar")
+    if bar is not None:
+        callbacks.append(instantiate(bar))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger))
 
 
 def compare_timings(

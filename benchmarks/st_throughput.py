@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import Tensor
 
 from benchmarks.common import (
@@ -39,13 +38,13 @@ from benchmarks.common import (
     param_groups,
     precollate,
     stats,
+    timed_trainer,
 )
 from benchmarks.train_throughput import training_overrides
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.models.e5_small import E5_SMALL_URI, e5_small_path
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.module import BiEncoderModule, linear_warmup_decay
-from hybrid_ir.utils.instantiate import instantiate_loggers
 
 NAME = "st_throughput"
 TARGET = 1.0
@@ -171,7 +170,7 @@ def measure(case: Case) -> dict[str, Any]:
     st_loop = STLoop(module, weights_directory(module.encoder, bool(cfg.model.random_init)), total)
     tokens_match = same_tokens(st_loop, texts, batches)
     timer = InterleavedSteps({"st": lambda i: st_loop.step(*texts[i])}, reference=batches)
-    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=instantiate_loggers(cfg.logger))
+    trainer = timed_trainer(cfg, timer)
     trainer.fit(module, datamodule=datamodule)
     size = int(cfg.data.batch_size)
     compute = [t - tok for t, tok in zip(timer.times["st"], st_loop.tokenize_times, strict=True)]

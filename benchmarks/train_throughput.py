@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hydra.utils import instantiate
-
 from benchmarks.common import (
     InterleavedSteps,
     bare_loop_like,
@@ -26,9 +24,9 @@ from benchmarks.common import (
     goal,
     loss_agreement,
     precollate,
+    timed_trainer,
 )
 from hybrid_ir.utils.hardware import accelerator_device
-from hybrid_ir.utils.instantiate import instantiate_loggers
 
 NAME = "train_throughput"
 TARGET = 0.95
@@ -68,7 +66,7 @@ def measure(case: Case) -> dict[str, Any]:
     device = accelerator_device(str(cfg.trainer.accelerator))
     bare = bare_loop_like(module, total, device=device, precision=str(cfg.trainer.precision))
     timer = InterleavedSteps({"bare": lambda i: bare.step(batches[i])}, reference=batches)
-    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=instantiate_loggers(cfg.logger))
+    trainer = timed_trainer(cfg, timer)
     trainer.fit(module, datamodule=datamodule)
     size = int(cfg.data.batch_size)
     timed = batches[case.warmup :]
