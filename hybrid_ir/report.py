@@ -1,6 +1,7 @@
 """Collect the runs of a multirun into one table (CSV + Markdown), a bar chart, and paired significance tests.
 
-``python -m hybrid_ir.report multirun/train/<date>/ [--dataset mlqa-r] [--out <dir>]`` (or ``make report ARGS=...``).
+``python -m hybrid_ir.report multirun/train/<date>/ [--dataset mlqa-r] [--out <dir>] [--x sampler.alpha]``
+(or ``make report ARGS=...``).
 
 Each job directory holds ``metrics.json`` (one record per evaluation: ``pretrained``, ``epoch0``, ...),
 ``per_query/<dataset>__<tag>.json`` and ``.hydra/overrides.yaml``. Jobs are grouped by the overrides that differ
@@ -8,6 +9,8 @@ between them, without ``seed``; the table gives mean ± std over seeds of the la
 model as its own row (from the jobs' ``pretrained`` records, or from an ``evaluate.py`` run passed as a root).
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
+``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
+``sampler.alpha=0,0.25,0.5,0.75,1``): rows in the order of ``KEY`` and ``report_<KEY>.png``, each metric against it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hybrid_ir.evaluation.plots import plot_grouped_bars
+from hybrid_ir.evaluation.plots import plot_grouped_bars, plot_sweep
 from hybrid_ir.evaluation.significance import holm_bonferroni, paired_bootstrap, paired_randomization_test
 from hybrid_ir.utils.errors import DataError
 from hybrid_ir.utils.io import atomic_write_text
@@ -104,8 +107,22 @@ def scalar(record: dict, dataset: str, metric: str) -> float:
     return math.nan if value is None else float(value)
 
 
-def summary_rows(jobs: list[Job], dataset: str) -> list[dict]:
-    """Rows of the table: the pretrained model, then one per group (mean, std and n over seeds)."""
+def sweep_value(job: Job, key: str) -> float:
+    """The numeric value of the override ``key`` of a trained job (``--x``)."""
+    where = job.path / ".hydra" / "overrides.yaml"
+    for override in job.overrides:
+        name, _, value = override.partition("=")
+        if name == key:
+            try:
+                return float(value)
+            except ValueError:
+                raise DataError(where, key, f"expected a number for --x, got {value!r}") from None
+    raise DataError(where, key, f"no override {key}=...; with --x {key} every trained run needs one")
+
+
+def summary_rows(jobs: list[Job], dataset: str, x: str | None = None) -> list[dict]:
+    """Rows of the table: the pretrained model, then one per group (mean, std and n over seeds); with ``x``
+    (an override name) each trained row also holds ``x`` (its value) and the rows follow it."""
     rows = []
     first = jobs[0]
     has_group = any(j.group == PRETRAINED for j in jobs)
@@ -118,7 +135,11 @@ def summary_rows(jobs: list[Job], dataset: str) -> list[dict]:
         for m in METRICS:
             vals = np.array([scalar(j.record(), dataset, m) for j in members])
             row[m] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+        if x is not None and group != PRETRAINED:
+            row["x"] = sweep_value(members[0], x)
         rows.append(row)
+    if x is not None:
+        rows.sort(key=lambda r: (r["group"] != PRETRAINED, r.get("x", -math.inf)))
     return rows
 
 
@@ -216,11 +237,14 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_report(roots: Sequence[Path], dataset: str | None, out: Path, n_resamples: int = 10000) -> dict:
-    """Write ``report.csv``, ``report.md``, ``significance.json`` and ``report.png`` into ``out``."""
+def write_report(
+    roots: Sequence[Path], dataset: str | None, out: Path, n_resamples: int = 10000, x: str | None = None
+) -> dict:
+    """Write ``report.csv``, ``report.md``, ``significance.json`` and ``report.png`` into ``out`` (and
+    ``report_<x>.png`` for a sweep over the override ``x``)."""
     jobs = find_jobs(roots)
     dataset = dataset or next(iter(jobs[0].record()["datasets"]))
-    rows = summary_rows(jobs, dataset)
+    rows = summary_rows(jobs, dataset, x)
     sig = significance_rows(jobs, dataset, n_resamples=n_resamples)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.csv", to_csv(rows))
@@ -233,6 +257,15 @@ def write_report(roots: Sequence[Path], dataset: str | None, out: Path, n_resamp
         title=f"{dataset}: mAP by run (mean ± std over seeds)",
         ylabel="mAP",
     )
+    if x is not None:
+        swept = [r for r in rows if "x" in r]
+        plot_sweep(
+            [r["x"] for r in swept],
+            {m: [r[m] for r in swept] for m in METRICS},
+            out / f"report_{x}.png",
+            title=f"{dataset}: metrics against {x} (mean ± std over seeds)",
+            xlabel=x,
+        )
     return {"rows": rows, "significance": sig, "markdown": markdown, "dataset": dataset}
 
 
@@ -242,8 +275,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dataset", default=None, help="evaluation dataset (default: the first one)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first root)")
     parser.add_argument("--n-resamples", type=int, default=10000)
+    parser.add_argument(
+        "--x", default=None, metavar="KEY", help="a numeric override the runs sweep, e.g. sampler.alpha"
+    )
     args = parser.parse_args(argv)
-    result = write_report(args.roots, args.dataset, args.out or args.roots[0], args.n_resamples)
+    result = write_report(args.roots, args.dataset, args.out or args.roots[0], args.n_resamples, args.x)
     print(result["markdown"])
 
 

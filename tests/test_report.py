@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from hybrid_ir.report import find_jobs, main, significance_rows, summary_rows, write_report
+from hybrid_ir.utils.errors import DataError
 
 QIDS = [f"q{i}" for i in range(12)]
 
@@ -127,3 +128,31 @@ def test_groups_are_named_by_what_varies(tmp_path: Path) -> None:
             [0.5] * 12,
         )
     assert sorted({j.group for j in find_jobs([tmp_path])}) == ["sampler=hybrid", "sampler=mono"]
+
+
+def _alpha_sweep(root: Path, alphas: list[str]) -> None:
+    for i, alpha in enumerate(alphas):
+        mono = 0.5 + float(alpha) / 10 if alpha != "high" else 0.5
+        maps = {"map_mono": mono, "map_cross": 0.4, "map_multi": 0.3}
+        make_job(root, str(i), ["sampler=hybrid", f"sampler.alpha={alpha}", "seed=0"], maps, [0.5] * 12)
+
+
+def test_sweep_rows_follow_the_swept_value_and_are_plotted(tmp_path: Path) -> None:
+    _alpha_sweep(tmp_path / "runs", ["0.5", "1", "0", "0.25"])  # job order differs from value order
+    result = write_report([tmp_path / "runs"], "ds", tmp_path / "out", n_resamples=50, x="sampler.alpha")
+    rows = result["rows"]
+    assert rows[0]["group"] == "pretrained" and "x" not in rows[0]
+    assert [r["x"] for r in rows[1:]] == [0.0, 0.25, 0.5, 1.0]
+    assert [r["map_mono"][0] for r in rows[1:]] == pytest.approx([0.5, 0.525, 0.55, 0.6])
+    assert (tmp_path / "out" / "report_sampler.alpha.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("alphas", "message"),
+    [(["0", "high"], "expected a number for --x, got 'high'"), (["0"], "no override sampler.beta=")],
+)
+def test_sweep_key_must_be_a_number_in_every_run(tmp_path: Path, alphas: list[str], message: str) -> None:
+    _alpha_sweep(tmp_path, alphas)
+    key = "sampler.beta" if len(alphas) == 1 else "sampler.alpha"
+    with pytest.raises(DataError, match=message):
+        write_report([tmp_path], "ds", tmp_path / "out", n_resamples=50, x=key)

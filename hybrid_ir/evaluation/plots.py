@@ -130,3 +130,33 @@ def plot_grouped_bars(
     fig.tight_layout()
     _save_png(fig, path)
     return fig
+
+
+def plot_sweep(
+    xs: Sequence[float],
+    values: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str,
+) -> Figure:
+    """Metrics against a swept setting: ``values[metric][i] = (mean, std)`` at ``xs[i]``. mAP metrics share the
+    left panel; ``rank_distance`` (another scale, lower is better) gets the right one. Saved as PNG."""
+    maps = [m for m in values if m.startswith("map")]
+    others = [m for m in values if not m.startswith("map")]
+    fig = Figure(figsize=(9.0, 3.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if others else 1, squeeze=False)[0]
+    for ax, metrics in zip(axes, (maps, others), strict=False):
+        for m in metrics:
+            means = [v[0] for v in values[m]]
+            stds = [v[1] for v in values[m]]
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m)
+        ax.set_xticks(list(xs))
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mAP")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return fig

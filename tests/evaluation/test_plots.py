@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
 
-from hybrid_ir.evaluation.plots import plot_pair_heatmap, plot_per_language_bars
+from hybrid_ir.evaluation.plots import plot_pair_heatmap, plot_per_language_bars, plot_sweep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -53,3 +53,21 @@ def test_per_language_bars(tmp_path: Path) -> None:
     assert [patch.get_height() for patch in ax.patches] == pytest.approx(list(values.values()))
     assert ax.get_ylabel() == "mAP difference"
     assert plt.get_fignums() == before
+
+
+def test_sweep_puts_maps_left_and_rank_distance_right(tmp_path: Path) -> None:
+    xs = [0.0, 0.5, 1.0]
+    values = {
+        "map_mono": [(0.74, 0.0), (0.76, 0.01), (0.77, 0.0)],
+        "map_multi": [(0.59, 0.0), (0.60, 0.0), (0.59, 0.0)],
+        "rank_distance": [(37.5, 1.0), (39.7, 2.0), (41.7, 0.5)],
+    }
+    path = tmp_path / "sweep.png"
+    fig = plot_sweep(xs, values, path, "metrics against alpha", "sampler.alpha")
+    _check_png(path)
+    left, right = fig.axes
+    assert [bars.get_label() for bars in left.containers] == ["map_mono", "map_multi"]
+    assert [bars.get_label() for bars in right.containers] == ["rank_distance"]
+    assert list(left.containers[0].lines[0].get_xdata()) == xs
+    assert list(right.containers[0].lines[0].get_ydata()) == [37.5, 39.7, 41.7]
+    assert left.get_xlabel() == right.get_xlabel() == "sampler.alpha"
