@@ -73,6 +73,18 @@ def test_slurm_launcher_composes_from_trainer(tmp_path: Path) -> None:
     assert "gpus_per_node: 4" in out and "tasks_per_node: 4" in out and "\n    nodes: 2" in out
 
 
+@pytest.mark.parametrize(
+    ("experiment", "max_qids", "max_length"), [("default", "100", "64"), ("full", "null", "128")]
+)
+def test_evaluate_takes_the_training_experiments(
+    tmp_path: Path, experiment: str, max_qids: str, max_length: str
+) -> None:
+    """``evaluate.py experiment=X`` evaluates as the training experiment X does (same texts, same pool)."""
+    proc = run(["evaluate.py", f"experiment={experiment}", "--cfg", "job"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"max_qids: {max_qids}\n" in proc.stdout and f"max_length: {max_length}\n" in proc.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_evaluate_on_gpu_without_cuda_says_so(tmp_path: Path) -> None:
     proc = run(["evaluate.py", "trainer=gpu", "model=tiny", f"hydra.run.dir={tmp_path}"], tmp_path)
