@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from benchmarks.process import REPO
-from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.datamodule import ParallelQADataModule, batch_to_device
 from hybrid_ir.models.encoder import Encoder, autocast_context
 from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss
@@ -206,9 +206,7 @@ class BareLoop:
 
     def step(self, batch: Batch) -> Tensor:
         """One optimisation step on a collated batch; returns the detached loss (0-dim)."""
-        batch = {
-            k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
-        }
+        batch = batch_to_device(batch, self.device)
         with autocast_context(self.device, self.precision):
             if self.grad_cache_chunk:
                 size = self.grad_cache_chunk

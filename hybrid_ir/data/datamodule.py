@@ -106,6 +106,15 @@ class PairDataset(Dataset):
         }
 
 
+def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """A collated batch with its tensors on ``device`` (asynchronous copies where the device allows it) and its
+    other entries (languages, ids, the ``mono`` flag) as they are."""
+    non_blocking = device.type not in ("cpu", "mps")
+    return {
+        k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v for k, v in batch.items()
+    }
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position can be saved and restored (Lightning's stateful-loader protocol).
 
@@ -250,11 +259,7 @@ class ParallelQADataModule(L.LightningDataModule):
         ``benchmarks/train_throughput``'s profile)."""
         if not isinstance(batch, dict):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        non_blocking = device.type not in ("cpu", "mps")
-        return {
-            k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v
-            for k, v in batch.items()
-        }
+        return batch_to_device(batch, device)
 
     def state_dict(self) -> dict[str, Any]:
         """``{"loader": <the training loader's position>}`` for the checkpoint.
