@@ -118,13 +118,22 @@ def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str,
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position can be saved and restored (Lightning's stateful-loader protocol).
 
-    The position is the number of batches the training loop has *consumed* (``progress()``), not the number
-    the loader has prefetched, so a resumed run continues with exactly the next unseen batch.
+    ``progress()`` returns the training loop's ``(epoch, batches consumed in it)``. Every pass first selects
+    the loop's epoch on the batch sampler (Lightning calls ``set_epoch`` only on ``batch_sampler.sampler``,
+    which ours does not have), so epoch ``e`` plays the plan of ``(seed, e)`` from its first batch however
+    the previous pass ended, and a restored mid-epoch position is kept. The saved position is the number of
+    batches the loop has *consumed*, not the number the loader has prefetched, so a resumed run continues
+    with exactly the next unseen batch.
     """
 
     def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.progress = progress
+
+    def __iter__(self) -> Any:
+        if self.progress is not None:
+            self.batch_sampler.set_epoch(self.progress()[0])
+        return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:
         sampler: HybridBatchSampler = self.batch_sampler
@@ -231,6 +240,9 @@ class ParallelQADataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> ResumableDataLoader:
+        """The loader of the trainer's current epoch (Lightning asks again every epoch when
+        ``reload_dataloaders_every_n_epochs=1``, so its length is that epoch's number of batches); the batch
+        sampler, and so its position, is kept across calls."""
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
@@ -238,10 +250,12 @@ class ParallelQADataModule(L.LightningDataModule):
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
         assert self.dataset is not None, "setup() has not run"
-        sampler = self.make_sampler(rank, world)
+        sampler = self._loader.batch_sampler if self._loader is not None else self.make_sampler(rank, world)
         if self._pending_loader_state is not None:
             sampler.load_state_dict(self._pending_loader_state)
             self._pending_loader_state = None
+        elif trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)
         self._loader = ResumableDataLoader(
             self.dataset,
             batch_sampler=sampler,
@@ -252,6 +266,27 @@ class ParallelQADataModule(L.LightningDataModule):
             progress=progress if trainer is not None else None,
         )
         return self._loader
+
+    def planned_steps(
+        self, max_epochs: int | None, max_steps: int = -1, limit_batches: int | float = 1.0
+    ) -> int:
+        """Training steps a run will take: the batches of epochs ``0 .. max_epochs - 1`` (each epoch's own plan,
+        at most ``limit_batches`` of them: a count, or a fraction as Lightning's ``limit_train_batches``),
+        capped at ``max_steps`` (``-1``: no cap). ``max_epochs`` of ``None`` or ``-1`` needs a ``max_steps``."""
+        if max_epochs is None or max_epochs < 0:
+            if max_steps < 0:
+                raise ConfigError("trainer.max_epochs=-1 (no epoch limit) needs a finite trainer.max_steps")
+            return max_steps
+        sampler = self.make_sampler()
+        total = 0
+        for epoch in range(max_epochs):
+            if 0 <= max_steps <= total:
+                break
+            batches = len(sampler.plan(epoch))
+            total += min(
+                batches, limit_batches if isinstance(limit_batches, int) else int(batches * limit_batches)
+            )
+        return total if max_steps < 0 else min(total, max_steps)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Move only the tensors of a batch from :meth:`PairDataset.collate`; Lightning's default walks every

@@ -249,11 +249,14 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
 
     Rank ``r`` of ``W`` yields ``batch[r * B / W : (r + 1) * B / W]`` of each global batch of size ``B``,
     so the ranks' slices, concatenated, are the global batch. ``len()`` = number of batches in the
-    current epoch. After a full pass the epoch advances by one and the batch counter resets, so
-    iterating again without :meth:`set_epoch` gives the next epoch. ``state_dict`` /
-    ``load_state_dict`` resume in the middle of an epoch at the next batch (batches already handed
-    to a DataLoader's prefetch queue count as yielded). The sampler does its own sharding, so with
-    Lightning set ``Trainer(use_distributed_sampler=False)``.
+    current epoch. Handing out the last batch of an epoch advances to the next epoch (batch 0), so
+    iterating again gives the next epoch, whether the previous iterator was exhausted or dropped right
+    after its last batch (as Lightning does, knowing the length). An iterator abandoned mid-epoch
+    (``limit_train_batches``, a stop) leaves the position there: call :meth:`set_epoch` with the next
+    epoch to start it from its first batch (the DataModule's loader does so before every pass).
+    ``state_dict`` / ``load_state_dict`` resume in the middle of an epoch at the next batch (batches
+    already handed to a DataLoader's prefetch queue count as yielded). The sampler does its own
+    sharding, so with Lightning set ``Trainer(use_distributed_sampler=False)``.
     """
 
     def __init__(
@@ -321,15 +324,17 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
             self.batches_yielded = 0
 
     def __iter__(self) -> Iterator[list[PairRef]]:
-        plan = self.plan()
+        epoch, plan = self.epoch, self.plan()
         per_rank = self.global_batch_size // self.world_size
         lo, hi = self.rank * per_rank, (self.rank + 1) * per_rank
-        while self.batches_yielded < len(plan):
-            _, batch = plan[self.batches_yielded]
-            self.batches_yielded += 1
-            yield batch[lo:hi]
-        self.epoch += 1
-        self.batches_yielded = 0
+        for index in range(self.batches_yielded, len(plan)):
+            # Advance before handing out the last batch: a consumer that stops after it (without asking
+            # for one more) must still find the sampler at the start of the next epoch.
+            if index + 1 == len(plan):
+                self.epoch, self.batches_yielded = epoch + 1, 0
+            else:
+                self.batches_yielded = index + 1
+            yield plan[index][1][lo:hi]
 
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "batches_yielded", "seed"}``: enough to continue at the next batch."""
@@ -349,6 +354,8 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
                 f"batches_yielded={done} is outside [0, {len(self.plan())}] for epoch {self.epoch}"
             )
         self.batches_yielded = done
+        if done == len(self.plan()):
+            self.epoch, self.batches_yielded = self.epoch + 1, 0
 
 
 def batch_stats(

@@ -198,10 +198,19 @@ class BiEncoderModule(L.LightningModule):
             betas=tuple(hp.betas),
             eps=hp.eps,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, self._total_steps())
         warmup = hp.warmup_steps if hp.warmup_steps is not None else math.ceil(hp.warmup_ratio * total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """The steps this run will take: from the DataModule's epoch plans when it has them (epochs may differ
+        in length), else Lightning's estimate."""
+        trainer = self.trainer
+        planned = getattr(getattr(trainer, "datamodule", None), "planned_steps", None)
+        if planned is None:
+            return int(trainer.estimated_stepping_batches)
+        return planned(trainer.max_epochs, trainer.max_steps, trainer.limit_train_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hybrid_ir"] = {

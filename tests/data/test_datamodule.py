@@ -210,6 +210,43 @@ def test_rolled_over_state_starts_the_next_epoch(corpus: ParallelCorpus, dataset
     assert first != [(ref.pid, ref.q_lang, ref.p_lang) for ref in fresh.batch_sampler.plan(0)[0][1]]
 
 
+def test_each_pass_plays_the_loops_epoch_from_its_first_batch(
+    corpus: ParallelCorpus, dataset: PairDataset
+) -> None:
+    # A pass abandoned mid-epoch (limit_train_batches, a stop) must not leak into the next epoch.
+    loop = {"epoch": 0}
+    loader = _loader(corpus, dataset, progress=lambda: (loop["epoch"], 0))
+    plans = [loader.batch_sampler.plan(e) for e in range(3)]
+    it = iter(loader)
+    assert [_keys(next(it)) for _ in range(2)] == [
+        [(r.pid, r.q_lang, r.p_lang) for r in b] for _, b in plans[0][:2]
+    ]
+    for epoch in (1, 2):
+        loop["epoch"] = epoch
+        assert [_keys(b) for b in loader] == [
+            [(r.pid, r.q_lang, r.p_lang) for r in b] for _, b in plans[epoch]
+        ]
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "max_steps", "limit", "expected"),
+    [(3, -1, 1.0, "sum"), (3, -1, 2, 6), (3, -1, 0.5, "half"), (3, 5, 1.0, 5), (-1, 7, 1.0, 7)],
+)
+def test_planned_steps_follow_the_epoch_plans(
+    max_epochs: int, max_steps: int, limit: Any, expected: Any
+) -> None:
+    dm = _datamodule()
+    sampler = dm.make_sampler()
+    lengths = [len(sampler.plan(e)) for e in range(3)]
+    want = {"sum": sum(lengths), "half": sum(n // 2 for n in lengths)}.get(expected, expected)
+    assert dm.planned_steps(max_epochs, max_steps, limit) == want
+
+
+def test_planned_steps_need_a_bound() -> None:
+    with pytest.raises(ConfigError, match="max_steps"):
+        _datamodule().planned_steps(-1, -1)
+
+
 def _datamodule(**kwargs: Any) -> ParallelQADataModule:
     settings: dict[str, Any] = {
         "datasets": [SPEC],

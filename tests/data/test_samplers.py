@@ -264,6 +264,24 @@ def test_sampler_length_epochs_and_set_epoch(grouped):
     assert len(sampler) == len(sampler.plan(1))
 
 
+def test_a_pass_dropped_after_its_last_batch_still_advances_the_epoch(grouped):
+    # Lightning knows the length and never asks for one more batch, so the generator is not exhausted.
+    sampler = HybridBatchSampler([grouped], "hybrid", 16, seed=1)
+    n = len(sampler.plan(0))
+    it = iter(sampler)
+    for _ in range(n):
+        next(it)
+    assert sampler.state_dict() == {"epoch": 1, "batches_yielded": 0, "seed": 1}
+    assert list(sampler) == [batch for _, batch in sampler.plan(1)]
+
+
+def test_state_at_the_end_of_an_epoch_loads_as_the_next_epoch(grouped):
+    sampler = HybridBatchSampler([grouped], "hybrid", 16, seed=1)
+    sampler.load_state_dict({"epoch": 3, "batches_yielded": len(sampler.plan(3)), "seed": 1})
+    assert sampler.state_dict() == {"epoch": 4, "batches_yielded": 0, "seed": 1}
+    assert list(sampler) == [batch for _, batch in sampler.plan(4)]
+
+
 def test_sampler_drives_a_torch_dataloader(grouped):
     class Pairs:
         def __getitem__(self, ref: PairRef) -> tuple[str, str]:
