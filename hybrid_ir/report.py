@@ -160,14 +160,14 @@ def _groups(jobs: list[Job]) -> list[tuple[str, list[Job]]]:
 def pretrained_row(jobs: list[Job], dataset: str) -> dict | None:
     """The pretrained row from the jobs' own ``pretrained`` records: mean ± std over the distinct ones (``n``:
     how many differ; one when every job starts from the same model); ``None`` when no job has one."""
-    distinct = {}
+    distinct: dict[str, tuple[float, ...]] = {}  # keyed by repr, so that equal NaNs count once
     for job in jobs:
         if job.group != PRETRAINED and job.has(PRETRAINED):
             values = tuple(scalar(job.record(PRETRAINED), dataset, m) for m in METRICS)
-            distinct.setdefault(values, values)
+            distinct.setdefault(repr(values), values)
     if not distinct:
         return None
-    columns = list(zip(*distinct, strict=True))
+    columns = list(zip(*distinct.values(), strict=True))
     return {
         "group": PRETRAINED,
         "n": len(distinct),

@@ -22,6 +22,7 @@ from hybrid_ir.data.subset import choose_ids
 from hybrid_ir.evaluation.config import DatasetSpec
 from hybrid_ir.evaluation.metrics import evaluate_run, mean_over_queries
 from hybrid_ir.evaluation.retrieval import SearchDevice, TextEncoder, encode_texts, faiss_search
+from hybrid_ir.utils.distributed import world_info
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ def coverage(qrels: Qrels, corpus: Mapping[str, str]) -> Coverage:
 
 
 def warn_if_incomplete(name: str, lang: str, cov: Coverage) -> None:
-    """Log a warning when judged documents are missing from the corpus (the scores then differ from MIRACL's)."""
-    if cov.dropped:
+    """Log a warning (rank 0) when judged documents are missing from the corpus (the scores then differ from
+    MIRACL's)."""
+    if cov.dropped and world_info()[0] == 0:
         log.warning(
             "%s [%s]: INCOMPLETE CORPUS: %d of %d judgements (%d relevant) name documents missing from the "
             "corpus and are dropped; %d of %d judged queries have no relevant document left and are skipped. "
@@ -178,11 +180,13 @@ def _mean(values: Sequence[float]) -> float:
 def evaluate_dataset(
     encoder: TextEncoder, data: MiraclData, batch_size: int, precision: str = "32"
 ) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_miracl` per language of ``data`` (a collective under DDP), logging the queries scored
-    and skipped of each."""
+    """:func:`evaluate_miracl` per language of ``data`` (a collective under DDP), logging (rank 0) the queries
+    scored and skipped of each."""
     per_lang = {}
     for lang, (topics, qrels, corpus) in data.by_lang.items():
         per_lang[lang] = evaluate_miracl(encoder, topics, qrels, corpus, batch_size, precision)
+        if world_info()[0] != 0:
+            continue
         log.info(
             "%s [%s]: %d queries scored, %d skipped (no relevant document in the corpus)",
             data.name,
