@@ -78,7 +78,9 @@ def read_per_query(path: str | Path) -> dict[str, list[Any]]:
     empty cells as ``None``)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file", "not found; expected the per-query CSV of this evaluation")
+        raise DataError(
+            path, "file", "not found; expected the per-query CSV of this evaluation (eval.per_query=true)"
+        )
     with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows:
