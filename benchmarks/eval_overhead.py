@@ -36,8 +36,9 @@ from benchmarks.common import compare_timings, compose_config, goal
 from hybrid_ir.data.collate import TextKind
 from hybrid_ir.data.corpus import RetrievalBenchmark
 from hybrid_ir.evaluation.callback import eval_precision
-from hybrid_ir.evaluation.lareqa import evaluate_lareqa
-from hybrid_ir.evaluation.runner import EvalConfig, Evaluator
+from hybrid_ir.evaluation.config import EvalConfig
+from hybrid_ir.evaluation.lareqa_metrics import evaluate_lareqa
+from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import Encoder
 
 NAME = "eval_overhead"

@@ -1,6 +1,6 @@
 """Benchmark 4: how the cost of LAReQA scoring grows with the candidate pool.
 
-:func:`~hybrid_ir.evaluation.lareqa.evaluate_lareqa` (ranking and metrics only; no encoder) on random
+:func:`~hybrid_ir.evaluation.lareqa_metrics.evaluate_lareqa` (ranking and metrics only; no encoder) on random
 L2-normalised 384-d embeddings of XQuAD-R (all 11 languages), with the candidate pool replicated 1x, 4x and 16x
 (``k`` copies of every candidate and its embedding; the relevant items stay in the first copy). Each size runs
 in a fresh process, which reports its wall time (median over ``repeats``) and its peak resident memory
@@ -71,8 +71,8 @@ def work(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from benchmarks.process import current_rss_mb, peak_rss_mb, reset_peak_rss
-    from hybrid_ir.data.lareqa import load_lareqa_benchmark
-    from hybrid_ir.evaluation.lareqa import evaluate_lareqa
+    from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark
+    from hybrid_ir.evaluation.lareqa_metrics import evaluate_lareqa
     from hybrid_ir.utils.paths import default_data_root
 
     factor = int(config["factor"])

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
-from hybrid_ir.evaluation.runner import EvalConfig, Evaluator
+from hybrid_ir.evaluation.config import EvalConfig
+from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import accelerator_device

@@ -4,13 +4,17 @@
 (or ``make report ARGS=...``).
 
 Each job directory holds ``metrics.json`` (one record per evaluation: ``pretrained``, ``epoch0``, ...),
-``per_query/<dataset>__<tag>.json`` and ``.hydra/overrides.yaml``. Jobs are grouped by the overrides that differ
+``per_query/<dataset>__<tag>.csv.gz`` and ``.hydra/overrides.yaml``. Jobs are grouped by the overrides that differ
 between them, without ``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained
-model as its own row (from the jobs' ``pretrained`` records, or from an ``evaluate.py`` run passed as a root).
+model as its own row (from an ``evaluate.py`` run passed as a root, else the mean ± std over the distinct
+``pretrained`` records of the jobs). Where jobs have a ``pretrained`` record, a second table gives the change of
+each job from its **own** pretrained evaluation (mean ± std over seeds), so a sweep whose jobs start from
+different models (``model=`` sweeps, seeds of a random initialisation) shows no false training effect.
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
 ``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
-``sampler.alpha=0,0.25,0.5,0.75,1``): rows in the order of ``KEY`` and ``report_<KEY>.png``, each metric against it.
+``sampler.alpha=0,0.25,0.5,0.75,1``, or ``seed``): rows in the order of ``KEY`` and ``report_<KEY>.png``, each
+metric against it.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hybrid_ir.evaluation.outputs import METRICS_FILE, per_query_path, read_per_query
 from hybrid_ir.evaluation.plots import plot_grouped_bars, plot_sweep
 from hybrid_ir.evaluation.significance import holm_bonferroni, paired_bootstrap, paired_randomization_test
+from hybrid_ir.evaluation.table import LAREQA_COLUMNS as METRICS
 from hybrid_ir.utils.errors import DataError
 from hybrid_ir.utils.io import atomic_write_text
 
-METRICS = ("map_mono", "map_cross", "map_multi", "rank_distance")
 PRETRAINED = "pretrained"
 # metric -> (per-query setting, per-query column); rank distance is lower-is-better.
 PER_QUERY = {
@@ -46,13 +51,15 @@ PER_QUERY = {
 
 @dataclass
 class Job:
-    """One run of a sweep: its group label, seed, directory and final evaluation record."""
+    """One run of a sweep: its group label, seed, directory, evaluation records, the overrides that name its
+    group (``overrides``) and all its overrides (``all_overrides``, with ``seed``)."""
 
     group: str
     seed: str
     path: Path
     records: list[dict]
     overrides: tuple[str, ...] = ()
+    all_overrides: tuple[str, ...] = ()
 
     def record(self, tag: str | None = None) -> dict:
         """The evaluation record with ``tag`` (default: the last one)."""
@@ -63,10 +70,20 @@ class Job:
                 return rec
         raise KeyError(tag)
 
+    def has(self, tag: str) -> bool:
+        """Whether the job has an evaluation record with ``tag``."""
+        return any(rec["tag"] == tag for rec in self.records)
 
-def read_job(path: Path) -> Job:
-    """Read a job directory (``metrics.json`` and the Hydra overrides)."""
-    metrics_file = path / "metrics.json"
+
+def override_key(override: str) -> str:
+    """The key of a Hydra override (``+seed=1`` -> ``seed``)."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def read_job(path: Path, keep_seed: bool = False) -> Job:
+    """Read a job directory (``metrics.json`` and the Hydra overrides); ``keep_seed``: the seed override names
+    the group too (for a sweep over seeds)."""
+    metrics_file = path / METRICS_FILE
     try:
         metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -75,9 +92,14 @@ def read_job(path: Path) -> Job:
     if not records:
         raise DataError(metrics_file, "records", "no evaluation recorded")
     overrides_file = path / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
-    kept = tuple(o for o in overrides if not o.startswith(("seed=", "hydra", "experiment=")))
+    overrides = (
+        [str(o) for o in yaml.safe_load(overrides_file.read_text()) or []] if overrides_file.exists() else []
+    )
+    seed = next((o.split("=", 1)[1] for o in overrides if override_key(o) == "seed"), "0")
+    dropped = {"experiment"} if keep_seed else {"seed", "experiment"}
+    kept = tuple(
+        o for o in overrides if override_key(o) not in dropped and not override_key(o).startswith("hydra")
+    )
     group = ",".join(kept) or "default"
     config_file = path / ".hydra" / "config.yaml"
     if (
@@ -85,15 +107,18 @@ def read_job(path: Path) -> Job:
         and (yaml.safe_load(config_file.read_text()) or {}).get("task_name") == "evaluate"
     ):
         group = PRETRAINED  # an evaluate.py run of the pretrained model
-    return Job(group=group, seed=seed, path=path, records=records, overrides=kept)
+    return Job(
+        group=group, seed=seed, path=path, records=records, overrides=kept, all_overrides=tuple(overrides)
+    )
 
 
-def find_jobs(roots: Sequence[Path]) -> list[Job]:
-    """All job directories (those with a ``metrics.json``) under ``roots``, sorted by path."""
-    paths = sorted({p.parent for root in roots for p in Path(root).rglob("metrics.json")})
+def find_jobs(roots: Sequence[Path], x: str | None = None) -> list[Job]:
+    """All job directories (those with a ``metrics.json``) under ``roots``, sorted by path; with ``x="seed"``
+    (a sweep over seeds) each seed is its own group."""
+    paths = sorted({p.parent for root in roots for p in Path(root).rglob(METRICS_FILE)})
     if not paths:
-        raise FileNotFoundError(f"no metrics.json under {', '.join(map(str, roots))}")
-    jobs = [read_job(p) for p in paths]
+        raise FileNotFoundError(f"no {METRICS_FILE} under {', '.join(map(str, roots))}")
+    jobs = [read_job(p, keep_seed=x == "seed") for p in paths]
     trained = [j for j in jobs if j.group != PRETRAINED]
     if len(trained) > 1:  # label runs by what varies between them (a sweep's shared overrides say nothing)
         common = set.intersection(*(set(j.overrides) for j in trained))
@@ -110,9 +135,9 @@ def scalar(record: dict, dataset: str, metric: str) -> float:
 def sweep_value(job: Job, key: str) -> float:
     """The numeric value of the override ``key`` of a trained job (``--x``)."""
     where = job.path / ".hydra" / "overrides.yaml"
-    for override in job.overrides:
-        name, _, value = override.partition("=")
-        if name == key:
+    for override in job.all_overrides:
+        value = override.partition("=")[2]
+        if override_key(override) == key:
             try:
                 return float(value)
             except ValueError:
@@ -120,21 +145,57 @@ def sweep_value(job: Job, key: str) -> float:
     raise DataError(where, key, f"no override {key}=...; with --x {key} every trained run needs one")
 
 
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    vals = np.array(values, dtype=float)
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _groups(jobs: list[Job]) -> list[tuple[str, list[Job]]]:
+    """The jobs by group, groups in sorted order."""
+    ordered = sorted(jobs, key=lambda j: j.group)
+    return [(group, list(members)) for group, members in itertools.groupby(ordered, key=lambda j: j.group)]
+
+
+def pretrained_row(jobs: list[Job], dataset: str) -> dict | None:
+    """The pretrained row from the jobs' own ``pretrained`` records: mean ± std over the distinct ones (``n``:
+    how many differ; one when every job starts from the same model); ``None`` when no job has one."""
+    distinct: dict[str, tuple[float, ...]] = {}  # keyed by repr, so that equal NaNs count once
+    for job in jobs:
+        if job.group != PRETRAINED and job.has(PRETRAINED):
+            values = tuple(scalar(job.record(PRETRAINED), dataset, m) for m in METRICS)
+            distinct.setdefault(repr(values), values)
+    if not distinct:
+        return None
+    columns = list(zip(*distinct.values(), strict=True))
+    return {
+        "group": PRETRAINED,
+        "n": len(distinct),
+        **{m: _mean_std(c) for m, c in zip(METRICS, columns, strict=True)},
+    }
+
+
+def delta(job: Job, dataset: str, metric: str) -> float:
+    """The job's last evaluation minus its own ``pretrained`` evaluation, for ``metric``."""
+    return scalar(job.record(), dataset, metric) - scalar(job.record(PRETRAINED), dataset, metric)
+
+
 def summary_rows(jobs: list[Job], dataset: str, x: str | None = None) -> list[dict]:
-    """Rows of the table: the pretrained model, then one per group (mean, std and n over seeds); with ``x``
-    (an override name) each trained row also holds ``x`` (its value) and the rows follow it."""
+    """Rows of the table: the pretrained model, then one per group (mean, std and n over seeds); a group whose
+    jobs all have a ``pretrained`` record also holds ``delta``: per metric, mean and std over its seeds of each
+    job's change from its own pretrained evaluation. With ``x`` (an override name) each trained row also holds
+    ``x`` (its value) and the rows follow it."""
     rows = []
-    first = jobs[0]
-    has_group = any(j.group == PRETRAINED for j in jobs)
-    if not has_group and any(r["tag"] == PRETRAINED for r in first.records):
-        rec = first.record(PRETRAINED)
-        rows.append({"group": PRETRAINED, "n": 1, **{m: (scalar(rec, dataset, m), 0.0) for m in METRICS}})
-    for group, members in itertools.groupby(sorted(jobs, key=lambda j: j.group), key=lambda j: j.group):
-        members = list(members)
+    if not any(j.group == PRETRAINED for j in jobs):
+        row = pretrained_row(jobs, dataset)
+        if row is not None:
+            rows.append(row)
+    for group, members in _groups(jobs):
         row: dict = {"group": group, "n": len(members)}
         for m in METRICS:
-            vals = np.array([scalar(j.record(), dataset, m) for j in members])
-            row[m] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+            row[m] = _mean_std([scalar(j.record(), dataset, m) for j in members])
+        if group != PRETRAINED and all(j.has(PRETRAINED) for j in members):
+            row["delta"] = {m: _mean_std([delta(j, dataset, m) for j in members]) for m in METRICS}
         if x is not None and group != PRETRAINED:
             row["x"] = sweep_value(members[0], x)
         rows.append(row)
@@ -145,8 +206,7 @@ def summary_rows(jobs: list[Job], dataset: str, x: str | None = None) -> list[di
 
 def per_query_values(job: Job, dataset: str, metric: str) -> dict[tuple, float]:
     """``{(qid, lang, target): value}`` of the job's last evaluation for ``metric``."""
-    tag = job.record()["tag"]
-    data = json.loads((job.path / "per_query" / f"{dataset}__{tag}.json").read_text(encoding="utf-8"))
+    data = read_per_query(per_query_path(job.path, dataset, job.record()["tag"]))
     setting, column = PER_QUERY[metric]
     out = {}
     for i, s in enumerate(data["setting"]):
@@ -159,7 +219,7 @@ def per_query_values(job: Job, dataset: str, metric: str) -> dict[tuple, float]:
 def group_means(jobs: list[Job], dataset: str, metric: str) -> dict[str, dict[tuple, float]]:
     """Per group: per-query values averaged over its seeds (queries present in every seed)."""
     out = {}
-    for group, members in itertools.groupby(sorted(jobs, key=lambda j: j.group), key=lambda j: j.group):
+    for group, members in _groups(jobs):
         runs = [per_query_values(j, dataset, metric) for j in members]
         keys = set.intersection(*(set(r) for r in runs))
         out[group] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
@@ -211,6 +271,19 @@ def to_markdown(rows: list[dict], sig: list[dict], dataset: str) -> str:
     for r in rows:
         cells = [f"{r[m][0]:.4f} ± {r[m][1]:.4f}" if r["n"] > 1 else f"{r[m][0]:.4f}" for m in METRICS]
         lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
+    deltas = [r for r in rows if "delta" in r]
+    if deltas:
+        lines += [
+            "",
+            f"### {dataset}: change from each job's own pretrained evaluation (last − pretrained; mean ± std)",
+            "",
+            "| run | n | " + " | ".join(METRICS) + " |",
+            "|---|---:|" + "---:|" * len(METRICS),
+        ]
+        for r in deltas:
+            d = r["delta"]
+            cells = [f"{d[m][0]:+.4f} ± {d[m][1]:.4f}" if r["n"] > 1 else f"{d[m][0]:+.4f}" for m in METRICS]
+            lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
     if sig:
         lines += [
             "",
@@ -231,9 +304,19 @@ def to_markdown(rows: list[dict], sig: list[dict], dataset: str) -> str:
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["run", "n", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")]])
+    stats = ("mean", "std")
+    with_delta = any("delta" in r for r in rows)
+    delta_header = [f"{m}_delta_{s}" for m in METRICS for s in stats] if with_delta else []
+    writer.writerow(["run", "n", *[f"{m}_{s}" for m in METRICS for s in stats], *delta_header])
     for r in rows:
-        writer.writerow([r["group"], r["n"], *[f"{v:.6f}" for m in METRICS for v in r[m]]])
+        cells = [f"{v:.6f}" for m in METRICS for v in r[m]]
+        if with_delta:
+            cells += (
+                [f"{v:.6f}" for m in METRICS for v in r["delta"][m]]
+                if "delta" in r
+                else [""] * len(delta_header)
+            )
+        writer.writerow([r["group"], r["n"], *cells])
     return buf.getvalue()
 
 
@@ -242,7 +325,7 @@ def write_report(
 ) -> dict:
     """Write ``report.csv``, ``report.md``, ``significance.json`` and ``report.png`` into ``out`` (and
     ``report_<x>.png`` for a sweep over the override ``x``)."""
-    jobs = find_jobs(roots)
+    jobs = find_jobs(roots, x)
     dataset = dataset or next(iter(jobs[0].record()["datasets"]))
     rows = summary_rows(jobs, dataset, x)
     sig = significance_rows(jobs, dataset, n_resamples=n_resamples)

@@ -9,23 +9,32 @@ import numpy as np
 import pytest
 import yaml
 
+from hybrid_ir.evaluation.outputs import per_query_path, write_per_query
 from hybrid_ir.report import find_jobs, main, significance_rows, summary_rows, write_report
 from hybrid_ir.utils.errors import DataError
 
 QIDS = [f"q{i}" for i in range(12)]
 
 
-def make_job(root: Path, name: str, overrides: list[str], maps: dict[str, float], ap: list[float]) -> None:
+def make_job(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    maps: dict[str, float],
+    ap: list[float],
+    pretrained: dict[str, float] | None = None,
+) -> None:
+    """A job directory; its ``pretrained`` record has ``maps`` but map_multi 0.1, or ``pretrained`` if given."""
     job = root / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     scalars = {**maps, "rank_distance": 3.0}
+    before = {**scalars, "map_multi": 0.1} if pretrained is None else {**pretrained, "rank_distance": 3.0}
     records = [
-        {"tag": "pretrained", "step": 0, "datasets": {"ds": {"scalars": {**scalars, "map_multi": 0.1}}}},
+        {"tag": "pretrained", "step": 0, "datasets": {"ds": {"scalars": before}}},
         {"tag": "epoch0", "step": 5, "datasets": {"ds": {"scalars": scalars}}},
     ]
     (job / "metrics.json").write_text(json.dumps(records))
-    (job / "per_query").mkdir()
     columns = {
         "qid": QIDS,
         "lang": ["en"] * 12,
@@ -35,7 +44,7 @@ def make_job(root: Path, name: str, overrides: list[str], maps: dict[str, float]
         "ap_at_k": ap,
         "rank_distance": [1.0] * 12,
     }
-    (job / "per_query" / "ds__epoch0.json").write_text(json.dumps(columns))
+    write_per_query(per_query_path(job, "ds", "epoch0"), columns)
 
 
 @pytest.fixture
@@ -156,3 +165,48 @@ def test_sweep_key_must_be_a_number_in_every_run(tmp_path: Path, alphas: list[st
     key = "sampler.beta" if len(alphas) == 1 else "sampler.alpha"
     with pytest.raises(DataError, match=message):
         write_report([tmp_path], "ds", tmp_path / "out", n_resamples=50, x=key)
+
+
+def test_each_job_is_compared_with_its_own_pretrained_record(tmp_path: Path) -> None:
+    """Jobs that start from different models and end equal show a different change, not a training effect
+    measured against the first job's starting point."""
+    final = {"map_mono": 0.6, "map_cross": 0.5, "map_multi": 0.4}
+    starts = {"a": 0.2, "b": 0.4}
+    for i, (model, seed) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1)]):
+        before = {"map_mono": starts[model], "map_cross": starts[model] + 0.01 * seed, "map_multi": 0.3}
+        make_job(tmp_path, str(i), [f"model={model}", f"seed={seed}"], final, [0.5] * 12, pretrained=before)
+    rows = {r["group"]: r for r in summary_rows(find_jobs([tmp_path]), "ds")}
+    assert rows["model=a"]["delta"]["map_mono"] == pytest.approx((0.4, 0.0))
+    assert rows["model=b"]["delta"]["map_mono"] == pytest.approx((0.2, 0.0))
+    mean, std = rows["model=a"]["delta"]["map_cross"]
+    assert mean == pytest.approx(0.295) and std == pytest.approx(np.std([0.3, 0.29], ddof=1))
+    # the pretrained row summarises the four distinct starting points, not the first job's
+    assert rows["pretrained"]["n"] == 4
+    assert rows["pretrained"]["map_mono"][0] == pytest.approx(0.3)
+    result = write_report([tmp_path], "ds", tmp_path / "out", n_resamples=50)
+    assert "change from each job's own pretrained evaluation" in result["markdown"]
+    assert "| model=a | 2 | +0.4000 ± 0.0000 |" in result["markdown"]
+    header = (tmp_path / "out" / "report.csv").read_text().splitlines()[0]
+    assert header.endswith("rank_distance_delta_mean,rank_distance_delta_std")
+
+
+def test_identical_pretrained_records_give_one_pretrained_row(sweep: Path) -> None:
+    for job in ("0", "1", "2"):
+        records = json.loads((sweep / job / "metrics.json").read_text())
+        records[0]["datasets"]["ds"]["scalars"] = {"map_mono": 0.5, "map_cross": 0.3, "map_multi": 0.1}
+        (sweep / job / "metrics.json").write_text(json.dumps(records))
+    rows = summary_rows(find_jobs([sweep]), "ds")
+    assert rows[0]["group"] == "pretrained" and rows[0]["n"] == 1
+    assert rows[0]["map_cross"] == pytest.approx((0.3, 0.0))
+
+
+@pytest.mark.parametrize("seed_override", ["seed={}", "+seed={}", "++seed={}"])
+def test_sweep_over_seeds(tmp_path: Path, seed_override: str) -> None:
+    for seed in (2, 0, 1):
+        maps = {"map_mono": 0.5 + seed / 10, "map_cross": 0.4, "map_multi": 0.3}
+        make_job(tmp_path, str(seed), ["sampler=hybrid", seed_override.format(seed)], maps, [0.5] * 12)
+    result = write_report([tmp_path], "ds", tmp_path / "out", n_resamples=50, x="seed")
+    trained = [r for r in result["rows"] if "x" in r]
+    assert [(r["x"], r["n"]) for r in trained] == [(0.0, 1), (1.0, 1), (2.0, 1)]
+    assert [r["map_mono"][0] for r in trained] == pytest.approx([0.5, 0.6, 0.7])
+    assert (tmp_path / "out" / "report_seed.png").read_bytes()[:4] == b"\x89PNG"

@@ -16,7 +16,7 @@ from hybrid_ir.data.collate import TextTokenizer, tokenize_cached
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.download import ensure_dataset
 from hybrid_ir.data.jsonl import load_jsonl_corpus
-from hybrid_ir.data.lareqa import load_lareqa_corpus
+from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.samplers import MODES, HybridBatchSampler, PairRef, batch_stats, check_sampler_args
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root

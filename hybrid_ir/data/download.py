@@ -101,7 +101,7 @@ def ensure_dataset(root: str | Path, dataset: str, languages: str | Iterable[str
     That is ``root`` when all files are there already; otherwise ``cache_dir("data")``, into which
     every requested file missing from the cache is downloaded (files present only under ``root`` are
     fetched again, so that one root holds the whole set). Pass the result to the loaders of
-    :mod:`hybrid_ir.data.lareqa`.
+    :mod:`hybrid_ir.data.lareqa_loader`.
     """
     langs = check_langs(languages, Path(root) / dataset)
     if all((Path(root) / dataset / f"{lang}.json").is_file() for lang in langs):

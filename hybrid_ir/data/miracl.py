@@ -7,11 +7,17 @@ Files (as in Anserini/Pyserini's ``tools`` repository):
   0 = judged non-relevant, kept so that metrics can tell judged from unjudged);
 * a corpus in MIRACL's JSONL format (``miracl-corpus-v1.0-<lang>``, optionally gzip-compressed), one
   ``{"docid": str, "title": str, "text": str}`` per line. A passage's text is ``title + " " + text``
-  (just ``text`` when the title is empty), as Pyserini's MIRACL dense baselines encode it.
+  (just ``text`` when the title is empty), as Pyserini's MIRACL dense baselines encode it. MIRACL ships its
+  large languages in several files (``docs-0.jsonl.gz``, ``docs-1.jsonl.gz``, ...): a corpus is given as a
+  file, a directory (its ``*.jsonl`` and ``*.jsonl.gz`` files), a glob, or a list of these
+  (:func:`corpus_files`).
 """
 
 from __future__ import annotations
 
+import glob
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from hybrid_ir.data.languages import check_lang
@@ -71,10 +77,57 @@ def read_qrels(path: str | Path) -> Qrels:
     return qrels
 
 
-def read_corpus(path: str | Path) -> dict[str, str]:
-    """Parse a MIRACL JSONL corpus -> ``{docid: title + " " + text}`` (see the module docstring)."""
-    path = Path(path)
+CORPUS_FORMS = (
+    "a JSONL file, a directory of *.jsonl[.gz] files, a glob such as docs-*.jsonl.gz, or a list of these"
+)
+CorpusSpec = str | Path | Sequence[str | Path]
+
+
+def _natural_key(path: Path) -> list[str | int]:
+    """Sort key that orders ``docs-2`` before ``docs-10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def corpus_files(spec: CorpusSpec) -> list[Path]:
+    """The corpus files of ``spec`` (see :data:`CORPUS_FORMS`), in order: the entries of a list in their order;
+    within a directory or a glob, in natural order (``docs-2`` before ``docs-10``). A file named twice counts once.
+
+    Raises:
+        DataError: an entry matches no file (the message names it and the accepted forms).
+    """
+    entries = [spec] if isinstance(spec, str | Path) else list(spec)
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(entry)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = [p for p in path.iterdir() if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz"))]
+        else:
+            found = [Path(p) for p in glob.glob(str(entry)) if Path(p).is_file()]
+        if not found:
+            what = (
+                "directory has no *.jsonl or *.jsonl.gz file"
+                if path.is_dir()
+                else "not found (no such file or glob match)"
+            )
+            raise DataError(entry, "corpus", f"{what}; give {CORPUS_FORMS}")
+        files.extend(sorted(found, key=_natural_key))
+    return list(dict.fromkeys(files))
+
+
+def read_corpus(spec: CorpusSpec) -> dict[str, str]:
+    """Parse a MIRACL JSONL corpus, in one or several files (:func:`corpus_files`) -> ``{docid: title + " " +
+    text}`` (see the module docstring). A docid may appear once in all the files together."""
     corpus: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for path in corpus_files(spec):
+        _read_corpus_file(path, corpus, where)
+    return corpus
+
+
+def _read_corpus_file(path: Path, corpus: dict[str, str], where: dict[str, str]) -> None:
+    """Add the passages of one corpus file to ``corpus``; ``where[docid]`` records the file and line."""
     for lineno, text in read_lines(path, 'MIRACL corpus JSONL ({"docid", "title", "text"} per line)'):
         record = f"line {lineno}"
         obj = parse_json_object(text, path, lineno, ("docid", "title", "text"))
@@ -86,18 +139,19 @@ def read_corpus(path: str | Path) -> dict[str, str]:
             raise DataError(path, record, f"key 'title' must be a string, got {type(title).__name__}")
         docid = obj["docid"]
         if docid in corpus:
-            raise DataError(path, record, f"duplicate docid {docid!r}")
+            raise DataError(path, record, f"duplicate docid {docid!r} (first at {where[docid]})")
         corpus[docid] = f"{title} {obj['text']}" if title.strip() else obj["text"]
-    return corpus
+        where[docid] = f"{path}:{lineno}"
 
 
 def load_miracl(
-    root: str | Path, lang: str, corpus_path: str | Path | None = None
+    root: str | Path, lang: str, corpus_path: CorpusSpec | None = None
 ) -> tuple[Topics, Qrels, dict[str, str] | None]:
     """Load MIRACL v1.0 dev data for one language: ``(topics, qrels, corpus)``.
 
-    ``topics[qid]`` = query text; ``qrels[qid][docid]`` = 0/1 judgement; ``corpus[docid]`` = passage text,
-    or ``None`` when ``corpus_path`` is not given. Every qrels query id must be a topic.
+    ``topics[qid]`` = query text; ``qrels[qid][docid]`` = 0/1 judgement; ``corpus[docid]`` = passage text
+    (from one or several files, :func:`corpus_files`), or ``None`` when ``corpus_path`` is not given. Every
+    qrels query id must be a topic.
     """
     check_lang(lang, Path(root) / "miracl", "lang")
     tfile = topics_file(root, lang)

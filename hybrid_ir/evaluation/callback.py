@@ -21,7 +21,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from hybrid_ir.evaluation.runner import EvalConfig, Evaluator
+from hybrid_ir.evaluation.config import EvalConfig
+from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.utils.errors import ConfigError
 
 AUTOCAST_PREFIXES = ("bf16", "16")

@@ -1,4 +1,4 @@
-"""Embedding benchmarks (each distinct text once, sharded over DDP ranks), exact faiss search, MIRACL metrics.
+"""Embedding benchmarks (each distinct text once, sharded over DDP ranks) and exact faiss search.
 
 Under ``torch.distributed`` with world size ``W > 1``, :func:`encode_texts` is a collective: every rank
 must call it with the same texts; rank ``r`` embeds the ``r``-th contiguous shard of the distinct texts
@@ -7,8 +7,8 @@ and an ``all_gather`` gives every rank the full matrix.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 import faiss
 import numpy as np
@@ -18,7 +18,6 @@ from torch import Tensor
 
 from hybrid_ir.data.collate import TextKind
 from hybrid_ir.data.corpus import RetrievalBenchmark
-from hybrid_ir.evaluation.metrics import evaluate_run, mean_over_queries
 from hybrid_ir.utils.distributed import world_info
 
 SearchDevice = Literal["auto", "cpu", "gpu"]
@@ -158,69 +157,3 @@ def faiss_search(
     index.add(d)
     scores, indices = index.search(q, k)
     return torch.from_numpy(scores), torch.from_numpy(indices.astype(np.int64))
-
-
-def judged_in_corpus(
-    qrels: Mapping[str, Mapping[str, int]], corpus: Mapping[str, str]
-) -> dict[str, dict[str, int]]:
-    """The qrels restricted to the documents of ``corpus``, then to the queries left with a relevant
-    (``rel > 0``) document."""
-    kept = {qid: {doc: rel for doc, rel in judged.items() if doc in corpus} for qid, judged in qrels.items()}
-    return {qid: judged for qid, judged in kept.items() if any(rel > 0 for rel in judged.values())}
-
-
-def evaluate_miracl(
-    encoder: TextEncoder,
-    topics: Mapping[str, str],
-    qrels: Mapping[str, Mapping[str, int]],
-    corpus: Mapping[str, str],
-    batch_size: int,
-    precision: str = "32",
-    k_ndcg: int = 10,
-    k_recall: int = 100,
-    search_device: SearchDevice = "auto",
-) -> dict[str, Any]:
-    """MIRACL-style dense retrieval: nDCG@``k_ndcg`` and Recall@``k_recall`` (trec_eval definitions).
-
-    **Evaluated queries**: judgements of documents absent from ``corpus`` are dropped, and only the queries
-    of ``qrels`` left with at least one relevant document *in the given corpus* are evaluated. With the full
-    MIRACL corpus this is every judged query (the official setting); with a partial corpus the scores are
-    those of retrieval from that corpus, not lowered by relevant documents that could never be found.
-
-    Each query's top ``max(k_ndcg, k_recall)`` documents by inner product (exact faiss search) form the run;
-    :func:`hybrid_ir.evaluation.metrics.evaluate_run` scores it. Encoding is a collective under DDP; after it
-    every rank has all embeddings and computes the (same) metrics.
-
-    Returns:
-        ``{"ndcg_at{k}": mean, "recall_at{k}": mean, "n_queries": evaluated, "n_skipped": judged queries left
-        out, "per_query": {qid: {"ndcg_at{k}": v, "recall_at{k}": v}}}``.
-    """
-    judged = judged_in_corpus(qrels, corpus)
-    qids = [qid for qid in judged if qid in topics]
-    missing = sorted(set(judged) - set(topics))
-    if missing:
-        raise ValueError(f"{len(missing)} judged queries have no topic, e.g. {missing[0]!r}")
-    doc_ids = list(corpus)
-    ndcg, recall = f"ndcg_at{k_ndcg}", f"recall_at{k_recall}"
-    out: dict[str, Any] = {
-        ndcg: 0.0,
-        recall: 0.0,
-        "n_queries": len(qids),
-        "n_skipped": len(qrels) - len(qids),
-    }
-    if not qids:
-        out["per_query"] = {}
-        return out
-    q_emb = encode_texts(encoder, [topics[qid] for qid in qids], "query", batch_size, precision)
-    d_emb = encode_texts(encoder, [corpus[doc] for doc in doc_ids], "passage", batch_size, precision)
-    scores, indices = faiss_search(q_emb, d_emb, max(k_ndcg, k_recall), search_device)
-    run = {
-        qid: {doc_ids[j]: float(s) for s, j in zip(row_s, row_i, strict=True) if j >= 0}
-        for qid, row_s, row_i in zip(qids, scores.tolist(), indices.tolist(), strict=True)
-    }
-    names = {f"nDCG@{k_ndcg}": ndcg, f"R@{k_recall}": recall}
-    measured = evaluate_run(run, {qid: judged[qid] for qid in qids}, measures=tuple(names))
-    per_query = {qid: {names[m]: v for m, v in values.items()} for qid, values in measured.items()}
-    out.update(mean_over_queries(per_query))
-    out["per_query"] = per_query
-    return out

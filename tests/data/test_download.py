@@ -11,7 +11,7 @@ import pytest
 
 from hybrid_ir.data import download
 from hybrid_ir.data.download import DownloadError, dataset_url, ensure_dataset
-from hybrid_ir.data.lareqa import load_lareqa_corpus
+from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.utils.paths import default_data_root
 
 RAW = "https://raw.githubusercontent.com/google-research-datasets/lareqa"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.data.miracl import load_miracl, read_corpus
+from hybrid_ir.data.miracl import corpus_files, load_miracl, read_corpus
 from hybrid_ir.utils.errors import DataError
 from hybrid_ir.utils.paths import default_data_root
 
@@ -79,6 +79,47 @@ def test_generated_corpus(tmp_path, gz):
         "100#1": "Maandishi bila kichwa.",
         "200#3": "Kitabu Kitabu kiliandikwa na mwandishi.",
     }
+
+
+def _split_corpus(folder: Path) -> list[Path]:
+    """DOCS in three gzip files named as MIRACL ships its large languages (docs-10 sorts after docs-2)."""
+    folder.mkdir()
+    return [
+        write_corpus(folder / "docs-10.jsonl.gz", DOCS[2:], gz=True),
+        write_corpus(folder / "docs-0.jsonl.gz", DOCS[:1], gz=True),
+        write_corpus(folder / "docs-2.jsonl.gz", DOCS[1:2], gz=True),
+    ]
+
+
+def test_corpus_in_several_files_as_directory_glob_or_list(tmp_path):
+    root = make_root(tmp_path, TOPICS, QRELS)
+    ten, zero, two = _split_corpus(tmp_path / "miracl-corpus-v1.0-sw")
+    (tmp_path / "miracl-corpus-v1.0-sw" / "README.txt").write_text("not a corpus file")
+    whole = read_corpus(write_corpus(tmp_path / "docs.jsonl", DOCS))
+    folder = tmp_path / "miracl-corpus-v1.0-sw"
+    assert corpus_files(folder) == [zero, two, ten]
+    assert corpus_files(str(folder / "docs-*.jsonl.gz")) == [zero, two, ten]
+    assert corpus_files([ten, str(zero), ten]) == [ten, zero]
+    for spec in (folder, str(folder / "docs-*.jsonl.gz"), [str(zero), str(two), str(ten)]):
+        assert load_miracl(root, "sw", spec)[2] == whole
+
+
+def test_corpus_files_errors_name_the_entry(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        DataError, match=r"empty: corpus: directory has no \*\.jsonl.*a glob such as docs-\*\.jsonl"
+    ):
+        corpus_files(tmp_path / "empty")
+    with pytest.raises(
+        DataError, match=r"docs-\*\.jsonl\.gz: corpus: not found \(no such file or glob match\)"
+    ):
+        corpus_files(str(tmp_path / "docs-*.jsonl.gz"))
+    first = write_corpus(tmp_path / "a.jsonl", DOCS)
+    second = write_corpus(tmp_path / "b.jsonl", DOCS[2:])
+    with pytest.raises(
+        DataError, match=r"b\.jsonl: line 1: duplicate docid '200#3' \(first at .*a\.jsonl:3\)"
+    ):
+        read_corpus([first, second])
 
 
 TSV_CASES = {

@@ -12,7 +12,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
-from hybrid_ir.data.lareqa import load_lareqa_corpus
+from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.samplers import (
     BatchInfo,
     HybridBatchSampler,

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from hybrid_ir.data.lareqa import dataset_file, load_lareqa_benchmark, parse_lareqa_file
+from hybrid_ir.data.lareqa_loader import dataset_file, load_lareqa_benchmark, parse_lareqa_file
 from hybrid_ir.data.subset import subset_pool
 from hybrid_ir.utils.paths import default_data_root
 

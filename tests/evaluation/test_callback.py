@@ -123,7 +123,7 @@ def test_callback_in_a_tiny_training_run(
     for tag in ("pretrained", "epoch0"):
         assert (out / "plots" / f"mlqa-r__{tag}__map_heatmap.png").is_file()
         assert (out / "plots" / f"mlqa-r__{tag}__rank_distance.png").is_file()
-        assert (out / "per_query" / f"mlqa-r__{tag}.json").is_file()
+        assert (out / "per_query" / f"mlqa-r__{tag}.csv.gz").is_file()
 
     # callback metrics (the epoch-0 values) drive ModelCheckpoint; the module is back in train mode
     final = records[-1]["datasets"]["mlqa-r"]["scalars"]

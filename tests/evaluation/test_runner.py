@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -9,11 +10,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hybrid_ir.data.lareqa import load_lareqa_benchmark
+from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark
 from hybrid_ir.data.subset import subset_pool
-from hybrid_ir.evaluation.lareqa import evaluate_lareqa
+from hybrid_ir.evaluation.config import EvalConfig
+from hybrid_ir.evaluation.lareqa_metrics import evaluate_lareqa
+from hybrid_ir.evaluation.outputs import per_query_path, read_per_query
 from hybrid_ir.evaluation.retrieval import encode_benchmark
-from hybrid_ir.evaluation.runner import EvalConfig, Evaluator, format_table
+from hybrid_ir.evaluation.runner import Evaluator
+from hybrid_ir.report import per_query_values, read_job
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
 from tests.ddp import gloo_group, spawn
@@ -111,6 +115,55 @@ def test_unknown_dataset_and_miracl_without_corpus(root: Path) -> None:
         Evaluator(cfg).validate()
 
 
+def _miracl_only(root: Path, corpus: object) -> EvalConfig:
+    spec = {"name": "miracl", "format": "miracl", "languages": ["sw"], "corpus": {"sw": corpus}}
+    return EvalConfig(datasets=[spec], root=str(root), download=False, plots=False)
+
+
+def test_miracl_corpus_in_several_files(tmp_path: Path) -> None:
+    """A corpus given as a directory, a glob or a list of files is scored like the single file."""
+    single = _write_miracl(tmp_path, "sw")
+    lines = single.read_text().splitlines(keepends=True)
+    folder = tmp_path / "miracl-corpus-v1.0-sw"
+    folder.mkdir()
+    for i in range(3):
+        with gzip.open(folder / f"docs-{i}.jsonl.gz", "wt", encoding="utf-8") as fh:
+            fh.writelines(lines[i::3])
+    expected = Evaluator(_miracl_only(tmp_path, str(single)), tmp_path / "one").run(BagOfWordsEncoder(), "t")
+    parts = [str(folder / f"docs-{i}.jsonl.gz") for i in range(3)]
+    for i, corpus in enumerate((str(folder), str(folder / "docs-*.jsonl.gz"), parts)):
+        result = Evaluator(_miracl_only(tmp_path, corpus), tmp_path / str(i)).run(BagOfWordsEncoder(), "t")
+        assert result["miracl"]["scalars"] == pytest.approx(expected["miracl"]["scalars"])
+    with pytest.raises(
+        ConfigError, match=r"eval\.datasets\[0\]\.corpus\.sw: .*docs-\*\.jsonl: corpus: not found"
+    ):
+        Evaluator(_miracl_only(tmp_path, str(folder / "docs-*.jsonl"))).validate()
+    with pytest.raises(
+        ConfigError, match=r"eval\.datasets\[0\]\.corpus\.sw must be a JSONL file, a directory"
+    ):
+        Evaluator(_miracl_only(tmp_path, [])).validate()
+
+
+def test_per_query_file_round_trip_with_names_that_need_sanitising(root: Path, tmp_path: Path) -> None:
+    """The report reads the per-query file the evaluator wrote, whatever the dataset name and tag."""
+    (root / "mlqa r").symlink_to(root / "mlqa-r", target_is_directory=True)
+    datasets = [{"name": "mlqa r", "format": "lareqa", "languages": ["de", "en"]}]
+    out = tmp_path / "job"
+    Evaluator(_cfg(root, datasets=datasets, plots=False), out).run(BagOfWordsEncoder(), tag="epoch0/step 7")
+    written = per_query_path(out, "mlqa r", "epoch0/step 7")
+    assert written.parent == out / "per_query" and written.name == "mlqa_r__epoch0_step_7.csv.gz"
+    columns = read_per_query(written)
+    values = per_query_values(read_job(out), "mlqa r", "map_multi")
+    expected = {
+        (q, lang, target): ap
+        for q, lang, setting, target, ap in zip(
+            columns["qid"], columns["lang"], columns["setting"], columns["target"], columns["ap"], strict=True
+        )
+        if setting == "multi"
+    }
+    assert values == expected and len(values) > 10
+
+
 def test_download_widens_the_known_languages(tmp_path: Path) -> None:
     """With download on, a dataset absent from the root is valid in the languages of its public source."""
     datasets = [{"name": "xquad-r", "format": "lareqa", "languages": ["el", "th"]}]
@@ -178,11 +231,11 @@ def test_run_writes_records_per_query_files_and_plots(root: Path, tmp_path: Path
     assert second["mlqa-r"]["pair_map"] == direct.pair_map
     assert second["mlqa-r"]["scalars"]["n_queries"] == len(bench.queries)
 
-    per_query = json.loads((out / "per_query" / "mlqa-r__epoch0.json").read_text())
+    per_query = read_per_query(out / "per_query" / "mlqa-r__epoch0.csv.gz")
     assert {"qid", "lang", "setting", "ap", "rank_distance"} <= set(per_query)
     assert len({len(column) for column in per_query.values()}) == 1
     assert set(per_query["qid"]) == set(bench.relevant)
-    miracl_rows = json.loads((out / "per_query" / "miracl__pretrained.json").read_text())
+    miracl_rows = read_per_query(out / "per_query" / "miracl__pretrained.csv.gz")
     assert len(miracl_rows["qid"]) == 10 and set(miracl_rows["lang"]) == {"sw"}
 
     for results, tag in ((first, "pretrained"), (second, "epoch0")):
@@ -202,7 +255,7 @@ def test_run_writes_records_per_query_files_and_plots(root: Path, tmp_path: Path
         "epoch1",
     ]
     assert not (out / "plots" / "mlqa-r__epoch1__map_heatmap.png").exists()
-    assert not (out / "per_query" / "mlqa-r__epoch1.json").exists()
+    assert not (out / "per_query" / "mlqa-r__epoch1.csv.gz").exists()
 
     table = evaluator.format_table()
     lines = table.splitlines()
@@ -237,24 +290,3 @@ def test_run_under_ddp_writes_and_returns_on_rank_zero_only(root: Path, tmp_path
 def test_run_needs_an_output_dir(root: Path) -> None:
     with pytest.raises(ValueError, match="output_dir"):
         Evaluator(_cfg(root)).run(BagOfWordsEncoder(), tag="x")
-
-
-def test_format_table_marks_missing_values() -> None:
-    records = [
-        {
-            "tag": "pretrained",
-            "step": None,
-            "datasets": {"a": {"scalars": {"map_multi": 0.5, "map_mono": 0.25}}},
-        },
-        {
-            "tag": "epoch0",
-            "step": 12,
-            "datasets": {"a": {"scalars": {"map_mono": 0.75}}, "b": {"scalars": {}}},
-        },
-    ]
-    lines = format_table(records).splitlines()
-    assert len(lines) == 5
-    assert lines[1].split()[:5] == ["tag", "step", "|", "map_mono", "map_multi"]
-    assert lines[3].split() == ["pretrained", "-", "|", "0.2500", "0.5000", "|"]
-    assert lines[4].split() == ["epoch0", "12", "|", "0.7500", "-", "|"]
-    assert len({len(line) for line in lines[1:]}) == 1

@@ -1,4 +1,4 @@
-"""Tests of hybrid_ir.evaluation.lareqa against a plain brute-force reference that uses ir_measures."""
+"""Tests of hybrid_ir.evaluation.lareqa_metrics against a plain brute-force reference that uses ir_measures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from ir_measures import AP
 
 from hybrid_ir.data.corpus import Candidate, Query, RetrievalBenchmark
-from hybrid_ir.evaluation.lareqa import LareqaResult, evaluate_lareqa
+from hybrid_ir.evaluation.lareqa_metrics import LareqaResult, evaluate_lareqa
 from hybrid_ir.utils.errors import DataError
 
 LANGS = ["de", "en", "zh"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.data.lareqa import load_lareqa_benchmark, load_lareqa_corpus
+from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark, load_lareqa_corpus
 from hybrid_ir.utils.errors import DataError
 from hybrid_ir.utils.paths import default_data_root
 
