@@ -45,25 +45,14 @@ from hybrid_ir.evaluation.plots import plot_pair_heatmap, plot_per_language_bars
 from hybrid_ir.evaluation.retrieval import TextEncoder, encode_benchmark, encoder_device, evaluate_miracl
 from hybrid_ir.utils.distributed import world_info
 from hybrid_ir.utils.errors import ConfigError, DataError
+from hybrid_ir.utils.hardware import PRECISIONS
 from hybrid_ir.utils.io import atomic_write_json
-from hybrid_ir.utils.paths import default_data_root
+from hybrid_ir.utils.paths import resolve_data_root
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("lareqa", "miracl")
 SPEC_KEYS = {"lareqa": {"name", "format", "languages"}, "miracl": {"name", "format", "languages", "corpus"}}
-PRECISIONS = (
-    "32",
-    "32-true",
-    "64",
-    "64-true",
-    "16",
-    "16-mixed",
-    "16-true",
-    "bf16",
-    "bf16-mixed",
-    "bf16-true",
-)
 MIRACL_K_NDCG = 10
 MIRACL_K_RECALL = 100
 METRICS_FILE = "metrics.json"
@@ -260,7 +249,7 @@ def validate_config(cfg: EvalConfig) -> list[DatasetSpec]:
         ConfigError: unknown format (listing the valid ones), duplicate names, an unknown dataset, a language the
             dataset lacks (listing those it has), a missing MIRACL corpus.
     """
-    root = Path(cfg.root) if cfg.root else default_data_root()
+    root = resolve_data_root(cfg.root)
     specs = [_parse_spec(i, raw) for i, raw in enumerate(cfg.datasets)]
     names = [spec.name for spec in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -317,7 +306,7 @@ class Evaluator:
 
     @property
     def root(self) -> Path:
-        return Path(self.cfg.root) if self.cfg.root else default_data_root()
+        return resolve_data_root(self.cfg.root)
 
     def validate(self) -> list[DatasetSpec]:
         """Check the dataset specs against the data root (see :func:`validate_config`); cheap, no model needed."""
