@@ -104,14 +104,17 @@ def validate_train_config(cfg: DictConfig) -> None:
             "trainer.max_steps=10000): the learning-rate schedule is laid out over the total number of steps"
         )
     for i, spec in enumerate(cfg.data.get("train") or []):
-        for key in spec:
-            if OmegaConf.is_missing(spec, key):
-                raise ConfigError(
-                    f"data.train.{i}.{key} is not set (dataset {spec.get('name')!r}); set it on the command "
-                    f"line, e.g. data.train.{i}.{key}=/path/to/pairs.jsonl"
-                    if key == "path"
-                    else f"data.train.{i}.{key} is not set (dataset {spec.get('name')!r})"
-                )
+        missing = (
+            [key for key in spec if OmegaConf.is_missing(spec, key)] if isinstance(spec, DictConfig) else []
+        )
+        if missing:
+            key = missing[0]
+            name = None if "name" in missing else spec.get("name")
+            example = "/path/to/pairs.jsonl" if key == "path" else "<value>"
+            raise ConfigError(
+                f"data.train.{i}.{key} is not set (dataset {name!r}); set it on the command line, e.g. "
+                f"data.train.{i}.{key}={example}"
+            )
     check_model_source(cfg.model.name_or_path)
 
 
@@ -142,6 +145,12 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
     ]
     for lang, row in zip(langs, stats["lang_pairs"], strict=True):
         lines.append(f"{lang:<{width}}" + "".join(f"{n:>{width + 3}}" for n in row))
+    for usage in stats["dataset_usage"]:
+        reasons = ", ".join(f"{k} {n}" for k, n in usage["drop_reasons"].items() if n) or "none dropped"
+        lines.append(
+            f"{usage['name']}: {usage['batches']} batches, {usage['used_ids']} of {usage['ids']} ids used, "
+            f"{usage['dropped_ids']} dropped ({reasons})"
+        )
     print("\n".join(lines))
     print(f"batch stats written to {output_dir / 'batch_stats.json'}")
     return stats

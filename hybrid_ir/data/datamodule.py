@@ -209,6 +209,7 @@ class ParallelQADataModule(L.LightningDataModule):
         self.dataset: PairDataset | None = None
         self._loader: ResumableDataLoader | None = None
         self._pending_loader_state: dict[str, int] | None = None
+        self._logged_epochs: set[int] = set()
 
     def attach_tokenizer(self, tokenizer: TextTokenizer) -> None:
         """Use the model's tokenizer (called once the model is built)."""
@@ -249,7 +250,10 @@ class ParallelQADataModule(L.LightningDataModule):
         )
 
     def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
-        log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
+        """Log an epoch's :func:`plan_summary` once (plans are recomputed when a sampler is rebuilt)."""
+        if epoch not in self._logged_epochs:
+            self._logged_epochs.add(epoch)
+            log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
 
     def check_plan(self, world_size: int = 1) -> EpochPlan:
         """Plan epoch 0 (no model needed) and fail early when the batches cannot be what the config asks.
