@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.samplers import check_global_batch_size
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.runner import Evaluator
-from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.encoder import Encoder, check_model_source
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import accelerator_device
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -47,26 +49,74 @@ def world_size_of(trainer_cfg: DictConfig) -> int:
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     """``"last"`` -> ``<output_dir>/checkpoints/last.ckpt`` (rerun with the same ``hydra.run.dir``); an explicit
-    path must exist."""
+    path must exist and be a PyTorch checkpoint (a zip archive, as ``torch.save`` and Lightning write)."""
     if not ckpt_path:
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path).expanduser()
     if not path.is_file():
         hint = " (to resume, rerun with the old run's hydra.run.dir=<dir>)" if ckpt_path == "last" else ""
         raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r}: {path} is not a PyTorch checkpoint (not a torch.save zip archive); give a "
+            "<run>/checkpoints/*.ckpt file written by train.py, or ckpt_path=last"
+        )
     return str(path)
 
 
+# Trainer settings that manual optimisation ignores or rejects, and the key that does the job here.
+MANUAL_OPTIMISATION_KEYS = {
+    "accumulate_grad_batches": (
+        1,
+        "module.grad_cache_chunk_size (GradCache: a large batch in bounded memory, with identical gradients) "
+        "or a larger data.batch_size",
+    ),
+    "gradient_clip_val": (
+        None,
+        "module.max_grad_norm (gradient-norm clipping, applied by our training step)",
+    ),
+    "gradient_clip_algorithm": (None, "module.max_grad_norm (gradient-norm clipping)"),
+    "val_check_interval": (
+        None,
+        "the zero-shot evaluation callback, which runs before training and after every epoch "
+        "(callbacks.zero_shot_eval); step-based evaluation is not supported",
+    ),
+}
+
+
 def validate_train_config(cfg: DictConfig) -> None:
-    """Checks that need no model: batch size vs ranks; the sampler and data settings are checked when the
-    DataModule is built, the evaluation datasets by the evaluator's ``validate``."""
-    world = world_size_of(cfg.trainer)
-    batch = cfg.data.batch_size
-    if not isinstance(batch, int) or batch < world or batch % world:
+    """Checks that need no model and no data: the global batch (``check_global_batch_size``), a finite training
+    length, Trainer settings that manual optimisation does not honour, mandatory data paths and a path-like
+    ``model.name_or_path``. The sampler and data settings are checked when the DataModule is built and
+    planned, the evaluation datasets by the evaluator's ``validate``."""
+    check_global_batch_size(cfg.data.batch_size, world_size_of(cfg.trainer))
+    trainer = cfg.trainer
+    for key, (default, use) in MANUAL_OPTIMISATION_KEYS.items():
+        value = trainer.get(key, default)
+        if value != default and not (key == "gradient_clip_val" and value == 0):
+            raise ConfigError(
+                f"trainer.{key}={value!r} is not supported: training uses manual optimisation, where Lightning "
+                f"does not apply it; use {use}"
+            )
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if max_epochs == -1 and (max_steps is None or max_steps < 0):
         raise ConfigError(
-            f"data.batch_size={batch!r} is the global batch: it must be a positive multiple of the number of "
-            f"ranks (devices × num_nodes = {world})"
+            "trainer.max_epochs=-1 (train without an epoch limit) needs a finite trainer.max_steps (e.g. "
+            "trainer.max_steps=10000): the learning-rate schedule is laid out over the total number of steps"
         )
+    for i, spec in enumerate(cfg.data.get("train") or []):
+        missing = (
+            [key for key in spec if OmegaConf.is_missing(spec, key)] if isinstance(spec, DictConfig) else []
+        )
+        if missing:
+            key = missing[0]
+            name = None if "name" in missing else spec.get("name")
+            example = "/path/to/pairs.jsonl" if key == "path" else "<value>"
+            raise ConfigError(
+                f"data.train.{i}.{key} is not set (dataset {name!r}); set it on the command line, e.g. "
+                f"data.train.{i}.{key}={example}"
+            )
+    check_model_source(cfg.model.name_or_path)
 
 
 def drop_logging_callbacks(callbacks: list[L.Callback], has_logger: bool) -> list[L.Callback]:
@@ -96,6 +146,12 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
     ]
     for lang, row in zip(langs, stats["lang_pairs"], strict=True):
         lines.append(f"{lang:<{width}}" + "".join(f"{n:>{width + 3}}" for n in row))
+    for usage in stats["dataset_usage"]:
+        reasons = ", ".join(f"{k} {n}" for k, n in usage["drop_reasons"].items() if n) or "none dropped"
+        lines.append(
+            f"{usage['name']}: {usage['batches']} batches, {usage['used_ids']} of {usage['ids']} ids used, "
+            f"{usage['dropped_ids']} dropped ({reasons})"
+        )
     print("\n".join(lines))
     print(f"batch stats written to {output_dir / 'batch_stats.json'}")
     return stats
@@ -114,7 +170,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for cb in callbacks:
         if isinstance(cb, ZeroShotEvalCallback):
             cb.evaluator.validate()
-    datamodule.load_corpora()
+    datamodule.check_plan(world_size_of(cfg.trainer))
     encoder: Encoder = instantiate(cfg.model)
     module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
     datamodule.attach_tokenizer(encoder.text_tokenizer)
@@ -145,6 +201,7 @@ def load_checkpoint_weights(encoder: Encoder, ckpt_path: str) -> None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a pretrained model, a directory (``model.name_or_path``) or a checkpoint (``ckpt_path``)."""
     output_dir = Path(cfg.paths.output_dir)
+    check_model_source(cfg.model.name_or_path)
     eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.eval, resolve=True))
     evaluator = Evaluator(eval_cfg, output_dir)
     evaluator.validate()

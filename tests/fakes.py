@@ -1,12 +1,18 @@
-"""Model stand-ins for tests that need an encoder's interface but not a trained model."""
+"""Stand-ins for tests: an encoder's interface without a trained model, and a callback that slows a run down."""
 
 from __future__ import annotations
 
+import math
+import time
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+
+from hybrid_ir.utils.errors import ConfigError
 
 
 class BagOfWordsEncoder:
@@ -36,3 +42,27 @@ class BagOfWordsEncoder:
         self.calls.append((kind, list(texts)))
         rows = [torch.stack([self.word(w) for w in text.split() or [""]]).sum(0) for text in texts]
         return F.normalize(torch.stack(rows), dim=1)
+
+
+class StepDelay(L.Callback):
+    """Sleep ``seconds`` after every training batch, e.g. to make a seconds-long run slow enough to interrupt::
+
+        python train.py experiment=smoke +callbacks.step_delay._target_=tests.fakes.StepDelay \\
+            +callbacks.step_delay.seconds=0.5
+
+    A test helper (the reliability tests slow down the run they kill with it). It only waits: it holds no
+    state and draws no random numbers, so a delayed run trains exactly as an undelayed one.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ConfigError(f"StepDelay.seconds must be a finite number >= 0, got {seconds!r}")
+        if seconds < 0:
+            raise ConfigError(f"StepDelay.seconds must be >= 0, got {seconds!r}")
+        self.seconds = float(seconds)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        time.sleep(self.seconds)

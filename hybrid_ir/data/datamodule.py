@@ -17,18 +17,24 @@ from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.download import ensure_dataset
 from hybrid_ir.data.jsonl import load_jsonl_corpus
 from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
-from hybrid_ir.data.samplers import MODES, HybridBatchSampler, PairRef, batch_stats, check_sampler_args
+from hybrid_ir.data.samplers import (
+    DROP_REASONS,
+    MODES,
+    EpochPlan,
+    HybridBatchSampler,
+    PairRef,
+    batch_kinds,
+    batch_stats,
+    capacity_note,
+    check_sampler_args,
+    dataset_usage,
+)
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.paths import default_data_root
+from hybrid_ir.utils.paths import resolve_data_root
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("lareqa", "jsonl")
-
-
-def resolve_root(root: str | Path | None) -> Path:
-    """The configured data root, or :func:`default_data_root` when ``root`` is empty."""
-    return Path(root).expanduser() if root else default_data_root()
 
 
 def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool = True) -> ParallelCorpus:
@@ -51,10 +57,25 @@ def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool
     langs = list(spec.get("languages") or [])
     if not langs:
         raise ConfigError(f"dataset {spec.get('name')!r}: list its languages, e.g. languages: [en, de]")
-    base = resolve_root(root)
+    base = resolve_data_root(root)
     if download:
         base = ensure_dataset(base, spec["name"], langs)
     return load_lareqa_corpus(base, spec["name"], langs)
+
+
+def plan_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> str:
+    """One line per plan: batches, then per dataset the ids used and dropped with the reasons, e.g.
+    ``37 batches; xquad-r: 1184 of 1190 ids used in 37 batches, 6 dropped (partial_batch: 6, <what it means>)``."""
+    parts = []
+    for usage in dataset_usage(plan, corpora):
+        text = (
+            f"{usage['name']}: {usage['used_ids']} of {usage['ids']} ids used in {usage['batches']} batches"
+        )
+        if usage["dropped_ids"]:
+            why = "; ".join(f"{k}: {n}, {DROP_REASONS[k]}" for k, n in usage["drop_reasons"].items() if n)
+            text += f", {usage['dropped_ids']} dropped ({why})"
+        parts.append(text)
+    return f"{len(plan)} batches; " + "; ".join(parts)
 
 
 class PairDataset(Dataset):
@@ -197,6 +218,7 @@ class ParallelQADataModule(L.LightningDataModule):
         self.dataset: PairDataset | None = None
         self._loader: ResumableDataLoader | None = None
         self._pending_loader_state: dict[str, int] | None = None
+        self._logged_epochs: set[int] = set()
 
     def attach_tokenizer(self, tokenizer: TextTokenizer) -> None:
         """Use the model's tokenizer (called once the model is built)."""
@@ -223,11 +245,7 @@ class ParallelQADataModule(L.LightningDataModule):
             self.dataset = PairDataset(self.corpora, self.tokenizer, self.cache_tokens)
 
     def make_sampler(self, rank: int = 0, world_size: int = 1) -> HybridBatchSampler:
-        if self.batch_size < world_size or self.batch_size % world_size:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} (the global batch) must be a multiple of the number of "
-                f"ranks ({world_size}) and at least that"
-            )
+        """The batch sampler of rank ``rank`` of ``world_size``; rank 0 logs each epoch's :func:`plan_summary`."""
         return HybridBatchSampler(
             self.load_corpora(),
             self.mode,
@@ -237,7 +255,39 @@ class ParallelQADataModule(L.LightningDataModule):
             self.temperature,
             rank=rank,
             world_size=world_size,
+            on_plan=self._log_plan if rank == 0 else None,
         )
+
+    def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
+        """Log an epoch's :func:`plan_summary` once (plans are recomputed when a sampler is rebuilt)."""
+        if epoch not in self._logged_epochs:
+            self._logged_epochs.add(epoch)
+            log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
+
+    def check_plan(self, world_size: int = 1) -> EpochPlan:
+        """Plan epoch 0 (no model needed) and fail early when the batches cannot be what the config asks.
+
+        Raises:
+            ConfigError: the batch size breaks the rule of :func:`~hybrid_ir.data.samplers.check_global_batch_size`,
+                no full batch can be formed, or a configured dataset contributes no batch (naming the dataset
+                and the largest batch it can fill).
+        """
+        corpora = self.load_corpora()
+        try:
+            plan = self.make_sampler(world_size=world_size).plan(0)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        kinds = batch_kinds(self.mode, self.alpha)
+        for d, n in enumerate(plan.batches_per_dataset(len(corpora))):
+            if n == 0:
+                raise ConfigError(
+                    f"training dataset {corpora[d].name!r} (data.train.{d}) contributes no batch of "
+                    f"data.batch_size={self.batch_size} {self.mode} pairs: {capacity_note(corpora[d], kinds)}. "
+                    "Lower data.batch_size or remove the dataset from data.train"
+                )
+        return plan
 
     def train_dataloader(self) -> ResumableDataLoader:
         """The loader of the trainer's current epoch (Lightning asks again every epoch when
@@ -310,9 +360,9 @@ class ParallelQADataModule(L.LightningDataModule):
         self._pending_loader_state = state.get("loader")
 
     def preview(self, epoch: int = 0) -> dict[str, Any]:
-        """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates)."""
-        sampler = self.make_sampler()
-        plan = sampler.plan(epoch)
+        """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates, the
+        ids each dataset uses and drops, and why); the same checks as :meth:`check_plan`."""
+        plan = self.check_plan() if epoch == 0 else self.make_sampler().plan(epoch)
         stats = batch_stats(plan, self.languages, self.corpora)
         stats.update(
             mode=self.mode,

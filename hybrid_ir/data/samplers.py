@@ -15,23 +15,31 @@ With several datasets each batch comes from one dataset ``d``, drawn with probab
 pids, ``T`` = temperature). An epoch is one pass without replacement over the pids of every
 dataset. A batch never holds a pid twice nor two pids of one ``group``; pids passed over for a
 group clash are deferred to later batches, and pids lacking the batch's language wait for a batch
-that can use them. When no further full batch can be formed, the rest is dropped (``EpochPlan.dropped``).
+that can use them. When no further full batch can be formed, the rest is dropped (``EpochPlan.dropped``, with
+the reasons in ``EpochPlan.drop_reasons``: see :data:`DROP_REASONS`).
 Everything is drawn from one ``numpy.random.Generator`` seeded with ``(seed, epoch)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.utils.errors import ConfigError
 
 MODES = ("mono", "cross", "hybrid")
 BatchKind = Literal["mono", "cross"]
+# Why an id of a dataset was left out of an epoch's batches.
+DROP_REASONS = {
+    "one_language": "exists in one language only (a cross-lingual batch needs two)",
+    "group_clash": "shares its answer group with another left-over id (a batch holds one id per group)",
+    "partial_batch": "left over when fewer distinct answer groups than one batch remained",
+}
 
 
 class PairRef(NamedTuple):
@@ -55,11 +63,68 @@ Batch = tuple[BatchInfo, list[PairRef]]
 
 
 class EpochPlan(list):
-    """The batches of one epoch (a list of :data:`Batch`); ``dropped[d]`` = unused pids of dataset ``d``."""
+    """The batches of one epoch (a list of :data:`Batch`); ``dropped[d]`` = unused pids of dataset ``d`` and
+    ``drop_reasons[d]`` = ``{reason: count}`` over :data:`DROP_REASONS` (the counts sum to ``dropped[d]``)."""
 
-    def __init__(self, batches: Sequence[Batch], dropped: Sequence[int]) -> None:
+    def __init__(
+        self,
+        batches: Sequence[Batch],
+        dropped: Sequence[int],
+        drop_reasons: Sequence[Mapping[str, int]] | None = None,
+    ) -> None:
         super().__init__(batches)
         self.dropped = list(dropped)
+        self.drop_reasons = [dict(r) for r in drop_reasons] if drop_reasons is not None else None
+
+    def batches_per_dataset(self, n_datasets: int) -> list[int]:
+        """Number of batches drawn from each of the ``n_datasets`` datasets."""
+        counts = [0] * n_datasets
+        for info, _ in self:
+            counts[info.dataset] += 1
+        return counts
+
+
+def batch_kinds(mode: str, alpha: float) -> list[BatchKind]:
+    """The batch kinds ``mode`` can draw (hybrid: both unless ``alpha`` is 0 or 1)."""
+    if mode == "mono" or (mode == "hybrid" and alpha >= 1.0):
+        return ["mono"]
+    if mode == "cross" or (mode == "hybrid" and alpha <= 0.0):
+        return ["cross"]
+    return ["mono", "cross"]
+
+
+def batch_capacity(corpus: ParallelCorpus, kind: BatchKind) -> int:
+    """The largest batch of ``kind`` that ``corpus`` can fill: the number of distinct answer groups among its
+    ids in the best language (mono) or among its ids in >= 2 languages (cross). Ids whose answers coincide
+    form one group, so this can be far below the number of ids."""
+    if kind == "cross":
+        return len({corpus.group[pid] for pid in corpus.pids if len(corpus.langs_of(pid)) >= 2})
+    return max(
+        (len({corpus.group[pid] for pid in corpus.pairs[lang]}) for lang in corpus.languages), default=0
+    )
+
+
+def check_global_batch_size(batch_size: object, world_size: int) -> None:
+    """The training batch rule: ``data.batch_size`` (the global batch) is an integer >= 2 (InfoNCE needs at
+    least one in-batch negative per query) and a multiple of the number of ranks ``world_size``, so that every
+    rank gets the same number of pairs. Raises ConfigError saying which part fails."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(
+            f"data.batch_size={batch_size!r} is the global batch: it must be a positive multiple of the number "
+            f"of ranks (devices × num_nodes = {world_size})"
+        )
+    if batch_size < 2:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch: it needs at least 2 pairs, because InfoNCE "
+            "contrasts each query with the other pairs' passages (with 1 pair there is no negative and the loss "
+            "is exactly 0)"
+        )
+    if batch_size < world_size or batch_size % world_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch: it must be a multiple of the number of ranks "
+            f"(devices × num_nodes = {world_size}) and at least that, so that every rank gets the same number "
+            "of pairs"
+        )
 
 
 def check_sampler_args(mode: str, batch_size: int, alpha: float, temperature: float, seed: int) -> None:
@@ -158,6 +223,22 @@ class _Pool:
         """Number of pids not placed in any batch so far."""
         return self.used.count(False)
 
+    def drop_reasons(self, kinds: Sequence[BatchKind]) -> dict[str, int]:
+        """Why each unused pid was left out (see :data:`DROP_REASONS`), for the batch ``kinds`` in play."""
+        reasons = dict.fromkeys(DROP_REASONS, 0)
+        groups: set[int] = set()
+        for i, used in enumerate(self.used):
+            if used:
+                continue
+            if "mono" not in kinds and len(self.langs[i]) < 2:
+                reasons["one_language"] += 1
+            elif self.group[i] in groups:
+                reasons["group_clash"] += 1
+            else:
+                groups.add(self.group[i])
+                reasons["partial_batch"] += 1
+        return reasons
+
 
 def _mono_batch(pool: _Pool, size: int, rng: np.random.Generator) -> Batch | None:
     """A mono batch in a language drawn uniformly among the pool's languages that can still fill one."""
@@ -189,13 +270,9 @@ def _next_batch(pool: _Pool, mode: str, alpha: float, size: int, rng: np.random.
     """Draw the kind (mono iff ``u < alpha`` in hybrid mode) and build the batch; in hybrid mode fall
     back to the other kind when the drawn one cannot be filled (only the kinds with nonzero probability)."""
     u = rng.random()
-    if mode == "mono":
-        kinds = ["mono"]
-    elif mode == "cross":
-        kinds = ["cross"]
-    else:
-        first, second = ("mono", "cross") if u < alpha else ("cross", "mono")
-        kinds = [first] + ([second] if 0.0 < alpha < 1.0 else [])
+    kinds = batch_kinds(mode, alpha)
+    if len(kinds) == 2 and u >= alpha:
+        kinds = ["cross", "mono"]
     for kind in kinds:
         batch = _mono_batch(pool, size, rng) if kind == "mono" else _cross_batch(pool, size, rng)
         if batch is not None:
@@ -214,8 +291,11 @@ def plan_epoch(
 ) -> EpochPlan:
     """All global batches of one epoch, deterministic in ``(seed, epoch)`` (see the module docstring).
 
-    Returns an :class:`EpochPlan`: a list of ``(BatchInfo, [PairRef] * batch_size)``.
-    Raises ValueError for invalid arguments or when not a single full batch can be formed.
+    Returns an :class:`EpochPlan`: a list of ``(BatchInfo, [PairRef] * batch_size)`` with the unused ids of
+    each dataset and why they were left out. A dataset may contribute no batch (see
+    :meth:`EpochPlan.batches_per_dataset`); the caller decides whether that is an error.
+    Raises ValueError for invalid arguments or when not a single full batch can be formed (naming each
+    dataset's :func:`batch_capacity`).
     """
     check_sampler_args(mode, batch_size, alpha, temperature, seed)
     if not corpora:
@@ -235,13 +315,32 @@ def plan_epoch(
             weights[pool.index] = 0.0
         else:
             batches.append(batch)
+    kinds = batch_kinds(mode, alpha)
     if not batches:
-        sizes = {c.name: len(c) for c in corpora}
         raise ValueError(
-            f"no full batch of {batch_size} {mode} pairs can be formed from datasets with sizes {sizes}; "
-            "lower the batch size or check the languages (cross batches need pids in >= 2 languages)"
+            f"no full batch of {batch_size} {mode} pairs can be formed: "
+            + "; ".join(capacity_note(c, kinds) for c in corpora)
+            + ". Lower data.batch_size to at most the largest of these, or check the languages"
         )
-    return EpochPlan(batches, [pool.n_unused() for pool in pools])
+    return EpochPlan(
+        batches, [pool.n_unused() for pool in pools], [pool.drop_reasons(kinds) for pool in pools]
+    )
+
+
+def capacity_note(corpus: ParallelCorpus, kinds: Sequence[BatchKind]) -> str:
+    """``"<name>: N ids, at most C pairs per mono batch, ..."``: why a dataset cannot fill a larger batch."""
+    parts = []
+    for kind in kinds:
+        cap = batch_capacity(corpus, kind)
+        if kind == "mono":
+            parts.append(f"at most {cap} pairs per mono batch (distinct answer groups in its best language)")
+        else:
+            multi = sum(1 for pid in corpus.pids if len(corpus.langs_of(pid)) >= 2)
+            parts.append(
+                f"at most {cap} pairs per cross batch (distinct answer groups among its {multi} ids "
+                f"in >= 2 of its languages {corpus.languages})"
+            )
+    return f"{corpus.name}: {len(corpus)} ids, " + ", ".join(parts)
 
 
 class HybridBatchSampler(Sampler[list[PairRef]]):
@@ -257,6 +356,8 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
     ``state_dict`` / ``load_state_dict`` resume in the middle of an epoch at the next batch (batches
     already handed to a DataLoader's prefetch queue count as yielded). The sampler does its own
     sharding, so with Lightning set ``Trainer(use_distributed_sampler=False)``.
+    ``on_plan(epoch, plan)``, when given, is called once for every epoch plan the sampler computes (e.g. to
+    log what the epoch uses and drops).
     """
 
     def __init__(
@@ -269,15 +370,12 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         temperature: float = 1.0,
         rank: int = 0,
         world_size: int = 1,
+        on_plan: Callable[[int, EpochPlan], None] | None = None,
     ) -> None:
         check_sampler_args(mode, global_batch_size, alpha, temperature, seed)
         if not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-        if global_batch_size < world_size or global_batch_size % world_size:
-            raise ValueError(
-                f"global batch size {global_batch_size} must be a multiple of world size {world_size} "
-                f"(and >= it) so that every rank gets the same number of pairs"
-            )
+        check_global_batch_size(global_batch_size, world_size)
         if not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank!r}")
         if not corpora:
@@ -291,6 +389,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         self.temperature = temperature
         self.rank = rank
         self.world_size = world_size
+        self.on_plan = on_plan
         self.epoch = 0
         self.batches_yielded = 0
         self._plans: dict[tuple[int, int], EpochPlan] = {}
@@ -312,6 +411,8 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
             while len(self._plans) >= 2:
                 del self._plans[next(iter(self._plans))]
             self._plans[key] = plan
+            if self.on_plan is not None:
+                self.on_plan(epoch, plan)
         return self._plans[key]
 
     def __len__(self) -> int:
@@ -358,6 +459,23 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
             self.epoch, self.batches_yielded = self.epoch + 1, 0
 
 
+def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[dict[str, Any]]:
+    """Per dataset of ``plan``: ``{name, ids, used_ids, dropped_ids, drop_reasons, batches}`` (JSON-serialisable)."""
+    batches = plan.batches_per_dataset(len(corpora))
+    reasons = plan.drop_reasons or [{} for _ in corpora]
+    return [
+        {
+            "name": corpus.name,
+            "ids": len(corpus),
+            "used_ids": len(corpus) - plan.dropped[d],
+            "dropped_ids": plan.dropped[d],
+            "drop_reasons": reasons[d],
+            "batches": batches[d],
+        }
+        for d, corpus in enumerate(corpora)
+    ]
+
+
 def batch_stats(
     plan: Sequence[Batch], languages: Sequence[str], corpora: Sequence[ParallelCorpus] | None = None
 ) -> dict[str, Any]:
@@ -368,7 +486,8 @@ def batch_stats(
     query language ``languages[i]`` and passage language ``languages[j]``), ``impure_pairs`` (pairs
     whose languages contradict their batch kind), ``duplicate_pids`` (repeats of a pid inside a batch),
     ``reused_pids`` (pids in more than one batch), ``group_clashes`` (repeats of a group inside a
-    batch; ``None`` without ``corpora``), ``dropped_pids`` (``None`` unless ``plan`` is an EpochPlan).
+    batch; ``None`` without ``corpora``), ``dropped_pids`` (``None`` unless ``plan`` is an EpochPlan),
+    ``dataset_usage`` (:func:`dataset_usage`; ``None`` unless ``plan`` is an EpochPlan and ``corpora`` given).
     """
     index = {lang: i for i, lang in enumerate(languages)}
     matrix = np.zeros((len(languages), len(languages)), dtype=np.int64)
@@ -410,4 +529,7 @@ def batch_stats(
         "reused_pids": sum(1 for n in batches_of.values() if n > 1),
         "group_clashes": clashes if corpora is not None else None,
         "dropped_pids": sum(dropped) if dropped is not None else None,
+        "dataset_usage": (
+            dataset_usage(plan, corpora) if isinstance(plan, EpochPlan) and corpora is not None else None
+        ),
     }

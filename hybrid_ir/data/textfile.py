@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from collections.abc import Sequence
@@ -15,7 +16,8 @@ def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """``(line number, text)`` of every non-blank line of a UTF-8 text file, plain or gzip-compressed (``.gz``).
 
     ``what`` describes the expected file for the "not found" error, e.g. ``"TREC qrels file (qid Q0 docid rel)"``.
-    Line numbers count from 1 and include the blank lines, so they match an editor's.
+    Line numbers count from 1 and include the blank lines, so they match an editor's. A UTF-8 byte-order mark
+    at the start of the file (as some Windows editors write) is skipped.
     """
     if not path.is_file():
         raise DataError(path, "file", f"not found; expected the {what}")
@@ -23,6 +25,8 @@ def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     out = []
     with opener(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:

@@ -24,14 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.utils.errors import ConfigError
-
-AUTOCAST_PREFIXES = ("bf16", "16")
-
-
-def eval_precision(trainer_precision: object) -> str:
-    """The encoding precision for a trainer precision: itself for bf16/16 variants (autocast), else ``"32"``."""
-    text = str(trainer_precision)
-    return text if text.startswith(AUTOCAST_PREFIXES) else "32"
+from hybrid_ir.utils.hardware import eval_precision
 
 
 def flatten_scalars(scalars: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

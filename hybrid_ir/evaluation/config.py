@@ -23,22 +23,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from hybrid_ir.data.download import SHA256 as DOWNLOADABLE
 from hybrid_ir.data.miracl import CORPUS_FORMS, corpus_files, qrels_file, topics_file
 from hybrid_ir.utils.errors import ConfigError, DataError
-from hybrid_ir.utils.paths import default_data_root
+from hybrid_ir.utils.hardware import PRECISIONS
+from hybrid_ir.utils.paths import resolve_data_root
 
 FORMATS = ("lareqa", "miracl")
 SPEC_KEYS = {"lareqa": {"name", "format", "languages"}, "miracl": {"name", "format", "languages", "corpus"}}
-PRECISIONS = (
-    "32",
-    "32-true",
-    "64",
-    "64-true",
-    "16",
-    "16-mixed",
-    "16-true",
-    "bf16",
-    "bf16-mixed",
-    "bf16-true",
-)
 
 
 @dataclass
@@ -242,7 +231,7 @@ def validate_config(cfg: EvalConfig) -> list[DatasetSpec]:
         ConfigError: unknown format (listing the valid ones), duplicate names, an unknown dataset, a language the
             dataset lacks (listing those it has), a missing MIRACL corpus.
     """
-    root = Path(cfg.root) if cfg.root else default_data_root()
+    root = resolve_data_root(cfg.root)
     specs = [_parse_spec(i, raw) for i, raw in enumerate(cfg.datasets)]
     names = [spec.name for spec in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})

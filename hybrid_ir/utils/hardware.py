@@ -1,7 +1,9 @@
-"""Hardware checks, e.g. whether bf16 autocast is fast here."""
+"""Hardware and precision: whether bf16 is fast here, the default precision, and the one mapping from a
+Lightning precision string to autocast (used by training, evaluation and the benchmarks)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -10,6 +12,20 @@ import torch
 from hybrid_ir.utils.errors import ConfigError
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# The Lightning precision strings accepted for encoding (``eval.precision``).
+PRECISIONS = (
+    "32",
+    "32-true",
+    "64",
+    "64-true",
+    "16",
+    "16-mixed",
+    "16-true",
+    "bf16",
+    "bf16-mixed",
+    "bf16-true",
+)
+AUTOCAST_PREFIXES = ("bf16", "16")
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,3 +62,19 @@ def accelerator_device(accelerator: str = "auto") -> torch.device:
     if accelerator == "auto":
         return torch.device("cpu")
     raise ConfigError(f"trainer.accelerator={accelerator!r} but no CUDA device is visible; use trainer=cpu")
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for a bf16 / 16 ``precision`` (``bf16``, ``bf16-mixed``, ``16-mixed``, ...); a no-op
+    for 32 / 64."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def eval_precision(trainer_precision: object) -> str:
+    """The encoding precision for a trainer precision: itself for bf16/16 variants (autocast), else ``"32"``."""
+    text = str(trainer_precision)
+    return text if text.startswith(AUTOCAST_PREFIXES) else "32"

@@ -33,3 +33,8 @@ def default_data_root() -> Path:
     if beside.is_dir():
         return beside
     return cache_dir("data")
+
+
+def resolve_data_root(root: str | Path | None) -> Path:
+    """The data root to read: ``root`` (``~`` expanded) when set (``data.root``), else :func:`default_data_root`."""
+    return Path(root).expanduser() if root else default_data_root()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +20,7 @@ from hybrid_ir.data.datamodule import (
     ResumableDataLoader,
     load_corpus,
 )
-from hybrid_ir.data.samplers import HybridBatchSampler, PairRef
+from hybrid_ir.data.samplers import DROP_REASONS, HybridBatchSampler, PairRef, dataset_usage
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
 
@@ -323,10 +324,72 @@ def test_invalid_datamodule_settings(kwargs: dict[str, Any], message: str) -> No
 
 def test_batch_not_divisible_by_world_size() -> None:
     dm = _datamodule(batch_size=BATCH)
-    with pytest.raises(ConfigError, match=r"multiple of the number of ranks \(3\)"):
+    with pytest.raises(ConfigError, match=r"multiple of the number of ranks \(devices × num_nodes = 3\)"):
         dm.make_sampler(rank=0, world_size=3)
-    with pytest.raises(ConfigError, match=r"multiple of the number of ranks \(64\)"):
+    with pytest.raises(ConfigError, match=r"multiple of the number of ranks \(devices × num_nodes = 64\)"):
         dm.make_sampler(rank=0, world_size=64)
+    with pytest.raises(ConfigError, match=r"= 3\) and at least that"):
+        dm.check_plan(world_size=3)
+
+
+def _pairs_file(path: Path, n: int, langs: list[str]) -> Path:
+    """A JSONL training file with ``n`` ids, each in every language of ``langs``."""
+    records = [
+        {"id": f"{path.stem}{i}", "lang": lang, "question": f"q{i} {lang}?", "passage": f"p{i} {lang}."}
+        for i in range(n)
+        for lang in langs
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_dataset_that_contributes_no_batch_is_an_error(tmp_path: Path) -> None:
+    """A 5-id dataset next to XQuAD-R never fills a batch of 32: it would be silently left out."""
+    small = _pairs_file(tmp_path / "small.jsonl", 5, ["de", "en"])
+    dm = _datamodule(datasets=[SPEC, {"name": "small", "format": "jsonl", "path": str(small)}])
+    with pytest.raises(ConfigError) as info:
+        dm.check_plan()
+    message = str(info.value)
+    assert "training dataset 'small' (data.train.1) contributes no batch of data.batch_size=32" in message
+    assert "small: 5 ids, at most 5 pairs per mono batch" in message and "Lower data.batch_size" in message
+    assert len(_datamodule(datasets=[SPEC, {"name": "small", "format": "jsonl", "path": str(small)}],
+                           batch_size=4).check_plan()) > 0  # fmt: skip
+
+
+def test_cross_batches_from_a_single_language_dataset_fail_with_the_reason(tmp_path: Path) -> None:
+    one = _pairs_file(tmp_path / "one.jsonl", 40, ["en"])
+    dm = _datamodule(
+        datasets=[{"name": "one", "format": "jsonl", "path": str(one)}], mode="cross", batch_size=4
+    )
+    with pytest.raises(
+        ConfigError, match=r"at most 0 pairs per cross batch .*among its 0 ids in >= 2 of its"
+    ):
+        dm.check_plan()
+
+
+def test_each_epoch_plan_is_logged_with_used_and_dropped_ids(caplog: pytest.LogCaptureFixture) -> None:
+    dm = _datamodule(batch_size=256)
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
+        plan = dm.make_sampler().plan(1)
+    (usage,) = dataset_usage(plan, dm.corpora)
+    assert usage["dropped_ids"] > 0 and usage["used_ids"] == len(plan) * 256
+    reasons = "; ".join(f"{k}: {n}, {DROP_REASONS[k]}" for k, n in usage["drop_reasons"].items() if n)
+    expected = (
+        f"epoch 1: {len(plan)} batches; xquad-r: {usage['used_ids']} of {usage['ids']} ids used in "
+        f"{len(plan)} batches, {usage['dropped_ids']} dropped ({reasons})"
+    )
+    assert expected in caplog.messages
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
+        dm.make_sampler(rank=1, world_size=2).plan(1)
+    assert not caplog.messages, "only rank 0 logs the plan"
+
+
+def test_preview_reports_the_usage_of_each_dataset() -> None:
+    stats = _datamodule(batch_size=256).preview()
+    (usage,) = stats["dataset_usage"]
+    assert usage["name"] == "xquad-r" and usage["ids"] == 1190 and usage["batches"] == stats["batches"]
+    assert usage["dropped_ids"] == stats["dropped_pids"] == sum(usage["drop_reasons"].values())
 
 
 @pytest.mark.parametrize(

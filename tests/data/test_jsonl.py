@@ -110,3 +110,11 @@ def test_group_ids_is_union_find_and_order_independent():
 def test_module_docstring_states_the_schema():
     for key in ("id", "lang", "question", "passage", "context", "passage_id"):
         assert f"``{key}``" in jsonl.__doc__
+
+
+def test_a_file_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    path = write_lines(tmp_path, GOOD)
+    plain = load_jsonl_corpus(path, "mine")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with_bom = load_jsonl_corpus(path, "mine")
+    assert with_bom.pairs == plain.pairs and with_bom.group == plain.group

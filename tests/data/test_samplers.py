@@ -14,12 +14,17 @@ from torch.utils.data import DataLoader
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.samplers import (
+    DROP_REASONS,
     BatchInfo,
     HybridBatchSampler,
     PairRef,
+    batch_capacity,
     batch_stats,
+    check_global_batch_size,
+    dataset_usage,
     plan_epoch,
 )
+from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
 
 NINE = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
@@ -195,6 +200,7 @@ def test_languages_missing_for_some_pids(sparse):
     check_plan(cross, [sparse], 16)
     assert not single & {ref.pid for _, batch in cross for ref in batch}
     assert cross.dropped[0] >= len(single)
+    assert cross.drop_reasons[0]["one_language"] == len(single)
     mono = plan_epoch([sparse], "mono", 16, 0.5, seed=0, epoch=0)
     check_plan(mono, [sparse], 16)
     assert single & {ref.pid for _, batch in mono for ref in batch}
@@ -320,9 +326,9 @@ def test_invalid_arguments_raise_clear_errors(grouped):
         HybridBatchSampler([grouped], "hybrid", 8, alpha=-0.1)
     with pytest.raises(ValueError, match="mode"):
         plan_epoch([grouped], "bilingual", 8, 0.5, 0, 0)
-    with pytest.raises(ValueError, match="multiple of world size"):
+    with pytest.raises(ConfigError, match="multiple of the number of ranks"):
         HybridBatchSampler([grouped], "hybrid", 10, world_size=4)
-    with pytest.raises(ValueError, match="multiple of world size"):
+    with pytest.raises(ConfigError, match="multiple of the number of ranks"):
         HybridBatchSampler([grouped], "hybrid", 2, world_size=4)
     with pytest.raises(ValueError, match="rank"):
         HybridBatchSampler([grouped], "hybrid", 8, rank=2, world_size=2)
@@ -394,3 +400,77 @@ def test_real_xquad_and_mlqa_together(xquad, mlqa):
     assert set(stats["batches_per_dataset"]) == {"0", "1"}
     assert stats["kinds"]["mono"] > 0 and stats["kinds"]["cross"] > 0
     assert len(list(sampler)) == len(plan)
+
+
+@pytest.mark.parametrize(("mode", "alpha"), [("mono", 0.5), ("cross", 0.5), ("hybrid", 0.5), ("hybrid", 0.0)])
+def test_drop_reasons_account_for_every_unused_pid(mode, alpha, grouped, sparse):
+    """The reasons sum to the dropped count and match a recount from the plan: single-language ids when only
+    cross batches are drawn, then one ``partial_batch`` per distinct left-over group and ``group_clash`` for the
+    rest, and the partial rest spans fewer groups than a batch."""
+    corpora = [grouped, sparse]
+    plan = plan_epoch(corpora, mode, 16, alpha, seed=4, epoch=0)
+    for d, corpus in enumerate(corpora):
+        reasons = plan.drop_reasons[d]
+        assert set(reasons) == set(DROP_REASONS)
+        assert sum(reasons.values()) == plan.dropped[d]
+        used = {ref.pid for info, batch in plan if info.dataset == d for ref in batch}
+        left = [pid for pid in corpus.pids if pid not in used]
+        cross_only = mode == "cross" or alpha == 0.0
+        single = [pid for pid in left if len(corpus.langs_of(pid)) < 2] if cross_only else []
+        usable = [pid for pid in left if pid not in single]
+        groups = {corpus.group[pid] for pid in usable}
+        assert reasons == {
+            "one_language": len(single),
+            "group_clash": len(usable) - len(groups),
+            "partial_batch": len(groups),
+        }
+    usage = dataset_usage(plan, corpora)
+    assert [u["used_ids"] + u["dropped_ids"] for u in usage] == [len(grouped), len(sparse)]
+    assert sum(u["batches"] for u in usage) == len(plan)
+    languages = sorted({lang for c in corpora for lang in c.languages})
+    assert batch_stats(plan, languages, corpora)["dataset_usage"] == usage
+
+
+def test_batch_capacity_counts_distinct_groups():
+    """Three ids share one answer group, so a corpus of 6 ids fills at most 4 pairs per batch; an id in one
+    language only counts for mono batches in that language."""
+    corpus = make_corpus(6, ["de", "en"], group_sizes=[3, 1, 1, 1])
+    assert batch_capacity(corpus, "mono") == batch_capacity(corpus, "cross") == 4
+    with pytest.raises(
+        ValueError, match=r"no full batch of 5 mono pairs.*6 ids, at most 4 pairs per mono batch"
+    ):
+        plan_epoch([corpus], "mono", 5, 0.5, 0, 0)
+    assert len(plan_epoch([corpus], "mono", 4, 0.5, 0, 0)) == 1
+
+
+def test_no_full_batch_names_the_real_cap_on_xquad_r(xquad):
+    """XQuAD-R's 1190 ids form 491 answer groups: 1000 < 1190 ids, yet no batch of 1000 exists."""
+    assert batch_capacity(xquad, "mono") == batch_capacity(xquad, "cross") == 491
+    with pytest.raises(ValueError, match="1190 ids, at most 491 pairs per mono batch"):
+        plan_epoch([xquad], "hybrid", 1000, 0.5, 0, 0)
+    plan = plan_epoch([xquad], "hybrid", 400, 0.5, 0, 0)
+    assert len(plan) == 1 and plan.dropped == [790]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "world_size", "message"),
+    [
+        (1, 1, "at least 2 pairs, because InfoNCE"),
+        (0, 1, "positive multiple"),
+        (True, 1, "positive multiple"),
+        (6, 4, r"multiple of the number of ranks \(devices × num_nodes = 4\)"),
+        (2, 4, "and at least that"),
+    ],
+)
+def test_global_batch_rule(batch_size, world_size, message):
+    with pytest.raises(ConfigError, match=message):
+        check_global_batch_size(batch_size, world_size)
+    if batch_size == 0:  # the sampler's argument check names a non-positive size first
+        return
+    with pytest.raises(ConfigError, match=message):
+        HybridBatchSampler([make_corpus(8, ["en"])], "mono", batch_size, world_size=world_size)
+
+
+def test_global_batch_rule_accepts_valid_sizes():
+    for batch_size, world_size in [(2, 1), (2, 2), (8, 4)]:
+        check_global_batch_size(batch_size, world_size)

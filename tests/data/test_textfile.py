@@ -44,3 +44,12 @@ def test_json_object_errors(text: str, message: str) -> None:
 
 def test_json_object_is_returned_as_is() -> None:
     assert parse_json_object('{"a": "x", "c": [1]}', Path("x.jsonl"), 1, ("a",)) == {"a": "x", "c": [1]}
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".txt.gz"])
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path: Path, suffix: str) -> None:
+    """Some Windows editors start UTF-8 files with a BOM; it is not part of the first line's text."""
+    data = b"\xef\xbb\xbf" + '{"a": "ä"}\n{"b": 2}\n'.encode()
+    path = tmp_path / f"f{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    assert read_lines(path, "test file") == [(1, '{"a": "ä"}'), (2, '{"b": 2}')]

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from hybrid_ir.evaluation.callback import ZeroShotEvalCallback, eval_precision, flatten_scalars
+from hybrid_ir.evaluation.callback import ZeroShotEvalCallback, flatten_scalars
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
@@ -176,8 +176,4 @@ def test_validation_errors_surface_at_construction(data_root: Path) -> None:
 
 
 def test_helpers() -> None:
-    assert eval_precision("bf16-mixed") == "bf16-mixed"
-    assert eval_precision("16-mixed") == "16-mixed"
-    assert eval_precision("32-true") == "32"
-    assert eval_precision(64) == "32"
     assert flatten_scalars({"a": {"x": 1, "y": 0.5}}) == {"eval/a/x": 1.0, "eval/a/y": 0.5}

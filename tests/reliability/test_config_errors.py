@@ -4,13 +4,17 @@ what is allowed. Each case composes the real configs (``hydra.compose``, as ``tr
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 
-from hybrid_ir.pipeline import train
+from hybrid_ir.data import datamodule as datamodule_module
+from hybrid_ir.pipeline import evaluate, train
 from hybrid_ir.utils.errors import ConfigError, DataError
 
 from .conftest import Compose
@@ -80,7 +84,55 @@ CASES = {
         ConfigError,
         ["no checkpoint at", "last.ckpt", "rerun with the old run's hydra.run.dir"],
     ),
-    "JSONL data without a path": (("data=jsonl",), Exception, ["Missing mandatory value", "path"]),
+    "JSONL data without a path": (
+        ("data=jsonl",),
+        ConfigError,
+        ["data.train.0.path is not set (dataset 'my-data')", "data.train.0.path=/path/to/pairs.jsonl"],
+    ),
+    "a batch of one pair": (
+        ("data.batch_size=1",),
+        ConfigError,
+        ["data.batch_size=1", "at least 2 pairs", "InfoNCE", "no negative"],
+    ),
+    "batch larger than the answer groups of XQuAD-R": (
+        ("data.batch_size=1000",),
+        ConfigError,
+        ["no full batch of 1000 hybrid pairs", "xquad-r: 1190 ids, at most 491 pairs per mono batch"],
+    ),
+    "endless epochs without max_steps": (
+        ("trainer.max_epochs=-1", "trainer.max_steps=-1"),
+        ConfigError,
+        ["trainer.max_epochs=-1", "needs a finite trainer.max_steps"],
+    ),
+    "gradient accumulation": (
+        ("+trainer.accumulate_grad_batches=2",),
+        ConfigError,
+        [
+            "trainer.accumulate_grad_batches=2 is not supported",
+            "manual optimisation",
+            "module.grad_cache_chunk_size",
+        ],
+    ),
+    "Lightning gradient clipping": (
+        ("+trainer.gradient_clip_val=1.0",),
+        ConfigError,
+        ["trainer.gradient_clip_val=1.0 is not supported", "module.max_grad_norm"],
+    ),
+    "step-based validation": (
+        ("+trainer.val_check_interval=10",),
+        ConfigError,
+        ["trainer.val_check_interval=10 is not supported", "step-based evaluation is not supported"],
+    ),
+    "a checkpoint that is not one": (
+        ("ckpt_path=/etc/passwd",),
+        ConfigError,
+        ["ckpt_path='/etc/passwd'", "is not a PyTorch checkpoint"],
+    ),
+    "a model directory that does not exist": (
+        ("model.name_or_path=/nonexistent",),
+        ConfigError,
+        ["model.name_or_path='/nonexistent'", "does not exist", "hub id"],
+    ),
 }
 
 
@@ -93,6 +145,69 @@ def test_bad_config_fails_before_any_model(
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model.name_or_path=/nonexistent",),
+        ("trainer.max_epochs=-1", "trainer.max_steps=-1"),
+        ("data.batch_size=1",),
+        ("data=jsonl",),
+    ],
+)
+def test_config_errors_come_before_the_data_loads(
+    compose: Compose, no_model: None, monkeypatch: pytest.MonkeyPatch, overrides: tuple[str, ...]
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training data was loaded before the error was reported")
+
+    monkeypatch.setattr(datamodule_module, "load_corpus", refuse)
+    with pytest.raises(ConfigError):
+        train(compose("experiment=smoke", *overrides))
+
+
+def test_cross_batches_on_a_single_language_dataset_fail_before_the_model(
+    compose: Compose, no_model: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "en.jsonl"
+    records = [{"id": f"q{i}", "lang": "en", "question": f"q{i}?", "passage": f"p{i}."} for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"no full batch of 8 cross pairs.*at most 0 pairs per cross batch"):
+        train(compose("experiment=smoke", "data=jsonl", f"data.train.0.path={path}", "sampler=cross"))
+
+
+def test_a_dataset_too_small_for_one_batch_fails_before_the_model(
+    compose: Compose, no_model: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "sw.jsonl"
+    records = [
+        {"id": f"q{i}", "lang": lang, "question": f"q{i} {lang}?", "passage": f"p{i} {lang}."}
+        for i in range(5)
+        for lang in ("en", "sw")
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    cfg = compose("experiment=smoke")
+    cfg.data.train.append({"name": "sw", "format": "jsonl", "path": str(path)})
+    with pytest.raises(ConfigError, match=r"training dataset 'sw' \(data.train.1\) contributes no batch"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (
+            ("model.name_or_path=/nonexistent",),
+            "model.name_or_path='/nonexistent': /nonexistent does not exist",
+        ),
+        (("ckpt_path=/etc/passwd",), "is not a PyTorch checkpoint"),
+    ],
+)
+def test_evaluate_reports_bad_model_sources_before_any_model(
+    compose: Compose, no_model: None, overrides: tuple[str, ...], fragment: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        evaluate(compose(*overrides, config="evaluate"))
 
 
 def test_config_errors_of_built_objects_keep_their_type(compose: Compose, no_model: None) -> None:

@@ -1,4 +1,4 @@
-"""best_precision and cpu_has_fast_bf16 with the CPU flags and CUDA availability faked."""
+"""best_precision and cpu_has_fast_bf16 with the CPU flags and CUDA availability faked; the precision helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import torch
 
 from hybrid_ir.utils import hardware
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.hardware import accelerator_device, best_precision, cpu_has_fast_bf16
+from hybrid_ir.utils.hardware import (
+    accelerator_device,
+    autocast_context,
+    best_precision,
+    cpu_has_fast_bf16,
+    eval_precision,
+)
 
 
 @pytest.fixture
@@ -92,3 +98,20 @@ def test_gpu_without_cuda_and_unknown_accelerator_are_config_errors(no_cuda) -> 
         accelerator_device("gpu")
     with pytest.raises(ConfigError, match="choose cpu, gpu or auto"):
         accelerator_device("tpu")
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"),
+    [("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16), ("32", torch.float32)],
+)
+def test_autocast_context(precision: str, dtype: torch.dtype) -> None:
+    a, b = torch.randn(2, 3), torch.randn(3, 2)
+    with autocast_context(torch.device("cpu"), precision):
+        assert (a @ b).dtype == dtype
+
+
+def test_eval_precision() -> None:
+    assert eval_precision("bf16-mixed") == "bf16-mixed"
+    assert eval_precision("16-mixed") == "16-mixed"
+    assert eval_precision("32-true") == "32"
+    assert eval_precision(64) == "32"

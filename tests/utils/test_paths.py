@@ -1,4 +1,4 @@
-"""cache_dir / default_data_root: environment overrides and their precedence."""
+"""cache_dir / default_data_root / resolve_data_root: environment overrides and their precedence."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_ir.utils import paths
-from hybrid_ir.utils.paths import cache_dir, default_data_root
+from hybrid_ir.utils.paths import cache_dir, default_data_root, resolve_data_root
 
 
 @pytest.fixture
@@ -44,3 +44,11 @@ def test_data_root_beside_the_checkout_or_cache(clean_env: pytest.MonkeyPatch, t
     beside = Path(paths.__file__).resolve().parents[3] / "shared" / "data"
     expected = beside if beside.is_dir() else tmp_path / "cache" / "data"
     assert default_data_root() == expected
+
+
+def test_configured_root_wins_and_expands_home(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``data.root`` beats ``$HYBRID_IR_DATA`` (training and evaluation resolve it the same way)."""
+    clean_env.setenv("HYBRID_IR_DATA", str(tmp_path / "env"))
+    assert resolve_data_root("~/corpora") == tmp_path / "home" / "corpora"
+    assert resolve_data_root(str(tmp_path / "mine")) == tmp_path / "mine"
+    assert resolve_data_root(None) == resolve_data_root("") == tmp_path / "env"

@@ -1,4 +1,4 @@
-"""StepDelay: validates its setting and only waits."""
+"""The test helper StepDelay (tests/fakes.py): validates its setting and only waits."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from hybrid_ir.utils import debug
-from hybrid_ir.utils.debug import StepDelay
 from hybrid_ir.utils.errors import ConfigError
+from tests import fakes
+from tests.fakes import StepDelay
 
 
 @pytest.mark.parametrize("seconds", [-1, math.nan, math.inf, "1", True])
@@ -20,7 +20,7 @@ def test_rejects_bad_settings(seconds: object) -> None:
 
 def test_sleeps_after_each_batch_without_drawing_random_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(debug.time, "sleep", slept.append)
+    monkeypatch.setattr(fakes.time, "sleep", slept.append)
     state = torch.get_rng_state()
     callback = StepDelay(0.25)
     for i in range(3):
