@@ -17,6 +17,7 @@ from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.runner import EvalConfig, Evaluator
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import accelerator_device
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -117,7 +118,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     encoder: Encoder = instantiate(cfg.model)
     module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
     datamodule.attach_tokenizer(encoder.text_tokenizer)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    resume_step = checkpoint_global_step(ckpt_path) if ckpt_path else None
+    loggers = instantiate_loggers(cfg.get("logger"), resume_step=resume_step)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     callbacks = drop_logging_callbacks(callbacks, bool(loggers))

@@ -28,3 +28,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not os.path.exists(path):
             raise FileNotFoundError(f"checkpoint file not found: {path}")
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def checkpoint_global_step(path: _PATH) -> int:
+    """``global_step`` of a Lightning checkpoint, read without loading its tensors (memory-mapped,
+    ``weights_only``)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import torch
 
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
 KILL_AFTER_STEP = 4
@@ -71,11 +73,6 @@ def finish(proc: subprocess.Popen, run_dir: Path) -> None:
         pytest.fail(f"train.py in {run_dir} ended with {rc}:\n{tail}")
 
 
-def checkpoint_step(path: Path) -> int:
-    """``global_step`` of a Lightning checkpoint (a tensors-only load)."""
-    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-
-
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The model weights in ``<run_dir>/checkpoints/last.ckpt``."""
     path = run_dir / "checkpoints" / "last.ckpt"
@@ -97,7 +94,7 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, tim
             continue
         if (stat.st_ino, stat.st_mtime_ns) != seen:
             seen = (stat.st_ino, stat.st_mtime_ns)
-            if checkpoint_step(ckpt) >= min_step:
+            if checkpoint_global_step(ckpt) >= min_step:
                 alive = proc.poll() is None
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
