@@ -26,7 +26,10 @@ def row_precedes_resume(row: Mapping[str, str], resume_step: int) -> bool:
 
     Training rows of step ``s`` come from the ``s + 1``-th batch, so the checkpoint covers those with
     ``s < resume_step``; the resumed run writes the later ones again. An evaluation logged at ``resume_step``
-    ran after the checkpoint's last batch and is not repeated, so it stays too."""
+    ran after the checkpoint's last batch and is not repeated, so it stays too. A line with missing or extra
+    fields (cut short by a kill during a write) does not stay."""
+    if None in row or any(v is None for v in row.values()):
+        return False
     step = int(float(row["step"]))
     if step < resume_step:
         return True

@@ -105,10 +105,15 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, tim
     return False
 
 
+def csv_table(run_dir: Path) -> list[dict[str, str]]:
+    """Every row of ``<run_dir>/csv/metrics.csv``, in file order."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def csv_rows(run_dir: Path) -> dict[int, dict[str, str]]:
     """The training rows of ``<run_dir>/csv/metrics.csv`` (those with ``train/loss_step``) by step."""
-    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
-        return {int(row["step"]): row for row in csv.DictReader(fh) if row.get("train/loss_step")}
+    return {int(row["step"]): row for row in csv_table(run_dir) if row.get("train/loss_step")}
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:
