@@ -57,6 +57,17 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(path)
 
 
+def resume_step_of(ckpt_path: str | None) -> int | None:
+    """The global step of the checkpoint a training run resumes from (``None``: a fresh run); a file that is
+    not a ``train.py`` checkpoint is a config error."""
+    if ckpt_path is None:
+        return None
+    try:
+        return checkpoint_global_step(ckpt_path)
+    except ValueError as err:
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: {err}; give a checkpoint written by train.py") from None
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Checks that need no model: batch size vs ranks; the sampler and data settings are checked when the
     DataModule is built, the evaluation datasets by the evaluator's ``validate``."""
@@ -110,6 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("dry_run"):
         return dry_run(datamodule, output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    resume_step = resume_step_of(ckpt_path)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ZeroShotEvalCallback):
@@ -118,7 +130,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     encoder: Encoder = instantiate(cfg.model)
     module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
     datamodule.attach_tokenizer(encoder.text_tokenizer)
-    resume_step = checkpoint_global_step(ckpt_path) if ckpt_path else None
     loggers = instantiate_loggers(cfg.get("logger"), resume_step=resume_step)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

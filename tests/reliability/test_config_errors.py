@@ -80,6 +80,11 @@ CASES = {
         ConfigError,
         ["no checkpoint at", "last.ckpt", "rerun with the old run's hydra.run.dir"],
     ),
+    "resume from a file that is not a checkpoint": (
+        ("ckpt_path=/etc/passwd",),
+        ConfigError,
+        ["ckpt_path='/etc/passwd'", "is not a loadable checkpoint", "give a checkpoint written by train.py"],
+    ),
     "JSONL data without a path": (("data=jsonl",), Exception, ["Missing mandatory value", "path"]),
 }
 
