@@ -20,6 +20,7 @@ from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import Encoder, check_model_source
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import accelerator_device
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -82,6 +83,17 @@ MANUAL_OPTIMISATION_KEYS = {
         "(callbacks.zero_shot_eval); step-based evaluation is not supported",
     ),
 }
+
+
+def resume_step_of(ckpt_path: str | None) -> int | None:
+    """The global step of the checkpoint a training run resumes from (``None``: a fresh run); a file that is
+    not a ``train.py`` checkpoint is a config error."""
+    if ckpt_path is None:
+        return None
+    try:
+        return checkpoint_global_step(ckpt_path)
+    except ValueError as err:
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: {err}; give a checkpoint written by train.py") from None
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -166,6 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("dry_run"):
         return dry_run(datamodule, output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    resume_step = resume_step_of(ckpt_path)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ZeroShotEvalCallback):
@@ -174,7 +187,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     encoder: Encoder = instantiate(cfg.model)
     module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
     datamodule.attach_tokenizer(encoder.text_tokenizer)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), resume_step=resume_step)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     callbacks = drop_logging_callbacks(callbacks, bool(loggers))

@@ -70,7 +70,9 @@ class ZeroShotEvalCallback(L.Callback):
     Args:
         evaluator_cfg: an :class:`EvalConfig` or a mapping (or ``DictConfig``) of its fields.
         before_training: evaluate with tag ``pretrained`` at fit start (skipped when resuming from a checkpoint).
-        every_n_epochs: evaluate with tag ``epoch<E>`` after epochs ``E`` with ``(E + 1) % every_n_epochs == 0``.
+        every_n_epochs: evaluate with tag ``epoch<E>-step<S>`` (``S``: the global step) after epochs ``E`` with
+            ``(E + 1) % every_n_epochs == 0``; the step keeps tags unique when a resumed run with a larger
+            ``trainer.max_steps`` ends the same epoch again.
         output_dir: where the evaluator writes; default ``<trainer.log_dir or default_root_dir>/zero_shot_eval``.
 
     Attributes:
@@ -105,7 +107,7 @@ class ZeroShotEvalCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self.evaluate(trainer, pl_module, f"epoch{trainer.current_epoch}")
+            self.evaluate(trainer, pl_module, f"epoch{trainer.current_epoch}-step{trainer.global_step}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.evaluator.records:

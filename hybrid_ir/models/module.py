@@ -76,6 +76,9 @@ class BiEncoderModule(L.LightningModule):
         self.loss = loss
         self.skipped_steps = 0
         self._resume_rng_state: dict[str, Any] | None = None
+        # {"lr", "warmup", "total"} of the LR schedule built by configure_optimizers, and of the checkpoint's
+        self._schedule: dict[str, float] | None = None
+        self._resume_schedule: dict[str, float] | None = None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.encoder(input_ids, attention_mask)
@@ -201,6 +204,7 @@ class BiEncoderModule(L.LightningModule):
         total = max(1, self._total_steps())
         warmup = hp.warmup_steps if hp.warmup_steps is not None else math.ceil(hp.warmup_ratio * total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(warmup, total))
+        self._schedule = {"lr": hp.lr, "warmup": warmup, "total": total}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _total_steps(self) -> int:
@@ -217,12 +221,41 @@ class BiEncoderModule(L.LightningModule):
             "base_model": self.encoder.name_or_path,
             "skipped_steps": self.skipped_steps,
             "rng_state": capture_rng_state(),
+            "schedule": self._schedule,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("hybrid_ir", {})
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._resume_rng_state = state.get("rng_state")
+        self._resume_schedule = state.get("schedule")
+
+    def on_train_start(self) -> None:
+        """After a resume whose LR schedule differs from the checkpoint's (``trainer.max_steps`` or
+        ``max_epochs``, ``module.lr``, warm-up changed), continue on the new schedule from the current step.
+
+        The scheduler follows the new schedule from its next step anyway, but the optimiser restored from the
+        checkpoint still holds the old schedule's learning rate (0 at the end of a finished run) and the old
+        base rate; both are set from the new schedule here, with a warning."""
+        old, new = self._resume_schedule, self._schedule
+        self._resume_schedule = None
+        if old is None or new is None or old == new:
+            return
+        sched = self.trainer.lr_scheduler_configs[0].scheduler
+        factor = linear_warmup_decay(int(new["warmup"]), int(new["total"]))(sched.last_epoch)
+        for group in sched.optimizer.param_groups:
+            group["initial_lr"] = new["lr"]
+            group["lr"] = new["lr"] * factor
+        sched.base_lrs = [new["lr"]] * len(sched.optimizer.param_groups)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+        changed = ", ".join(f"{key} {old.get(key)} -> {new[key]}" for key in new if old.get(key) != new[key])
+        log.warning(
+            "the learning-rate schedule differs from the checkpoint's (%s; total and warm-up are optimiser "
+            "steps): continuing on the new schedule at step %d with lr %.3g",
+            changed,
+            sched.last_epoch,
+            new["lr"] * factor,
+        )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """On the first step after a resume, restore the RNG state saved with the checkpoint (here, not when

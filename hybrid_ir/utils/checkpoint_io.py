@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not os.path.exists(path):
             raise FileNotFoundError(f"checkpoint file not found: {path}")
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def checkpoint_global_step(path: _PATH) -> int:
+    """``global_step`` of a Lightning checkpoint, read with ``weights_only`` and without reading its tensors
+    (memory-mapped; a checkpoint in torch's legacy format is read whole). Raises ``ValueError`` for a file
+    that is not a Lightning checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as err:
+        raise ValueError(f"{path} is not a loadable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint (it has no global_step)")
+    return int(state["global_step"])

@@ -15,7 +15,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hybrid_ir.utils.csv_logger import ResumableCSVLogger
+from hybrid_ir.utils.io import atomic_write_text
+
 log = logging.getLogger(__name__)
+
+WANDB_ID_FILE = "wandb_id.txt"
 
 
 def register_resolvers() -> None:
@@ -44,10 +49,14 @@ def run_identity() -> tuple[str | None, str | None]:
     return group, name
 
 
-def instantiate_loggers(cfg: Mapping[str, Any] | None) -> list[Logger]:
+def instantiate_loggers(cfg: Mapping[str, Any] | None, resume_step: int | None = None) -> list[Logger]:
     """Loggers from the ``logger`` group. W&B runs offline unless configured otherwise; when W&B cannot start
     (not installed, misconfigured, no network for an online run) training goes on with an offline run, or
-    without W&B, and says so."""
+    without W&B, and says so.
+
+    ``resume_step``: the global step of the checkpoint a run resumes from (``None``: a fresh run). A resumed
+    run continues the CSV file (:class:`~hybrid_ir.utils.csv_logger.ResumableCSVLogger`) and the W&B run
+    whose id is kept in ``<save_dir>/wandb_id.txt``."""
     loggers: list[Logger] = []
     group, name = run_identity()
     for key, conf in (cfg or {}).items():
@@ -59,23 +68,29 @@ def instantiate_loggers(cfg: Mapping[str, Any] | None) -> list[Logger]:
             else conf
         )
         if "WandbLogger" in str(conf["_target_"]):
-            loggers.extend(_wandb_logger(conf, group, name))
+            loggers.extend(_wandb_logger(conf, group, name, resume=resume_step is not None))
             continue
-        loggers.append(instantiate(conf))
+        logger = instantiate(conf)
+        if resume_step is not None and isinstance(logger, ResumableCSVLogger):
+            logger.resume_from(resume_step)
+        loggers.append(logger)
         log.info("logger %s: %s", key, conf["_target_"])
     return loggers
 
 
-def _wandb_logger(conf: DictConfig, group: str | None, name: str | None) -> list[Logger]:
+def _wandb_logger(conf: DictConfig, group: str | None, name: str | None, resume: bool) -> list[Logger]:
+    id_file = Path(conf.get("save_dir") or ".") / WANDB_ID_FILE
     with open_dict(conf):
         conf.group = conf.get("group") or group
         conf.name = conf.get("name") or name
+        if resume and not conf.get("id") and id_file.is_file():
+            conf.id = id_file.read_text(encoding="utf-8").strip()
+            conf.resume = "allow"
+            log.info("resuming W&B run %s (id from %s)", conf.id, id_file)
     if conf.get("offline", True):
         os.environ.setdefault("WANDB_MODE", "offline")
     try:
-        wandb_logger = instantiate(conf)
-        _ = wandb_logger.experiment  # start the run now, so a failure shows here and not mid-training
-        return [wandb_logger]
+        return [_start_wandb(conf, id_file)]
     except Exception as err:
         if conf.get("offline", True):
             log.warning("W&B could not start (%s); training goes on without W&B", err)
@@ -85,9 +100,17 @@ def _wandb_logger(conf: DictConfig, group: str | None, name: str | None) -> list
             conf.offline = True
         os.environ["WANDB_MODE"] = "offline"
         try:
-            wandb_logger = instantiate(conf)
-            _ = wandb_logger.experiment
-            return [wandb_logger]
+            return [_start_wandb(conf, id_file)]
         except Exception as err2:
             log.warning("W&B offline could not start either (%s); training goes on without W&B", err2)
             return []
+
+
+def _start_wandb(conf: DictConfig, id_file: Path) -> Logger:
+    """Build the ``WandbLogger`` and start its run now (so a failure shows here and not mid-training); keep
+    the run's id in ``id_file`` for a resume."""
+    wandb_logger = instantiate(conf)
+    run_id = wandb_logger.experiment.id
+    if isinstance(run_id, str) and run_id:  # on ranks other than 0, ``experiment`` is a stand-in
+        atomic_write_text(id_file, f"{run_id}\n")
+    return wandb_logger

@@ -136,7 +136,7 @@ def test_two_job_multirun_and_report(tmp_path: Path) -> None:
     assert [j.name for j in jobs] == ["0_sampler=hybrid", "1_sampler=mono"]
     for job in jobs:
         records = json.loads((job / "metrics.json").read_text())
-        assert [r["tag"] for r in records] == ["pretrained", "epoch0"]
+        assert [r["tag"] for r in records] == ["pretrained", "epoch0-step2"]
         assert (job / "checkpoints" / "last.ckpt").is_file()
     report = write_report([sweep], None, tmp_path / "report", n_resamples=200)
     groups = [r["group"] for r in report["rows"]]

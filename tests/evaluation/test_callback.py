@@ -115,12 +115,12 @@ def test_callback_in_a_tiny_training_run(
 
     # metrics.json: the pretrained and the epoch-0 evaluation
     records = json.loads((out / "metrics.json").read_text())
-    assert [(r["tag"], r["step"]) for r in records] == [("pretrained", 0), ("epoch0", 2)]
+    assert [(r["tag"], r["step"]) for r in records] == [("pretrained", 0), ("epoch0-step2", 2)]
     for record in records:
         scalars = record["datasets"]["mlqa-r"]["scalars"]
         for name in ("map_mono", "map_cross", "map_multi"):
             assert 0.0 <= scalars[name] <= 1.0, (record["tag"], name)
-    for tag in ("pretrained", "epoch0"):
+    for tag in ("pretrained", "epoch0-step2"):
         assert (out / "plots" / f"mlqa-r__{tag}__map_heatmap.png").is_file()
         assert (out / "plots" / f"mlqa-r__{tag}__rank_distance.png").is_file()
         assert (out / "per_query" / f"mlqa-r__{tag}.csv.gz").is_file()

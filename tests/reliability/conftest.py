@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hybrid_ir.models import encoder as encoder_module
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from hybrid_ir.utils.instantiate import register_resolvers
 
 from .runs import (
@@ -35,7 +36,6 @@ from .runs import (
     RUN_TIMEOUT_S,
     SMOKE,
     TrainRuns,
-    checkpoint_step,
     finish,
     kill_after_checkpoint,
     start_train,
@@ -57,7 +57,7 @@ def train_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainRuns]:
         killed_log = resumed.with_suffix(".log").rename(base / "killed.log")
         if not ckpt.is_file():
             pytest.fail(f"the run to be killed wrote no checkpoint:\n{killed_log.read_text()[-4000:]}")
-        resume_step = checkpoint_step(ckpt)
+        resume_step = checkpoint_global_step(ckpt)
         procs[resumed] = start_train(resumed, *SMOKE, "ckpt_path=last")
         for run_dir, proc in procs.items():
             finish(proc, run_dir)

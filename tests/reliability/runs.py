@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import torch
 
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
 KILL_AFTER_STEP = 4
@@ -71,11 +73,6 @@ def finish(proc: subprocess.Popen, run_dir: Path) -> None:
         pytest.fail(f"train.py in {run_dir} ended with {rc}:\n{tail}")
 
 
-def checkpoint_step(path: Path) -> int:
-    """``global_step`` of a Lightning checkpoint (a tensors-only load)."""
-    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-
-
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The model weights in ``<run_dir>/checkpoints/last.ckpt``."""
     path = run_dir / "checkpoints" / "last.ckpt"
@@ -97,7 +94,7 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, tim
             continue
         if (stat.st_ino, stat.st_mtime_ns) != seen:
             seen = (stat.st_ino, stat.st_mtime_ns)
-            if checkpoint_step(ckpt) >= min_step:
+            if checkpoint_global_step(ckpt) >= min_step:
                 alive = proc.poll() is None
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -108,10 +105,15 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, tim
     return False
 
 
+def csv_table(run_dir: Path) -> list[dict[str, str]]:
+    """Every row of ``<run_dir>/csv/metrics.csv``, in file order."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def csv_rows(run_dir: Path) -> dict[int, dict[str, str]]:
     """The training rows of ``<run_dir>/csv/metrics.csv`` (those with ``train/loss_step``) by step."""
-    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
-        return {int(row["step"]): row for row in csv.DictReader(fh) if row.get("train/loss_step")}
+    return {int(row["step"]): row for row in csv_table(run_dir) if row.get("train/loss_step")}
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:

@@ -13,7 +13,15 @@ import signal
 import pytest
 import torch
 
-from .runs import KILL_AFTER_STEP, MAX_STEPS, TrainRuns, eval_records, final_weights, step_losses
+from .runs import (
+    KILL_AFTER_STEP,
+    MAX_STEPS,
+    TrainRuns,
+    csv_table,
+    eval_records,
+    final_weights,
+    step_losses,
+)
 
 # Four train.py processes (the shared ``train_runs``): about a minute on two cores.
 pytestmark = pytest.mark.slow
@@ -41,9 +49,22 @@ def test_resumed_losses_match_the_uninterrupted_run(train_runs: TrainRuns) -> No
         assert resumed[step] == pytest.approx(reference[step], abs=LOSS_TOL), f"step {step}"
 
 
+def test_resumed_csv_log_keeps_the_steps_before_the_checkpoint(train_runs: TrainRuns) -> None:
+    # The killed run wrote its rows as it went; the resume keeps those the checkpoint covers (steps before
+    # it) and writes the rest once, so the file has every step once, as the uninterrupted run's has.
+    reference = step_losses(train_runs.reference)
+    resumed = step_losses(train_runs.resumed)
+    rows = [r for r in csv_table(train_runs.resumed) if r["train/loss_step"]]
+    assert sorted(int(r["step"]) for r in rows) == list(range(MAX_STEPS))
+    for step in range(train_runs.resume_step):
+        assert resumed[step] == pytest.approx(reference[step], abs=LOSS_TOL), f"step {step}"
+    pretrained = [r for r in csv_table(train_runs.resumed) if r["step"] == "0" and r["eval/mlqa-r/map_multi"]]
+    assert len(pretrained) == 1
+
+
 def test_resumed_run_does_not_redo_the_pretrained_evaluation(train_runs: TrainRuns) -> None:
     records = eval_records(train_runs.resumed)
-    assert [r["tag"] for r in records] == ["pretrained", "epoch0"]
+    assert [r["tag"] for r in records] == ["pretrained", f"epoch0-step{MAX_STEPS}"]
     assert records[0]["step"] == 0
     assert "[pretrained]" not in train_runs.resumed_log
 
