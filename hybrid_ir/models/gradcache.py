@@ -79,7 +79,8 @@ def grad_cache_backward(
         gather: e.g. :func:`~hybrid_ir.utils.distributed.gather_with_grad`, applied to the local query and
             passage embeddings before ``loss_fn``. The gathered rows are rank-major (rank 0's chunks,
             then rank 1's, ...): when each rank's passages are ``[positives, hard negatives]``,
-            ``loss_fn`` must move all positives to the front. Every rank computes the same global loss; the
+            ``loss_fn`` must move all positives to the front
+            (:func:`~hybrid_ir.models.loss.positives_first`). Every rank computes the same global loss; the
             gather's backward sums ``W`` identical copies of each rank's embedding gradient, and DDP's
             average over the ``W`` ranks cancels that factor, so the encoder gradient equals the
             single-process one. Parameters used only by ``loss_fn`` receive the global gradient on every

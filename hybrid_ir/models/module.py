@@ -12,8 +12,8 @@ from torch import Tensor
 
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.gradcache import grad_cache_backward
-from hybrid_ir.models.loss import InfoNCELoss
-from hybrid_ir.utils.distributed import gather_with_grad
+from hybrid_ir.models.loss import InfoNCELoss, positives_first
+from hybrid_ir.utils.distributed import gather_with_grad, world_info
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
 
@@ -30,11 +30,16 @@ class BiEncoderModule(L.LightningModule):
     """A shared bi-encoder trained with in-batch negatives gathered from every rank.
 
     A batch (see :mod:`hybrid_ir.data.datamodule`) holds this rank's slice of the global batch:
-    ``q_input_ids``/``q_attention_mask`` [b, Lq] and ``p_input_ids``/``p_attention_mask`` [b, Lp].
-    Rank r embeds its queries q_r [b, D] and passages p_r [b, D]; the passages of all ranks are gathered
-    with gradients, P = [p_0; …; p_{W-1}] [W·b, D], and the loss of rank r is InfoNCE(q_r, P) with the
-    positives at offset r·b. DDP's gradient average then equals the gradient of the single-process
-    loss on the global batch (see :func:`hybrid_ir.utils.distributed.gather_with_grad`).
+    ``q_input_ids``/``q_attention_mask`` [b, Lq] and ``p_input_ids``/``p_attention_mask`` [b, Lp], and
+    optionally hard negatives ``n_input_ids``/``n_attention_mask`` [b·k, Ln], k >= 1 per query, query-major
+    (rows i·k … i·k+k-1 belong to query i). Rank r embeds its queries q_r [b, D], positives p_r [b, D] and
+    negatives n_r [b·k, D]; the passages of all ranks are gathered with gradients in two blocks,
+    P = [p_0; …; p_{W-1}; n_0; …; n_{W-1}] [W·b·(1+k), D] (see :func:`~hybrid_ir.models.loss.positives_first`),
+    and the loss of rank r is InfoNCE(q_r, P) with the positives at offset r·b: every query is contrasted with
+    every positive and every hard negative of the global batch. DDP's gradient average then equals the
+    gradient of the single-process loss on the global batch (see
+    :func:`hybrid_ir.utils.distributed.gather_with_grad`). A batch without the ``n_`` keys trains on in-batch
+    negatives only.
 
     Optimisation is manual (one code path for plain and GradCache steps): AdamW, linear warm-up then
     linear decay to 0, gradient clipping by global norm, and a guard against non-finite losses.
@@ -84,8 +89,9 @@ class BiEncoderModule(L.LightningModule):
         return self.encoder(input_ids, attention_mask)
 
     def _contrastive_loss(self, q: Tensor, p: Tensor) -> Tensor:
-        """Loss of this rank's queries ``q`` [b, D] against the passages ``p`` [b, D] of all ranks."""
-        p_all = gather_with_grad(p)
+        """Loss of this rank's queries ``q`` [b, D] against the passages of all ranks; ``p`` [b·(1+k), D] is this
+        rank's positives followed by its hard negatives."""
+        p_all = positives_first(gather_with_grad(p), world_info()[1], q.shape[0])
         q_all = gather_with_grad(q) if self.loss.symmetric else None
         return self.loss(q, p_all, q_offset=self.global_rank * q.shape[0], q_global=q_all)
 
@@ -96,12 +102,13 @@ class BiEncoderModule(L.LightningModule):
             ids, mask = batch[f"{prefix}_input_ids"], batch[f"{prefix}_attention_mask"]
             return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
 
+        p_chunks = chunks("p") + (chunks("n") if hard_negatives(batch) is not None else [])
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
             return grad_cache_backward(
                 encode=lambda chunk: self.encoder(*chunk),
                 q_chunks=chunks("q"),
-                p_chunks=chunks("p"),
+                p_chunks=p_chunks,
                 loss_fn=lambda q, p: self.loss(q, p, q_global=q),
                 backward=self.manual_backward,
             )
@@ -111,8 +118,8 @@ class BiEncoderModule(L.LightningModule):
             loss = grad_cache_backward(
                 encode=lambda chunk: self.encoder(*chunk),
                 q_chunks=chunks("q"),
-                p_chunks=chunks("p"),
-                loss_fn=lambda q, p: self.loss(q, p, q_global=q),
+                p_chunks=p_chunks,
+                loss_fn=lambda q, p: self.loss(q, positives_first(p, world, q.shape[0] // world), q_global=q),
                 backward=self.manual_backward,
                 gather=gather_with_grad,
             )
@@ -129,6 +136,9 @@ class BiEncoderModule(L.LightningModule):
         else:
             q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
             p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
+            negatives = hard_negatives(batch)
+            if negatives is not None:
+                p = torch.cat([p, self.encoder(*negatives)])
             loss = self._contrastive_loss(q, p)
             self.manual_backward(loss)
         # One decision for all ranks: a rank-local NaN reaches every rank through the gradient all-reduce.
@@ -264,6 +274,26 @@ class BiEncoderModule(L.LightningModule):
         if self._resume_rng_state is not None:
             restore_rng_state(self._resume_rng_state)
             self._resume_rng_state = None
+
+
+def hard_negatives(batch: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+    """The batch's hard negatives ``(n_input_ids, n_attention_mask)``, each [b·k, L], or ``None`` when it has none.
+
+    Raises ``ValueError`` when only one of the two keys is present, their shapes differ, or the rows are not a
+    positive multiple k·b of the b queries (k negatives per query, query-major).
+    """
+    ids, mask = batch.get("n_input_ids"), batch.get("n_attention_mask")
+    if ids is None and mask is None:
+        return None
+    if ids is None or mask is None:
+        raise ValueError("a batch with hard negatives needs both n_input_ids and n_attention_mask")
+    queries = batch["q_input_ids"].shape[0]
+    if ids.shape != mask.shape or ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[0] % queries:
+        raise ValueError(
+            f"hard negatives must be [b*k, L] with k >= 1 negatives for each of the b = {queries} queries, got "
+            f"n_input_ids {tuple(ids.shape)} and n_attention_mask {tuple(mask.shape)}"
+        )
+    return ids, mask
 
 
 def linear_warmup_decay(warmup: int, total: int):

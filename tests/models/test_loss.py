@@ -1,4 +1,5 @@
-"""InfoNCELoss against a hand computation with explicit exp/log loops over Python floats."""
+"""InfoNCELoss against a hand computation with explicit exp/log loops over Python floats; the hard-negative
+layout across ranks (positives_first); fp32 logits under bf16 autocast."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybrid_ir.models.loss import InfoNCELoss
+from hybrid_ir.models.loss import InfoNCELoss, positives_first
 from hybrid_ir.utils.errors import ConfigError
 
 
@@ -132,3 +133,114 @@ def test_rejects_bad_shapes_and_offsets(batch: tuple[torch.Tensor, torch.Tensor]
         loss(q, p, q_offset=2)
     with pytest.raises(ValueError, match="expected q"):
         loss(q[:, :4], p)
+
+
+# Two queries with one hard negative each (k = 1), 2-D unit vectors, τ = 0.5.
+Q = [[1.0, 0.0], [0.0, 1.0]]
+POS = [[0.8, 0.6], [0.6, 0.8]]
+NEG = [[0.6, -0.8], [0.0, 1.0]]  # q1's negative scores above its positive
+# Scores / τ: q0 · [d0 d1 n0 n1] = [0.8 0.6 0.6 0.0] / 0.5; q1 · [d0 d1 n0 n1] = [0.6 0.8 -0.8 1.0] / 0.5.
+L_Q0 = -math.log(math.exp(1.6) / (math.exp(1.6) + math.exp(1.2) + math.exp(1.2) + math.exp(0.0)))
+L_Q1 = -math.log(math.exp(1.6) / (math.exp(1.2) + math.exp(1.6) + math.exp(-1.6) + math.exp(2.0)))
+# Passage -> query, positives only: d0 · [q0 q1] = [0.8 0.6], d1 · [q0 q1] = [0.6 0.8].
+L_D = -math.log(math.exp(1.6) / (math.exp(1.6) + math.exp(1.2)))
+
+
+def _t(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_hard_negative_k1_by_hand() -> None:
+    q, p = _t(Q), _t(POS + NEG)
+    assert InfoNCELoss(temperature=0.5)(q, p).item() == pytest.approx((L_Q0 + L_Q1) / 2, rel=1e-12)
+    symmetric = InfoNCELoss(temperature=0.5, symmetric=True)(q, p).item()
+    assert symmetric == pytest.approx(0.5 * ((L_Q0 + L_Q1) / 2 + L_D), rel=1e-12)
+
+
+def test_hard_negative_k1_on_two_ranks_by_hand() -> None:
+    """Rank r holds query r, its positive and its negative; the rank-major gather [d0 n0 d1 n1] reordered to
+    [d0 d1 n0 n1] gives each rank its query's loss, while the interleaved gather would label n0 as q1's positive."""
+    gathered = _t([POS[0], NEG[0], POS[1], NEG[1]])
+    p = positives_first(gathered, world_size=2, positives_per_rank=1)
+    assert torch.equal(p, _t(POS + NEG))
+    loss = InfoNCELoss(temperature=0.5)
+    rank1 = loss(_t(Q[1:]), p, q_offset=1).item()
+    assert rank1 == pytest.approx(L_Q1, rel=1e-12)
+    assert loss(_t(Q[:1]), p, q_offset=0).item() == pytest.approx(L_Q0, rel=1e-12)
+    assert loss(_t(Q[1:]), gathered, q_offset=1).item() != pytest.approx(rank1, rel=1e-6)
+
+
+def test_positives_first_keeps_blocks_for_k2() -> None:
+    """2 ranks, 2 queries each, 2 negatives per query (query-major): row ids make the order visible."""
+    rank0 = ["d0", "d1", "n0a", "n0b", "n1a", "n1b"]
+    rank1 = ["d2", "d3", "n2a", "n2b", "n3a", "n3b"]
+    names = rank0 + rank1
+    gathered = torch.arange(len(names), dtype=torch.float64).unsqueeze(1).expand(-1, 3)
+    out = positives_first(gathered, world_size=2, positives_per_rank=2)
+    assert [names[int(i)] for i in out[:, 0]] == [
+        "d0", "d1", "d2", "d3", "n0a", "n0b", "n1a", "n1b", "n2a", "n2b", "n3a", "n3b"
+    ]  # fmt: skip
+    assert torch.equal(out, out[:, :1].expand(-1, 3))
+
+
+def test_positives_first_without_negatives_is_the_input() -> None:
+    gathered = torch.randn(4, 3)
+    assert positives_first(gathered, world_size=2, positives_per_rank=2) is gathered
+
+
+@pytest.mark.parametrize(("rows", "world", "positives"), [(5, 2, 2), (4, 2, 3), (4, 0, 1)])
+def test_positives_first_rejects_uneven_blocks(rows: int, world: int, positives: int) -> None:
+    with pytest.raises(ValueError, match="rank blocks"):
+        positives_first(torch.zeros(rows, 2), world_size=world, positives_per_rank=positives)
+
+
+def _near_duplicates(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 float32 queries [8, 64], then their positives (cosine ~0.95) and one close negative each [16, 64]:
+    logits near 1/τ = 20, where the bf16 spacing is 0.125."""
+    g = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.randn(8, 64, generator=g), dim=1)
+    pos = F.normalize(q + 0.04 * torch.randn(8, 64, generator=g), dim=1)
+    neg = F.normalize(q + 0.06 * torch.randn(8, 64, generator=g), dim=1)
+    return q, torch.cat([pos, neg])
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_bf16_autocast_keeps_fp32_logits(symmetric: bool) -> None:
+    q, p = _near_duplicates(seed=1)
+    loss = InfoNCELoss(temperature=0.05, symmetric=symmetric)
+    fp32 = loss(q, p).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(q, p)
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(fp32, abs=1e-3)
+
+
+def test_direct_bf16_logits_miss_fp32_by_more_than_the_tolerance() -> None:
+    """What the loss computed before: the matmul under autocast yields bf16 logits on a 0.125 grid near 20 and a
+    loss more than 1e-3 away from fp32 (so the test above can fail)."""
+    q, p = _near_duplicates(seed=1)
+    targets = torch.arange(q.shape[0])
+    fp32 = F.cross_entropy(20.0 * (q @ p.T), targets).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = 20.0 * (q @ p.T)
+        direct = F.cross_entropy(logits, targets).item()
+    assert logits.dtype == torch.bfloat16
+    high = logits.float()[logits.float() >= 16]
+    assert high.numel() >= q.shape[0]
+    assert torch.equal(high * 8, (high * 8).round())
+    assert abs(direct - fp32) > 1e-3
+
+
+def test_bf16_embeddings_are_scored_in_fp32() -> None:
+    """Embeddings handed over in bf16 give exactly the loss of the same values in fp32, gradients included."""
+    q, p = (x.bfloat16() for x in _near_duplicates(seed=2))
+    loss = InfoNCELoss(temperature=0.05, symmetric=True)
+    q16, p16 = q.clone().requires_grad_(), p.clone().requires_grad_()
+    q32, p32 = q.float().requires_grad_(), p.float().requires_grad_()
+    got, expected = loss(q16, p16), loss(q32, p32)
+    assert got.dtype == torch.float32
+    assert got.item() == expected.item()
+    got.backward()
+    expected.backward()
+    assert q16.grad is not None and q16.grad.dtype == torch.bfloat16
+    assert q32.grad is not None and torch.equal(q16.grad, q32.grad.bfloat16())

@@ -1,4 +1,5 @@
-"""BiEncoderModule: loss of a step, learning, GradCache equivalence, non-finite guard, optimiser and schedule."""
+"""BiEncoderModule: loss of a step, learning, hard negatives, GradCache equivalence, DDP equivalence, non-finite
+guard, optimiser and schedule."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.loss import InfoNCELoss
-from hybrid_ir.models.module import BiEncoderModule, NonFiniteLossError, linear_warmup_decay
+from hybrid_ir.models.module import BiEncoderModule, NonFiniteLossError, hard_negatives, linear_warmup_decay
 from hybrid_ir.utils.errors import ConfigError
 from tests.ddp import spawn
 
@@ -36,21 +37,53 @@ PASSAGES = [
     "Hamburg hat rund 1,9 Millionen Einwohner.",
     "Leonardo da Vinci pintó la Mona Lisa a principios del siglo XVI.",
 ]
+NEGATIVES = [  # two hard negatives per question, in question order
+    ["Leo Tolstoy also wrote Anna Karenina.", "War and Peace is set during the Napoleonic wars."],
+    ["Die Berliner Mauer fiel im November 1989.", "Berlin ist die Hauptstadt Deutschlands."],
+    ["El Danubio es el segundo río más largo de Europa.", "El Amazonas es el río más caudaloso del mundo."],
+    ["Water freezes at 0 degrees Celsius.", "On Mount Everest water boils at about 70 degrees."],
+    ["München hat rund 1,5 Millionen Einwohner.", "Hamburg liegt an der Elbe."],
+    ["Leonardo da Vinci nació en Vinci en 1452.", "La Mona Lisa está en el Museo del Louvre."],
+]
 TAU = 0.05
 
 
-def make_batch(encoder: Encoder) -> dict[str, Any]:
-    """The pairs above as a collated batch (``{q,p}_input_ids``/``_attention_mask`` [6, L], ``mono``)."""
+def make_batch(encoder: Encoder, k: int = 0) -> dict[str, Any]:
+    """The pairs above as a collated batch (``{q,p}_input_ids``/``_attention_mask`` [6, L], ``mono``), with the
+    first ``k`` negatives of each question as ``n_input_ids``/``n_attention_mask`` [6k, L] (query-major)."""
     tt = encoder.text_tokenizer
     q_ids, q_mask = tt.pad(tt(QUESTIONS, "query"))
     p_ids, p_mask = tt.pad(tt(PASSAGES, "passage"))
-    return {
+    batch = {
         "q_input_ids": q_ids,
         "q_attention_mask": q_mask,
         "p_input_ids": p_ids,
         "p_attention_mask": p_mask,
         "mono": False,
     }
+    if k:
+        n_ids, n_mask = tt.pad(tt([text for texts in NEGATIVES for text in texts[:k]], "passage"))
+        batch.update(n_input_ids=n_ids, n_attention_mask=n_mask)
+    return batch
+
+
+def reference_step(
+    encoder: Encoder, loss: InfoNCELoss, batch: dict[str, Any]
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and parameter gradients (named as in the module) of InfoNCE over [positives; negatives] of the whole
+    ``batch``, by plain autograd without a Trainer."""
+    module = BiEncoderModule(encoder, loss)
+    q = encoder(batch["q_input_ids"], batch["q_attention_mask"])
+    p = [
+        encoder(batch[f"{k}_input_ids"], batch[f"{k}_attention_mask"])
+        for k in ("p", "n")
+        if f"{k}_input_ids" in batch
+    ]
+    value = loss(q, torch.cat(p))
+    value.backward()
+    grads = {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad(set_to_none=True)
+    return value.item(), grads
 
 
 def repeated(batch: dict[str, Any], n: int) -> DataLoader:
@@ -162,6 +195,53 @@ def test_grad_cache_gives_the_plain_gradients(tiny_encoder_factory, loss_kwargs:
         torch.testing.assert_close(cached[name], grad, atol=1e-6, rtol=1e-4, msg=name)
 
 
+def _first_step(
+    encoder: Encoder, loss: InfoNCELoss, batch: dict[str, Any], chunk: int | None
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and parameter gradients of the module's first training step on ``batch`` (one process)."""
+    record, losses = RecordGrads(), RecordLosses()
+    module = BiEncoderModule(encoder, loss, lr=1e-3, max_grad_norm=None, grad_cache_chunk_size=chunk)
+    make_trainer(max_steps=1, callbacks=[record, losses]).fit(module, repeated(batch, 1))
+    assert record.grads
+    return losses.losses[0], record.grads
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_hard_negatives_plain_and_grad_cache_match_reference(tiny_encoder_factory, k: int) -> None:
+    """With k negatives per query the step's loss and gradients are those of InfoNCE over all positives and all
+    negatives (symmetric, learnable temperature), in a plain and a GradCache step."""
+
+    def loss() -> InfoNCELoss:
+        return InfoNCELoss(TAU, symmetric=True, learnable_temperature=True)
+
+    batch = make_batch(tiny_encoder_factory(dropout=False), k)
+    assert batch["n_input_ids"].shape[0] == k * len(QUESTIONS)
+    expected_loss, expected = reference_step(tiny_encoder_factory(dropout=False), loss(), batch)
+    in_batch_only, _ = reference_step(
+        tiny_encoder_factory(dropout=False), loss(), make_batch(tiny_encoder_factory())
+    )
+    assert expected_loss > in_batch_only + 1e-3
+    for chunk in (None, 4):
+        got_loss, got = _first_step(tiny_encoder_factory(dropout=False), loss(), batch, chunk)
+        assert got_loss == pytest.approx(expected_loss, rel=1e-5), chunk
+        assert got.keys() == expected.keys()
+        for name, grad in expected.items():
+            torch.testing.assert_close(got[name], grad, atol=1e-6, rtol=1e-4, msg=f"{chunk} {name}")
+
+
+def test_hard_negatives_malformed_batch_is_an_error(tiny_encoder_factory) -> None:
+    batch = make_batch(tiny_encoder_factory(), k=1)
+    assert hard_negatives(make_batch(tiny_encoder_factory())) is None
+    ids, mask = hard_negatives(batch)
+    assert ids is batch["n_input_ids"] and mask is batch["n_attention_mask"]
+    with pytest.raises(ValueError, match="both n_input_ids and n_attention_mask"):
+        hard_negatives({**batch, "n_attention_mask": None})
+    with pytest.raises(ValueError, match=r"b = 6 queries, got n_input_ids \(5, "):
+        hard_negatives({**batch, "n_input_ids": ids[:5], "n_attention_mask": mask[:5]})
+    with pytest.raises(ValueError, match="k >= 1"):
+        hard_negatives({**batch, "n_input_ids": ids[:0], "n_attention_mask": mask[:0]})
+
+
 class NaNLoss(InfoNCELoss):
     """InfoNCE times NaN: a non-finite loss that still has a graph to back-propagate."""
 
@@ -262,25 +342,24 @@ def test_checkpoint_hooks_keep_skipped_steps(tiny_encoder_factory) -> None:
 
 
 WORLD = 2
+DDP_QUERIES = 4  # global batch of the DDP test: 2 queries per rank
 
 
-def _ddp_grads(
-    encoder: Encoder, batch: dict[str, Any], chunk: int | None, devices: int
-) -> dict[str, torch.Tensor]:
-    """Parameter gradients of the first step on ``batch`` as the optimiser sees them (after DDP's averaging),
-    symmetric loss with a learnable temperature."""
-    record = RecordGrads()
-    module = BiEncoderModule(
-        encoder,
-        InfoNCELoss(TAU, symmetric=True, learnable_temperature=True),
-        lr=1e-3,
-        max_grad_norm=None,
-        grad_cache_chunk_size=chunk,
-    )
+def _ddp_loss() -> InfoNCELoss:
+    return InfoNCELoss(TAU, symmetric=True, learnable_temperature=True)
+
+
+def _ddp_first_step(
+    encoder: Encoder, batch: dict[str, Any], chunk: int | None
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """This rank's loss and the parameter gradients of the first step on ``batch`` as the optimiser sees them
+    (after DDP's averaging), symmetric loss with a learnable temperature."""
+    record, losses = RecordGrads(), RecordLosses()
+    module = BiEncoderModule(encoder, _ddp_loss(), lr=1e-3, max_grad_norm=None, grad_cache_chunk_size=chunk)
     trainer = L.Trainer(
         accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        devices=WORLD,
+        strategy="ddp",
         precision="32-true",
         max_steps=1,
         logger=False,
@@ -288,23 +367,32 @@ def _ddp_grads(
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=[record],
+        callbacks=[record, losses],
     )
     trainer.fit(module, repeated(batch, 1))
     assert record.grads
-    return record.grads
+    return losses.losses[0], record.grads
 
 
-def _rank_slice(batch: dict[str, Any], rank: int) -> dict[str, Any]:
-    per_rank = batch["q_input_ids"].shape[0] // WORLD
+def _global_batch(encoder: Encoder, k: int) -> dict[str, Any]:
+    """The first DDP_QUERIES pairs with k negatives each."""
+    batch = make_batch(encoder, k)
     return {
-        k: v[rank * per_rank : (rank + 1) * per_rank] if torch.is_tensor(v) else v for k, v in batch.items()
+        key: v[: DDP_QUERIES * (k if key.startswith("n_") else 1)] if torch.is_tensor(v) else v
+        for key, v in batch.items()
     }
 
 
-def _ddp_worker(rank: int, port: int, encoder: Encoder, batch: dict[str, Any], out_dir: str) -> None:
-    """One of ``WORLD`` externally launched Lightning DDP ranks: first-step gradients of a plain and a
-    GradCache step on this rank's slice of the global batch."""
+def _rank_slice(batch: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Rank ``rank``'s share: its queries and positives and (query-major) their negatives."""
+    return {k: v.chunk(WORLD)[rank] if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _ddp_worker(
+    rank: int, port: int, encoder: Encoder, batches: dict[int, dict[str, Any]], out_dir: str
+) -> None:
+    """One of ``WORLD`` externally launched Lightning DDP ranks: loss and first-step gradients of a plain and a
+    GradCache step on this rank's slice of each global batch (k negatives per query)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -315,27 +403,34 @@ def _ddp_worker(rank: int, port: int, encoder: Encoder, batch: dict[str, Any], o
     torch.set_num_threads(1)
     initial = {k: v.clone() for k, v in encoder.state_dict().items()}
     result = {}
-    for name, chunk in (("plain", None), ("gradcache", 1)):
-        encoder.load_state_dict(initial)
-        result[name] = _ddp_grads(encoder, _rank_slice(batch, rank), chunk, devices=WORLD)
+    for k, batch in batches.items():
+        for name, chunk in (("plain", None), ("gradcache", 1)):
+            encoder.load_state_dict(initial)
+            result[k, name] = _ddp_first_step(encoder, _rank_slice(batch, rank), chunk)
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
 @pytest.mark.slow
 def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp_path: Path) -> None:
-    """Two DDP ranks with half the global batch each get the gradient of one process on the whole batch,
-    with and without GradCache (GradCache once all-reduced only its first chunk's gradient)."""
+    """Two DDP ranks with half the global batch each get the loss and gradient of one process on the whole
+    batch, with and without GradCache (GradCache once all-reduced only its first chunk's gradient), without
+    hard negatives and with k = 1 and 2 (a rank-major gather once interleaved [pos0; neg0; pos1; neg1])."""
     encoder = tiny_encoder_factory(dropout=False)
-    batch = make_batch(encoder)
-    batch = {k: v[:4] if torch.is_tensor(v) else v for k, v in batch.items()}
-    spawn(_ddp_worker, encoder, batch, str(tmp_path), nprocs=WORLD, timeout_s=300)
+    batches = {k: _global_batch(encoder, k) for k in (0, 1, 2)}
+    spawn(_ddp_worker, encoder, batches, str(tmp_path), nprocs=WORLD, timeout_s=600)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
-    expected = _ddp_grads(tiny_encoder_factory(dropout=False), batch, None, devices=1)
-    assert "loss.log_scale" in expected
-    for rank, result in enumerate(ranks):
-        for name in ("plain", "gradcache"):
-            assert result[name].keys() == expected.keys()
-            for param, grad in expected.items():
-                torch.testing.assert_close(
-                    result[name][param], grad, atol=1e-6, rtol=1e-4, msg=f"{rank} {name} {param}"
-                )
+    for k, batch in batches.items():
+        expected_loss, expected = reference_step(tiny_encoder_factory(dropout=False), _ddp_loss(), batch)
+        assert "loss.log_scale" in expected
+        # A plain step returns the rank's loss (mean over its queries); GradCache, the global batch's loss.
+        plain_losses = [result[k, "plain"][0] for result in ranks]
+        assert sum(plain_losses) / WORLD == pytest.approx(expected_loss, rel=1e-5), k
+        for rank, result in enumerate(ranks):
+            assert result[k, "gradcache"][0] == pytest.approx(expected_loss, rel=1e-5), (k, rank)
+            for name in ("plain", "gradcache"):
+                grads = result[k, name][1]
+                assert grads.keys() == expected.keys()
+                for param, grad in expected.items():
+                    torch.testing.assert_close(
+                        grads[param], grad, atol=1e-6, rtol=1e-4, msg=f"k={k} rank {rank} {name} {param}"
+                    )

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hybrid_ir.models.gradcache import grad_cache_backward
-from hybrid_ir.models.loss import InfoNCELoss
+from hybrid_ir.models.loss import InfoNCELoss, positives_first
 from hybrid_ir.utils.distributed import gather_with_grad, world_info
 from tests.ddp import gloo_group, spawn
 
@@ -76,7 +76,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 lambda chunk: _embed(model, chunk),
                 list(x["q"].split(CHUNK)),
                 [*x["pos"].split(CHUNK), *x["neg"].split(CHUNK)],
-                lambda q, p, loss_fn=loss_fn: loss_fn(q, _positives_first(p)),
+                lambda q, p, loss_fn=loss_fn: loss_fn(q, positives_first(p, WORLD, LOCAL)),
                 no_sync=model.no_sync,
                 gather=gather_with_grad,
             )
@@ -87,11 +87,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         except ValueError as err:
             result["mismatch"] = str(err)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-
-
-def _positives_first(p: torch.Tensor) -> torch.Tensor:
-    """Gathered passages [rank 0: pos, neg | rank 1: pos, neg] -> [all pos | all neg]."""
-    return p.view(WORLD, 2, LOCAL, EMB_DIM).transpose(0, 1).reshape(-1, EMB_DIM)
 
 
 def _spawn(fn, out_dir: Path) -> list[dict]:
