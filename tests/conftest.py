@@ -63,6 +63,15 @@ class _SharedTokenizer:
         return AutoTokenizer.from_pretrained(path, **kwargs)
 
 
+@pytest.fixture
+def shared_e5_tokenizer(
+    monkeypatch: pytest.MonkeyPatch, e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Encoders built in this test (e.g. from a config) get the session's e5-small tokenizer instead of loading
+    it again; worker processes load their own."""
+    monkeypatch.setattr(encoder_module, "AutoTokenizer", _SharedTokenizer(e5_dir, e5_tokenizer))
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_factory(e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase) -> EncoderFactory:
     """``factory(dropout=True, config_overrides=None, **encoder_kwargs) -> Encoder``: a randomly initialised

@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transformers import PreTrainedTokenizerBase
-
-from hybrid_ir.models import encoder as encoder_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,22 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """``benchmarks`` is a top-level folder of the checkout, not part of the installed package."""
     monkeypatch.syspath_prepend(str(ROOT))
-
-
-@pytest.fixture
-def shared_tokenizer(
-    monkeypatch: pytest.MonkeyPatch, e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase
-) -> None:
-    """Encoders built in this process get the session's e5-small tokenizer instead of loading it again
-    (seconds each); worker processes load their own."""
-    real = encoder_module.AutoTokenizer
-
-    class Shared:
-        @staticmethod
-        def from_pretrained(path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
-            return e5_tokenizer if Path(path) == Path(e5_dir) else real.from_pretrained(path, **kwargs)
-
-    monkeypatch.setattr(encoder_module, "AutoTokenizer", Shared)
 
 
 def run_quick(name: str, out: Path, *overrides: str) -> dict[str, Any]:
@@ -87,7 +68,7 @@ def test_loss_agreement_reports_the_largest_gap() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_train_throughput_quick(tmp_path: Path) -> None:
     case = run_quick("train_throughput", tmp_path)["cases"][0]
     assert case["batches_match"]
@@ -97,7 +78,7 @@ def test_train_throughput_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_st_throughput_quick(tmp_path: Path, precision: str) -> None:
     """Both sides run at the pinned precision (either path, whatever this CPU resolves to) and say so."""
@@ -115,7 +96,7 @@ def test_st_throughput_quick(tmp_path: Path, precision: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_eval_overhead_quick(tmp_path: Path) -> None:
     case = run_quick("eval_overhead", tmp_path)["cases"][0]
     assert case["max_abs_embedding_diff"] == 0.0
@@ -131,7 +112,7 @@ def test_eval_overhead_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_eval_scaling_quick(tmp_path: Path) -> None:
     sizes = run_quick("eval_scaling", tmp_path)["sizes"]
     assert [s["factor"] for s in sizes] == [1, 2]
@@ -142,7 +123,7 @@ def test_eval_scaling_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_gradcache_memory_quick(tmp_path: Path) -> None:
     rows = run_quick("gradcache_memory", tmp_path)["rows"]
     assert [r["batch_size"] for r in rows] == [16]
@@ -156,7 +137,7 @@ def test_gradcache_memory_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_data_pipeline_quick(tmp_path: Path) -> None:
     case = run_quick("data_pipeline", tmp_path)["cases"][0]
     assert case["batches_per_epoch"] > 0
@@ -185,7 +166,7 @@ def test_set_overrides_reach_every_config(monkeypatch: pytest.MonkeyPatch) -> No
     assert cfg.data.batch_size == 7 and cfg.seed == 3  # applied after the benchmark's own
 
 
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_gpu_throughput_quick(tmp_path: Path) -> None:
     import torch
 
