@@ -5,7 +5,9 @@ and the tokenizer, and ``model.random_init=true`` builds the weights."""
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from pathlib import Path
 
 from transformers import BertConfig
@@ -43,11 +45,16 @@ def write_base_model(out_dir: str | Path, tokenizer_file: str | Path | None = No
     return out_dir
 
 
+@functools.cache
+def base_model_dir() -> Path:
+    """:func:`write_base_model` into a temporary directory, once per process."""
+    return write_base_model(tempfile.mkdtemp(prefix="hybrid_ir_base_model_"))
+
+
 def base_overrides(model_dir: str | Path) -> list[str]:
-    """Hydra overrides that train the base-size model of ``model_dir`` (E5 prefixes and mean pooling of
-    ``conf/model/e5-small.yaml``, random weights, 128-token texts, every parameter trained)."""
+    """Hydra overrides, on top of ``model=e5-small`` (its E5 prefixes and mean pooling), that train the
+    base-size model of ``model_dir``: random weights, 128-token texts, every parameter trained."""
     return [
-        "model=e5-small",
         f"model.name_or_path={model_dir}",
         "model.random_init=true",
         "model.max_length=128",

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "gradcache_memory",
     "data_pipeline",
     "gpu_throughput",
+    "gpu_gradcache",
 )
 
 

@@ -68,9 +68,17 @@ def measure(case: Case) -> dict[str, Any]:
     run.trainer.fit(run.module, datamodule=run.datamodule)
     size = int(cfg.data.batch_size)
     timed = batches[case.warmup :]
+    config = run.encoder.model.config
     return {
         "case": asdict(case),
         "precision": precision,
+        "architecture": {
+            "layers": int(config.num_hidden_layers),
+            "hidden": int(config.hidden_size),
+            "ffn": int(config.intermediate_size),
+            "vocab": int(config.vocab_size),
+            "parameters": sum(p.numel() for p in run.encoder.parameters()),
+        },
         "batch_size": size,
         "seq_lengths": [[int(b["q_input_ids"].shape[1]), int(b["p_input_ids"].shape[1])] for b in timed],
         "batches_match": timer.batches_match,

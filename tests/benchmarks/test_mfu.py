@@ -38,3 +38,22 @@ def test_mfu_and_peaks() -> None:
     assert bf16_peak_flops("NVIDIA H200") == 989.4e12
     assert bf16_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert bf16_peak_flops("NVIDIA GeForce RTX 4090") is None
+
+
+def test_flops_figures_from_a_measure_record() -> None:
+    from benchmarks.gpu_throughput import flops_figures
+
+    # Two timed rounds of batch 2: (q 1, p 3) tokens then (q 2, p 2); h=2, f=4, 1 layer.
+    record = {
+        "architecture": {"layers": 1, "hidden": 2, "ffn": 4},
+        "batch_size": 2,
+        "seq_lengths": [[1, 3], [2, 2]],
+        "timings": {"ours": {"samples_s": [1.0, 2.0]}, "bare": {"samples_s": [0.5, 0.5]}},
+    }
+    flops = [train_step_flops(1, 2, 4, [(2, 1), (2, 3)]), train_step_flops(1, 2, 4, [(2, 2), (2, 2)])]
+    out = flops_figures(record, peak_flops=100.0)
+    assert out["ours"]["tokens_per_s"] == pytest.approx((8 / 1.0 + 8 / 2.0) / 2)
+    assert out["bare"]["tokens_per_s"] == pytest.approx(16.0)
+    assert out["ours"]["mfu"] == pytest.approx((flops[0] / 1.0 + flops[1] / 2.0) / 2 / 100.0)
+    assert out["bare"]["tflops"] == pytest.approx((flops[0] + flops[1]) / 0.5 / 2 / 1e12)
+    assert flops_figures(record, peak_flops=None)["ours"]["mfu"] is None
