@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from benchmarks.bare_loop import bare_loop_like
-from benchmarks.base_model import base_model_dir, base_overrides
+from benchmarks.base_model import random_model_overrides
 from benchmarks.gradcache_memory import NO_DROPOUT, QUERY_TOKENS, random_batch
 from benchmarks.harness import bench_config, build_training
 from benchmarks.timing import goal, seed_step
@@ -110,7 +110,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device visible", "goals": []}
     settings = QUICK if quick else FULL
-    model = ["model=tiny"] if quick else ["model=e5-small", *base_overrides(base_model_dir())]
+    model = ["model=tiny"] if quick else ["model=e5-small", *random_model_overrides("base")]
     result = measure(model, settings, "cuda")
     return {
         "gpu": torch.cuda.get_device_name(),

@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.base_model import BASE_ARCHITECTURE, write_base_model
+from benchmarks.base_model import ARCHITECTURES, write_model_dir
 from hybrid_ir.models.encoder import Encoder
 from tests.conftest import TINY_CONFIG
 
 
 def test_base_model_directory_is_bert_base_with_the_xlmr_vocabulary(tmp_path: Path) -> None:
-    path = write_base_model(tmp_path / "base")
+    path = write_model_dir("base", tmp_path / "base")
     config = json.loads((path / "config.json").read_text())
-    assert {k: config[k] for k in BASE_ARCHITECTURE} == BASE_ARCHITECTURE
+    assert {k: config[k] for k in ARCHITECTURES["base"]} == ARCHITECTURES["base"]
+    assert (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]) == (
+        768,
+        12,
+        3072,
+    )
     assert config["model_type"] == "bert" and config["vocab_size"] == 250002
     assert not (path / "model.safetensors").exists()  # weights come from model.random_init
     encoder = Encoder(str(path), random_init=True, config_overrides=TINY_CONFIG, query_prefix="query: ")
@@ -62,3 +67,18 @@ def test_gpu_benchmarks_skip_cleanly_without_cuda() -> None:
         record = module.run(quick=True)
         assert record["skipped"] == "no CUDA device visible" and record["goals"] == []
         assert module.summary(record) == ["skipped: no CUDA device visible"]
+
+
+def test_gpu_cases_compose_at_base_size_in_bf16() -> None:
+    from benchmarks.gpu_throughput import full_cases
+    from benchmarks.harness import bench_config
+    from benchmarks.train_throughput import training_overrides
+
+    base, *small = full_cases()
+    cfg = bench_config([*training_overrides(base.model, base.warmup + base.steps), *base.overrides])
+    config = json.loads((Path(cfg.model.name_or_path) / "config.json").read_text())
+    assert config["hidden_size"] == 768 and cfg.model.random_init and not cfg.model.freeze_word_embeddings
+    assert (cfg.data.batch_size, cfg.model.max_length) == (128, 128)
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    assert "model_checkpoint" not in cfg.callbacks and "progress_bar" in cfg.callbacks
+    assert [c.overrides[-1] for c in small] == ["data.batch_size=32", "data.batch_size=64"]
