@@ -56,3 +56,28 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     out = main(["join", str(manifest)])
     assert out == tmp_path / "parts" / "f.bin" and out.read_bytes() == src.read_bytes()
     assert str(out) in capsys.readouterr().out
+
+
+def test_gpu_check_joins_the_payload_then_stops_without_cuda(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: the script would run the GPU benchmarks")
+    root = Path(__file__).resolve().parents[2]
+    src = tmp_path / "tokenizer.json"
+    src.write_bytes(os.urandom(5000))
+    payload = tmp_path / "payload"
+    split(src, payload, 2048)
+    proc = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_check.sh"), str(payload)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")},
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0 and "no CUDA device visible" in proc.stderr
+    assert (payload / "tokenizer.json").read_bytes() == src.read_bytes()
