@@ -3,7 +3,7 @@
 Iterates the ``ParallelQADataModule``'s training loader (``train_dataloader()``: hybrid batch sampler over
 XQuAD-R, ``PairDataset`` lookups, padding collate; ``data.num_workers`` from the config, 0 by default, so all of
 it runs in the training process and adds to every step) and alternates one fetch (A) with one training step on
-the fetched batch (B, :class:`~benchmarks.common.BareLoop`, the step Lightning wraps; see
+the fetched batch (B, :class:`~benchmarks.bare_loop.BareLoop`, the step Lightning wraps; see
 :mod:`benchmarks.train_throughput` for the Lightning overhead). The first fetch of an epoch also plans the
 epoch (:func:`~hybrid_ir.data.samplers.plan_epoch`); that time is reported apart and spread over the epoch's
 batches: the data cost of round ``i`` is ``plan / batches_per_epoch + fetch[i]``, and the figure compared with
@@ -22,7 +22,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.common import bare_loop_like, build_training, compose_config, goal, seed_step, stats
+from benchmarks.bare_loop import bare_loop_like
+from benchmarks.harness import bench_config, build_training, joined_precision
+from benchmarks.timing import goal, seed_step, stats
 
 NAME = "data_pipeline"
 TARGET = 0.02
@@ -44,10 +46,12 @@ QUICK = (Case("tiny", 1, 2),)
 
 def measure(case: Case) -> dict[str, Any]:
     """Alternate fetch and step; the loader and sampler are the DataModule's own."""
-    cfg = compose_config([f"model={case.model}"])
-    datamodule, module = build_training(cfg)
+    cfg = bench_config([f"model={case.model}", "logger=none", "callbacks=none"])
+    run = build_training(cfg)
+    datamodule = run.datamodule
     total = case.warmup + case.steps
-    bare = bare_loop_like(module, total)
+    precision = str(run.trainer.precision)
+    bare = bare_loop_like(run.module, total, device=run.trainer.strategy.root_device, precision=precision)
     loader = datamodule.train_dataloader()
     start = time.perf_counter()
     iterator = iter(loader)
@@ -75,6 +79,7 @@ def measure(case: Case) -> dict[str, Any]:
     fetch_stats, step_stats = stats(timed_fetch), stats(timed_step)
     return {
         "case": asdict(case),
+        "precision": precision,
         "batch_size": int(cfg.data.batch_size),
         "num_workers": int(cfg.data.num_workers),
         "batches_per_epoch": batches_per_epoch,
@@ -94,12 +99,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     goals = [
         goal(f"{c['case']['model']}: data time / step time", c["share_of_step"], TARGET, False) for c in cases
     ]
-    return {"cases": cases, "goals": goals}
+    return {"precision": joined_precision(cases), "cases": cases, "goals": goals}
 
 
 def summary(result: dict[str, Any]) -> list[str]:
     return [
-        f"{c['case']['model']:>9}: fetch {1e3 * c['fetch']['median_s']:.2f} ms/batch + plan "
+        f"{c['case']['model']:>9} ({c['precision']}): fetch {1e3 * c['fetch']['median_s']:.2f} ms/batch + plan "
         f"{1e3 * c['plan_epoch_s']:.0f} ms/epoch ({c['batches_per_epoch']} batches) vs step "
         f"{1e3 * c['step']['median_s']:.0f} ms -> {100 * c['share_of_step']:.2f} % of the step"
         for c in result["cases"]

@@ -32,7 +32,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from benchmarks.common import compare_timings, compose_config, goal
+from benchmarks.harness import bench_config, joined_precision
+from benchmarks.timing import compare_timings, goal
 from hybrid_ir.data.collate import TextKind
 from hybrid_ir.data.corpus import RetrievalBenchmark
 from hybrid_ir.evaluation.callback import eval_precision
@@ -114,7 +115,7 @@ def project(
 ) -> dict[str, Any]:
     """Ratio expected at the training default ``eval.max_qids``: encoding time scaled by the token count, the
     measured fixed cost per evaluation (figures, files) kept, the LAReQA metrics timed at that size."""
-    default_qids = int(compose_config().eval.max_qids)
+    default_qids = int(bench_config().eval.max_qids)
     eval_cfg, evaluator = _benchmark(cfg, default_qids)
     bench = next(iter(evaluator.load().values()))
     default_tokens = _tokens(encoder, *_distinct_texts(bench))
@@ -135,7 +136,7 @@ def project(
 
 def measure(case: Case) -> dict[str, Any]:
     """Warm up all three, then ``case.rounds`` rounds of (Evaluator.run, the same without figures, encode-only)."""
-    cfg = compose_config([f"model={case.model}"])
+    cfg = bench_config([f"model={case.model}"])
     encoder: Encoder = instantiate(cfg.model)
     eval_cfg, evaluator = _benchmark(cfg, case.max_qids)
     no_figures = Evaluator(replace(eval_cfg, plots=False), tempfile.mkdtemp(prefix="hybrid_ir_bench_eval_"))
@@ -196,7 +197,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         goal(f"{c['case']['model']}: evaluation / encode-only time", c["slowdown"], TARGET, False)
         for c in cases
     ]
-    return {"cases": cases, "goals": goals}
+    return {"precision": joined_precision(cases), "cases": cases, "goals": goals}
 
 
 def summary(result: dict[str, Any]) -> list[str]:

@@ -127,7 +127,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     for size in sizes:
         size["time_growth"] = size["median_s"] / first["median_s"]
         size["memory_growth"] = size["eval_memory_mb"] / max(first["eval_memory_mb"], 1e-9)
-    return {"settings": asdict(settings), "sizes": sizes, "goals": []}
+    # Random float32 embeddings, no model: ranking and metrics only.
+    return {"precision": "32-true", "settings": asdict(settings), "sizes": sizes, "goals": []}
 
 
 def summary(result: dict[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ model's ``max_length``, no padding), the tiny model of ``conf/model/tiny.yaml``.
   process. Its peak resident memory is ``VmHWM`` reset just before ``fit`` (model loading is not counted; the
   RSS before ``fit`` is the baseline, ``train_memory_mb`` = peak - baseline). ``ru_maxrss`` cannot be reset,
   so it is not used.
-* **Throughput**: in this process, a plain and a GradCache :class:`~benchmarks.common.BareLoop` (the step the
+* **Throughput**: in this process, a plain and a GradCache :class:`~benchmarks.bare_loop.BareLoop` (the step the
   module runs, minus Lightning; :mod:`benchmarks.train_throughput` measures that part) from the same weights,
   alternating step by step on the same batch; dropout off, so both compute the same loss at every step
   (checked). Once with torch's default number of intra-op threads and once with one thread: GradCache runs
@@ -37,25 +37,31 @@ NO_DROPOUT = (
 
 @dataclass(frozen=True)
 class Settings:
-    """Batch sizes, the GradCache chunk size, steps per memory worker, warm-up and timed throughput rounds."""
+    """Batch sizes, the GradCache chunk size, steps per memory worker, warm-up and timed throughput rounds, and
+    the precision of every run (fp32: GradCache must reproduce the plain step's loss to rounding)."""
 
     batch_sizes: tuple[int, ...]
     chunk: int
     memory_steps: int
     warmup: int
     steps: int
+    precision: str = "32-true"
 
 
 FULL = Settings(batch_sizes=(32, 128, 512), chunk=32, memory_steps=1, warmup=1, steps=2)
 QUICK = Settings(batch_sizes=(16,), chunk=4, memory_steps=1, warmup=1, steps=2)
 
 
-def overrides(chunk: int | None, steps: int) -> list[str]:
-    """Config overrides: the tiny model, the chunk size (``None``: plain), ``steps`` steps, no checkpoints."""
+def overrides(chunk: int | None, steps: int, precision: str) -> list[str]:
+    """Config overrides: the tiny model, the chunk size (``None``: plain), ``steps`` steps at ``precision``, no
+    logger, callbacks, checkpoints or progress bar."""
     return [
         "model=tiny",
         f"module.grad_cache_chunk_size={'null' if chunk is None else chunk}",
         f"trainer.max_steps={steps}",
+        f"trainer.precision={precision}",
+        "logger=none",
+        "callbacks=none",
         "+trainer.enable_checkpointing=false",
         "+trainer.enable_progress_bar=false",
     ]
@@ -77,15 +83,10 @@ def random_batch(batch_size: int, passage_tokens: int, vocab: int, seed: int = 0
 
 
 def _build(config_overrides: list[str]) -> Any:
-    """The ``BiEncoderModule`` of the composed config (seeded)."""
-    import lightning as L
-    from hydra.utils import instantiate
+    """The training components of the composed config (:func:`benchmarks.harness.build_training`)."""
+    from benchmarks.harness import bench_config, build_training
 
-    from benchmarks.common import compose_config
-
-    cfg = compose_config(config_overrides)
-    L.seed_everything(cfg.seed, verbose=False)
-    return cfg, instantiate(cfg.module, encoder=instantiate(cfg.model), loss=instantiate(cfg.loss))
+    return build_training(bench_config(config_overrides))
 
 
 def _batch_for(module: Any, batch_size: int) -> dict[str, Any]:
@@ -94,15 +95,15 @@ def _batch_for(module: Any, batch_size: int) -> dict[str, Any]:
 
 
 def work(config: dict[str, Any]) -> dict[str, Any]:
-    """Memory worker: ``config`` = ``{batch_size, chunk, steps}``; trains with Lightning, reports RSS (MiB)."""
-    from hydra.utils import instantiate
+    """Memory worker: ``config`` = ``{batch_size, chunk, steps, precision}``; trains with Lightning, reports
+    RSS (MiB)."""
     from torch.utils.data import DataLoader
 
     from benchmarks.process import current_rss_mb, peak_rss_mb, reset_peak_rss
 
-    cfg, module = _build(overrides(config["chunk"], config["steps"]))
+    run = _build(overrides(config["chunk"], config["steps"], config["precision"]))
+    module, trainer = run.module, run.trainer
     loader = DataLoader([_batch_for(module, config["batch_size"])] * config["steps"], batch_size=None)
-    trainer = instantiate(cfg.trainer, logger=False)
     before = current_rss_mb()
     reset = reset_peak_rss()
     trainer.fit(module, train_dataloaders=loader)
@@ -124,14 +125,15 @@ def throughput(batch_size: int, settings: Settings, threads: int) -> dict[str, A
 
 def _alternate(batch_size: int, settings: Settings) -> dict[str, Any]:
     """Warm-up and timed rounds of (plain step, GradCache step) from the same weights on the same batch."""
-    from benchmarks.common import bare_loop_like, compare_timings, loss_agreement, seed_step
+    from benchmarks.bare_loop import bare_loop_like
+    from benchmarks.timing import compare_timings, loss_agreement, seed_step
 
     total = settings.warmup + settings.steps
-    _, module = _build([*overrides(None, total), *NO_DROPOUT])
+    module = _build([*overrides(None, total, settings.precision), *NO_DROPOUT]).module
     batch = _batch_for(module, batch_size)
     loops = {
-        "plain": bare_loop_like(module, total),
-        "grad_cache": bare_loop_like(module, total, settings.chunk),
+        "plain": bare_loop_like(module, total, precision=settings.precision),
+        "grad_cache": bare_loop_like(module, total, settings.chunk, precision=settings.precision),
     }
     times: dict[str, list[float]] = {name: [] for name in loops}
     losses: dict[str, list[float]] = {name: [] for name in loops}
@@ -158,7 +160,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         memory = {
             name: run_worker(
                 "benchmarks.gradcache_memory",
-                {"batch_size": batch_size, "chunk": chunk, "steps": settings.memory_steps},
+                {
+                    "batch_size": batch_size,
+                    "chunk": chunk,
+                    "steps": settings.memory_steps,
+                    "precision": settings.precision,
+                },
             )
             for name, chunk in (("plain", None), ("grad_cache", settings.chunk))
         }
@@ -183,7 +190,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 },
             }
         )
-    return {"settings": asdict(settings), "rows": rows, "goals": []}
+    return {"precision": settings.precision, "settings": asdict(settings), "rows": rows, "goals": []}
 
 
 def summary(result: dict[str, Any]) -> list[str]:

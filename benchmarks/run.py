@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m benchmarks.run [--only NAME ...] [--quick] [--out DIR]``.
 
-Each benchmark writes ``<out>/<name>.json`` (default ``benchmarks/results``) with its figures, the goals and
-whether they are met, the machine description and the wall time; a summary is printed at the end.
+Each benchmark writes ``<out>/<name>.json`` (default ``benchmarks/results``) with its figures, the precision all
+its competitors ran at (``precision``: the config's ``trainer.precision`` as resolved on this machine; pin it with
+``--set trainer.precision=32-true``), the goals and whether they are met, the machine description and the wall
+time; a summary is printed at the end.
 ``--quick`` runs every benchmark in a tiny configuration (tiny model, 2-3 steps): a check that it works, not
 a measurement.
 """
@@ -16,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import EXTRA_OVERRIDES, RESULTS_DIR, machine_info, write_result
+from benchmarks.harness import EXTRA_OVERRIDES, RESULTS_DIR, machine_info, write_result
 from benchmarks.process import quiet
 
 BENCHMARKS = (
@@ -27,6 +29,7 @@ BENCHMARKS = (
     "gradcache_memory",
     "data_pipeline",
     "gpu_throughput",
+    "gpu_gradcache",
 )
 
 
@@ -65,7 +68,8 @@ def run_one(name: str, quick: bool, out: Path) -> dict[str, Any]:
         **result,
     }
     path = write_result(out, name, record)
-    print(f"[{name}] {record['wall_s']:.0f} s -> {path}", flush=True)
+    precision = record.get("precision") or "n/a (skipped)"
+    print(f"[{name}] {record['wall_s']:.0f} s, precision {precision} -> {path}", flush=True)
     for line in module.summary(record):
         print(f"  {line}", flush=True)
     return record

@@ -1,11 +1,13 @@
 """Benchmark 1: training throughput (pairs/s) of our step against a bare PyTorch loop.
 
-*Ours*: ``BiEncoderModule.training_step`` driven by a real ``lightning.Trainer`` built from ``conf/trainer/cpu.yaml``
-(precision, logging interval, progress bar as ``train.py`` has them; CSV logger; no checkpoint or evaluation
+*Ours*: ``BiEncoderModule.training_step`` driven by the ``lightning.Trainer`` that ``train.py`` builds
+(:func:`hybrid_ir.pipeline.build_components`: ``conf/trainer/cpu.yaml``'s precision and logging interval, the
+default per-step callbacks: learning-rate monitor and tqdm bar; CSV logger; no checkpoint, export or evaluation
 callbacks) on the ``ParallelQADataModule``'s batches (XQuAD-R, hybrid sampler, ``data.batch_size``).
-*Bare*: :class:`~benchmarks.common.BareLoop`: a copy of the same encoder, the same InfoNCE loss, AdamW groups,
-schedule and clipping, on the same batches collated up front. The two alternate step by step in one process
-(:class:`~benchmarks.common.InterleavedSteps`), both seeded alike, so their losses must agree at every step.
+*Bare*: :class:`~benchmarks.bare_loop.BareLoop`: a copy of the same encoder, the same InfoNCE loss, AdamW groups,
+schedule and clipping, at the Trainer's precision, on the same batches collated up front. The two alternate step
+by step in one process (:class:`~benchmarks.timing.InterleavedSteps`), both seeded alike, so their losses must
+agree at every step.
 
 Goal: ours >= 0.95 x bare (median step times).
 """
@@ -15,18 +17,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.common import (
-    InterleavedSteps,
-    bare_loop_like,
-    build_training,
-    compare_timings,
-    compose_config,
-    goal,
-    loss_agreement,
-    precollate,
-    timed_trainer,
-)
-from hybrid_ir.utils.hardware import accelerator_device
+from benchmarks.bare_loop import bare_loop_like
+from benchmarks.harness import bench_config, build_training, joined_precision, precollate
+from benchmarks.timing import InterleavedSteps, compare_timings, goal, loss_agreement
 
 NAME = "train_throughput"
 TARGET = 0.95
@@ -48,31 +41,44 @@ QUICK = (Case("tiny", 1, 2),)
 
 
 def training_overrides(model: str, total_steps: int) -> list[str]:
-    """Config overrides of a timed run: the model, CSV logging, ``total_steps`` steps, no checkpoints."""
+    """Config overrides of a timed run: the model, CSV logging, ``total_steps`` steps, the default callbacks but
+    the checkpoint, export and evaluation ones (which write files or evaluate rather than train)."""
     return [
         f"model={model}",
         "logger=csv",
         f"trainer.max_steps={total_steps}",
         "+trainer.enable_checkpointing=false",
+        "~callbacks.model_checkpoint",
+        "~callbacks.export_encoder",
+        "~callbacks.zero_shot_eval",
     ]
 
 
 def measure(case: Case) -> dict[str, Any]:
     """Run ``case`` and return timings, the throughput ratio and the loss agreement."""
     total = case.warmup + case.steps
-    cfg = compose_config([*training_overrides(case.model, total), *case.overrides])
-    datamodule, module = build_training(cfg)
-    batches = precollate(datamodule, total)
-    device = accelerator_device(str(cfg.trainer.accelerator))
-    bare = bare_loop_like(module, total, device=device, precision=str(cfg.trainer.precision))
-    timer = InterleavedSteps({"bare": lambda i: bare.step(batches[i])}, reference=batches)
-    trainer = timed_trainer(cfg, timer)
-    trainer.fit(module, datamodule=datamodule)
+    cfg = bench_config([*training_overrides(case.model, total), *case.overrides])
+    timer = InterleavedSteps()
+    run = build_training(cfg, [timer])
+    batches = precollate(run.datamodule, total)
+    precision = str(run.trainer.precision)
+    bare = bare_loop_like(run.module, total, device=run.trainer.strategy.root_device, precision=precision)
+    timer.add("bare", lambda i: bare.step(batches[i]))
+    timer.reference = batches
+    run.trainer.fit(run.module, datamodule=run.datamodule)
     size = int(cfg.data.batch_size)
     timed = batches[case.warmup :]
+    config = run.encoder.model.config
     return {
         "case": asdict(case),
-        "precision": str(trainer.precision),
+        "precision": precision,
+        "architecture": {
+            "layers": int(config.num_hidden_layers),
+            "hidden": int(config.hidden_size),
+            "ffn": int(config.intermediate_size),
+            "vocab": int(config.vocab_size),
+            "parameters": sum(p.numel() for p in run.encoder.parameters()),
+        },
         "batch_size": size,
         "seq_lengths": [[int(b["q_input_ids"].shape[1]), int(b["p_input_ids"].shape[1])] for b in timed],
         "batches_match": timer.batches_match,
@@ -92,7 +98,7 @@ def run_cases(cases: tuple[Case, ...]) -> dict[str, Any]:
     goals = [
         goal(f"{label(c)}: ours / bare throughput", c["timings"]["ratio_bare"], TARGET, True) for c in results
     ]
-    return {"cases": results, "goals": goals}
+    return {"precision": joined_precision(results), "cases": results, "goals": goals}
 
 
 def label(result: dict[str, Any]) -> str:
@@ -107,7 +113,7 @@ def summary(result: dict[str, Any]) -> list[str]:
     for c in result["cases"]:
         t = c["timings"]
         lines.append(
-            f"{label(c):>9}: ours {t['ours']['items_per_s']:.2f} pairs/s, "
+            f"{label(c):>9} ({c['precision']}): ours {t['ours']['items_per_s']:.2f} pairs/s, "
             f"bare {t['bare']['items_per_s']:.2f} pairs/s (medians); ours/bare per round {t['ratio_bare']:.3f}x, "
             f"of medians {t['median_ratio_bare']:.3f}x, of means {t['mean_ratio_bare']:.3f}x; "
             f"our extra time {1e3 * t['extra_s_vs_bare']:.1f} ms/step; "

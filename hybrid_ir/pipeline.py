@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import warnings
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_ir.data.datamodule import ParallelQADataModule
@@ -169,16 +172,27 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
     return stats
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or dry-run) as configured; returns the last evaluation's scalars (for sweepers)."""
-    output_dir = Path(cfg.paths.output_dir)
-    validate_train_config(cfg)
+@dataclass
+class Components:
+    """What a training run is made of, built from the config by :func:`build_components`."""
+
+    datamodule: ParallelQADataModule
+    encoder: Encoder
+    module: L.LightningModule
+    loggers: list[Logger]
+    callbacks: list[L.Callback]
+    trainer: L.Trainer
+
+
+def build_components(
+    cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), resume_step: int | None = None
+) -> Components:
+    """Seed, then build the DataModule (corpora loaded, tokenizer attached), the encoder, the LightningModule,
+    the loggers (given the resolved config as hyper-parameters), the callbacks of ``cfg.callbacks`` after
+    ``extra_callbacks``, and the Trainer. The evaluation callback's datasets are validated before the model
+    is built, so a bad evaluation setting fails fast."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ParallelQADataModule = instantiate(cfg.datamodule)
-    if cfg.get("dry_run"):
-        return dry_run(datamodule, output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    resume_step = resume_step_of(ckpt_path)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ZeroShotEvalCallback):
@@ -190,10 +204,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"), resume_step=resume_step)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    callbacks = drop_logging_callbacks(callbacks, bool(loggers))
+    callbacks = drop_logging_callbacks([*extra_callbacks, *callbacks], bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
+    return Components(datamodule, encoder, module, loggers, callbacks, trainer)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or dry-run) as configured; returns the last evaluation's scalars (for sweepers)."""
+    output_dir = Path(cfg.paths.output_dir)
+    validate_train_config(cfg)
+    if cfg.get("dry_run"):
+        L.seed_everything(cfg.seed, workers=True)
+        return dry_run(instantiate(cfg.datamodule), output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    run = build_components(cfg, resume_step=resume_step_of(ckpt_path))
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+    return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("eval/")}
 
 
 def load_checkpoint_weights(encoder: Encoder, ckpt_path: str) -> None:

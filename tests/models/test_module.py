@@ -17,7 +17,14 @@ from torch.utils.data import DataLoader
 
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.loss import InfoNCELoss
-from hybrid_ir.models.module import BiEncoderModule, NonFiniteLossError, hard_negatives, linear_warmup_decay
+from hybrid_ir.models.module import (
+    BiEncoderModule,
+    NonFiniteLossError,
+    adamw_with_schedule,
+    hard_negatives,
+    linear_warmup_decay,
+    optimizer_param_groups,
+)
 from hybrid_ir.utils.errors import ConfigError
 from tests.ddp import spawn
 
@@ -312,6 +319,29 @@ def test_configure_optimizers_groups(tiny_encoder_factory) -> None:
     assert "loss.log_scale" in no_decay_names
     assert all(n.endswith(".weight") and "LayerNorm" not in n for n in decay_names)
     assert "encoder.model.encoder.layer.0.attention.self.query.weight" in decay_names
+
+
+def test_optimizer_param_groups_by_hand() -> None:
+    net = torch.nn.ModuleDict(
+        {"dense": torch.nn.Linear(3, 4), "LayerNorm": torch.nn.LayerNorm(4), "frozen": torch.nn.Linear(4, 4)}
+    )
+    net["frozen"].requires_grad_(False)
+    log_scale = torch.nn.Parameter(torch.zeros(1, 1))  # 2-d, but the temperature is never decayed
+    named = [*net.named_parameters(), ("loss.log_scale", log_scale)]
+    decay, no_decay = optimizer_param_groups(named, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert [id(p) for p in decay["params"]] == [id(net["dense"].weight)]
+    expected = [net["dense"].bias, net["LayerNorm"].weight, net["LayerNorm"].bias, log_scale]
+    assert [id(p) for p in no_decay["params"]] == [id(p) for p in expected]
+
+
+def test_adamw_with_schedule_reads_warmup_steps_or_ratio() -> None:
+    named = [("w", torch.nn.Parameter(torch.ones(2, 2)))]
+    hp = {"lr": 1.0, "weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8, "warmup_ratio": 0.25}
+    _, by_ratio = adamw_with_schedule(named, {**hp, "warmup_steps": None}, total_steps=8)
+    _, by_steps = adamw_with_schedule(named, {**hp, "warmup_steps": 4}, total_steps=8)
+    assert by_ratio.lr_lambdas[0](0) == pytest.approx(0.5)  # ceil(0.25 * 8) = 2 warm-up steps
+    assert by_steps.lr_lambdas[0](0) == pytest.approx(0.25)
 
 
 def test_configure_optimizers_schedule(tiny_encoder_factory) -> None:

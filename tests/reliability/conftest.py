@@ -8,8 +8,9 @@ a fourth:
   ``checkpoints/last.ckpt`` holds step >= ``KILL_AFTER_STEP``;
 * ``resumed``: the uninterrupted runs' command with ``ckpt_path=last`` in the killed run's ``hydra.run.dir``.
 
-The in-process fixtures compose the real configs with ``hydra.compose`` (``compose``), forbid building a model
-(``no_model``) or make building the tiny one fast (``fast_tiny_model``: the session's tokenizer, one thread).
+The in-process fixtures compose the real configs (``compose``: :func:`hybrid_ir.utils.instantiate.compose_config`),
+forbid building a model (``no_model``) or make building the tiny one fast (``fast_tiny_model``: the session's
+tokenizer, one thread).
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hybrid_ir.models import encoder as encoder_module
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
-from hybrid_ir.utils.instantiate import register_resolvers
+from hybrid_ir.utils.instantiate import compose_config
 
 from .runs import (
     DELAY,
@@ -81,11 +80,9 @@ def train_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainRuns]:
 def compose(tmp_path: Path) -> Compose:
     """``compose(*overrides, config="train")``: a config of ``conf/`` as ``train.py`` would get it, writing
     to ``<tmp_path>/run``."""
-    register_resolvers()
 
     def _compose(*overrides: str, config: str = "train") -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return hydra_compose(config, overrides=[f"paths.output_dir={tmp_path / 'run'}", *overrides])
+        return compose_config(CONF, config, [f"paths.output_dir={tmp_path / 'run'}", *overrides])
 
     return _compose
 
