@@ -51,16 +51,17 @@ EXTRA_OVERRIDES: list[str] = []
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/train.yaml`` composed as ``train.py`` would, with ``overrides`` (Hydra syntax), then
-    :data:`EXTRA_OVERRIDES`, and the output directory set to a fresh temporary folder (Hydra's run directory
-    does not exist outside ``train.py``)."""
+    """``conf/train.yaml`` composed as ``train.py experiment=cpu`` (the run ``make train`` makes) would, with
+    ``overrides`` (Hydra syntax), then :data:`EXTRA_OVERRIDES`, and the output directory set to a fresh temporary
+    folder (Hydra's run directory does not exist outside ``train.py``)."""
     register_resolvers()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     out = tempfile.mkdtemp(prefix="hybrid_ir_bench_")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
-            config_name="train", overrides=[f"paths.output_dir={out}", *overrides, *EXTRA_OVERRIDES]
+            config_name="train",
+            overrides=[f"paths.output_dir={out}", "experiment=cpu", *overrides, *EXTRA_OVERRIDES],
         )
 
 
