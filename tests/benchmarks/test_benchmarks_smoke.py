@@ -38,11 +38,14 @@ def shared_tokenizer(
     monkeypatch.setattr(encoder_module, "AutoTokenizer", Shared)
 
 
-def run_quick(name: str, out: Path) -> dict[str, Any]:
-    """``python -m benchmarks.run --only <name> --quick --out <out>``, in process; returns the written record."""
+def run_quick(name: str, out: Path, *overrides: str) -> dict[str, Any]:
+    """``python -m benchmarks.run --only <name> --quick --out <out> [--set OVERRIDE ...]``, in process; returns
+    the written record."""
     from benchmarks.run import main
 
-    records = main(["--only", name, "--quick", "--out", str(out)])
+    records = main(
+        ["--only", name, "--quick", "--out", str(out), *(a for o in overrides for a in ("--set", o))]
+    )
     written = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
     assert [r["benchmark"] for r in records] == [name] == [written["benchmark"]]
     assert written["quick"] is True
@@ -95,13 +98,17 @@ def test_train_throughput_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("shared_tokenizer")
-def test_st_throughput_quick(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("precision", "tolerance"), [("32-true", 1e-4), ("bf16-mixed", 2e-2)])
+def test_st_throughput_quick(tmp_path: Path, precision: str, tolerance: float) -> None:
+    """Both competitors run at the pinned precision (bf16 under autocast on any CPU), so the test means the
+    same on machines with and without native bf16."""
     pytest.importorskip("sentence_transformers")
-    record = run_quick("st_throughput", tmp_path)
+    record = run_quick("st_throughput", tmp_path, f"trainer.precision={precision}")
     case = record["cases"][0]
+    assert case["precision"] == precision and case["loss_tolerance"] == tolerance
     assert case["tokens_match"] and case["batches_match"]
     assert case["first_loss_within_tolerance"]
-    assert case["losses"]["max_abs_diff_first"] <= 1e-4
+    assert case["losses"]["max_abs_diff_first"] <= tolerance
     assert case["timings"]["st"]["n"] == case["case"]["steps"]
     assert len(record["goals"]) == 1
 
