@@ -48,7 +48,7 @@ def export_encoder(module: L.LightningModule, dirpath: str | Path, card: str | N
 
 
 def training_summary(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
-    """What the model card says about training: sampler, α, batch size, steps, epochs, lr, temperature."""
+    """What the model card says about training: sampler, α, batch size, steps, precision, lr, temperature."""
     datamodule = getattr(trainer, "datamodule", None)
     loss = getattr(module, "loss", None)
     return {
@@ -56,7 +56,7 @@ def training_summary(trainer: L.Trainer, module: L.LightningModule) -> dict[str,
         "alpha": getattr(datamodule, "alpha", None),
         "batch_size": getattr(datamodule, "batch_size", None),
         "steps": trainer.global_step,
-        "epochs": getattr(trainer, "current_epoch", 0) + (0 if trainer.global_step == 0 else 1),
+        "precision": str(getattr(trainer, "precision", "unknown")),
         "lr": module.hparams.get("lr") if hasattr(module, "hparams") else None,
         "temperature": float(loss.temperature) if loss is not None and hasattr(loss, "temperature") else None,
     }

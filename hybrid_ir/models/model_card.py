@@ -63,7 +63,7 @@ def model_card(
     Args:
         encoder_settings: :meth:`~hybrid_ir.models.encoder.Encoder.settings` (base model, pooling, prefixes, ...).
         train_datasets: the training dataset specs (``name``, ``languages``, ``path``).
-        training: ``sampler``, ``alpha``, ``batch_size``, ``steps``, ``epochs``, ``lr``, ``temperature``.
+        training: ``sampler``, ``alpha``, ``batch_size``, ``steps``, ``precision``, ``lr``, ``temperature``.
         records: the run's ``metrics.json`` records.
         command: the command line that trained the model.
     """
@@ -88,7 +88,7 @@ def model_card(
             else ""
         )
         + f", batch size {training['batch_size']}, learning rate {training['lr']}, InfoNCE temperature "
-        f"{training['temperature']}, for {training['steps']} steps ({training['epochs']} epochs).",
+        f"{training['temperature']}, for {training['steps']} steps in precision `{training['precision']}`.",
         "",
         "## Use",
         "",
@@ -113,7 +113,7 @@ def model_card(
         "",
         "The model inherits the terms of its training data"
         + (
-            "; evaluation data: " + ", ".join(f"{n} ({licence_of(n)})" for n in eval_names) + "."
+            "; evaluation data: " + "; ".join(f"{n}: {licence_of(n)}" for n in eval_names) + "."
             if eval_names
             else "."
         ),

@@ -134,14 +134,14 @@ def test_model_card_describes_the_run(module: Holder, tmp_path: Path, monkeypatc
         alpha=0.25,
         batch_size=32,
     )
-    trainer = SimpleNamespace(global_step=37, is_global_zero=True, current_epoch=0, datamodule=datamodule)
+    trainer = SimpleNamespace(global_step=37, is_global_zero=True, precision="32-true", datamodule=datamodule)
     target = tmp_path / "encoder"
     callback = ExportEncoderCallback(str(target), metrics_file=str(metrics))
     callback.on_train_epoch_end(trainer, module)
     card = (target / "README.md").read_text(encoding="utf-8")
     assert "library_name: sentence-transformers" in card
     assert f"Base model: `{module.encoder.name_or_path}`" in card
-    assert "`hybrid` batches (α = 0.25" in card and "for 37 steps (1 epochs)" in card
+    assert "`hybrid` batches (α = 0.25" in card and "for 37 steps in precision `32-true`" in card
     assert "| xquad-r | de en | CC BY-SA 4.0 |" in card
     assert "| mlqa-r | vi | CC BY-NC 4.0 (non-commercial research use only) |" in card
     assert "python train.py experiment=cpu sampler.alpha=0.25" in card
