@@ -94,13 +94,16 @@ def _batch_for(module: Any, batch_size: int) -> dict[str, Any]:
 
 
 def work(config: dict[str, Any]) -> dict[str, Any]:
-    """Memory worker: ``config`` = ``{batch_size, chunk, steps}``; trains with Lightning, reports RSS (MiB)."""
+    """Memory worker: ``config`` = ``{batch_size, chunk, steps, precision}``; trains with Lightning, reports RSS
+    (MiB)."""
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader
 
     from benchmarks.process import current_rss_mb, peak_rss_mb, reset_peak_rss
 
-    cfg, module = _build(overrides(config["chunk"], config["steps"]))
+    cfg, module = _build(
+        [*overrides(config["chunk"], config["steps"]), f"trainer.precision={config['precision']}"]
+    )
     loader = DataLoader([_batch_for(module, config["batch_size"])] * config["steps"], batch_size=None)
     trainer = instantiate(cfg.trainer, logger=False)
     before = current_rss_mb()
@@ -127,11 +130,12 @@ def _alternate(batch_size: int, settings: Settings) -> dict[str, Any]:
     from benchmarks.common import bare_loop_like, compare_timings, loss_agreement, seed_step
 
     total = settings.warmup + settings.steps
-    _, module = _build([*overrides(None, total), *NO_DROPOUT])
+    cfg, module = _build([*overrides(None, total), *NO_DROPOUT])
+    precision = str(cfg.trainer.precision)  # the memory workers' Trainer precision, for both loops
     batch = _batch_for(module, batch_size)
     loops = {
-        "plain": bare_loop_like(module, total),
-        "grad_cache": bare_loop_like(module, total, settings.chunk),
+        "plain": bare_loop_like(module, total, precision=precision),
+        "grad_cache": bare_loop_like(module, total, settings.chunk, precision=precision),
     }
     times: dict[str, list[float]] = {name: [] for name in loops}
     losses: dict[str, list[float]] = {name: [] for name in loops}
@@ -143,6 +147,7 @@ def _alternate(batch_size: int, settings: Settings) -> dict[str, Any]:
             times[name].append(time.perf_counter() - start)
             losses[name].append(float(loss))
     return {
+        "precision": precision,
         "timings": compare_timings(times, settings.warmup, batch_size, ours="grad_cache"),
         "losses": loss_agreement(losses, ours="plain"),
     }
@@ -152,13 +157,22 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Memory: one worker process per (batch size, plain | GradCache); throughput: in-process alternation."""
     import torch
 
+    from benchmarks.common import compose_config
+
     settings = QUICK if quick else FULL
+    # the workers do not see `--set`: they get the precision this process resolves, so every part runs at it
+    precision = str(compose_config(overrides(None, 1)).trainer.precision)
     rows = []
     for batch_size in settings.batch_sizes:
         memory = {
             name: run_worker(
                 "benchmarks.gradcache_memory",
-                {"batch_size": batch_size, "chunk": chunk, "steps": settings.memory_steps},
+                {
+                    "batch_size": batch_size,
+                    "chunk": chunk,
+                    "steps": settings.memory_steps,
+                    "precision": precision,
+                },
             )
             for name, chunk in (("plain", None), ("grad_cache", settings.chunk))
         }

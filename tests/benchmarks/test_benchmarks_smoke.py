@@ -143,13 +143,15 @@ def test_eval_scaling_quick(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("shared_tokenizer")
 def test_gradcache_memory_quick(tmp_path: Path) -> None:
-    rows = run_quick("gradcache_memory", tmp_path)["rows"]
+    rows = run_quick("gradcache_memory", tmp_path, "trainer.precision=32-true")["rows"]
     assert [r["batch_size"] for r in rows] == [16]
     row = rows[0]
     assert set(row["memory"]) == {"plain", "grad_cache"}
+    assert {m["precision"] for m in row["memory"].values()} == {"32-true"}
     assert all(m["peak_rss_mb"] >= m["rss_before_mb"] - 1.0 > 0 for m in row["memory"].values())
     assert "1" in row["threads"]
     for speed in row["threads"].values():
+        assert speed["precision"] == "32-true"
         assert speed["losses"]["max_abs_diff_all"] < 1e-5  # GradCache = plain step, at every step
         assert speed["timings"]["plain"]["n"] == speed["timings"]["grad_cache"]["n"] == 2
 
