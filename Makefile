@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make train` (the default experiment) and `make test`.
+# Two commands on a fresh machine: `make train` (the CPU-sized run, experiment=cpu) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 train: install
-	$(PY) train.py $(ARGS)
+	$(PY) train.py experiment=cpu $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)

@@ -10,9 +10,11 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     from hybrid_ir.pipeline import evaluate  # heavy imports only once a run starts
 
-    evaluate(cfg)
+    evaluate(cfg, cli_overrides=HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":

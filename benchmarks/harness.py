@@ -31,10 +31,13 @@ EXTRA_OVERRIDES: list[str] = []
 
 
 def bench_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/train.yaml`` composed as ``train.py`` would, with ``overrides`` (Hydra syntax), then
-    :data:`EXTRA_OVERRIDES`, and the output directory set to a fresh temporary folder."""
+    """``conf/train.yaml`` composed as ``train.py experiment=cpu`` (the run ``make train`` makes) would, with
+    ``overrides`` (Hydra syntax), then :data:`EXTRA_OVERRIDES`, and the output directory set to a fresh temporary
+    folder."""
     out = tempfile.mkdtemp(prefix="hybrid_ir_bench_")
-    return compose_config(CONF_DIR, "train", [f"paths.output_dir={out}", *overrides, *EXTRA_OVERRIDES])
+    return compose_config(
+        CONF_DIR, "train", [f"paths.output_dir={out}", "experiment=cpu", *overrides, *EXTRA_OVERRIDES]
+    )
 
 
 def joined_precision(cases: Sequence[Mapping[str, Any]]) -> str:

@@ -22,7 +22,8 @@ from hybrid_ir.data.samplers import check_global_batch_size
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.runner import Evaluator
-from hybrid_ir.models.encoder import Encoder, check_model_source
+from hybrid_ir.models.encoder import SETTING_KEYS, Encoder, check_model_source, saved_settings
+from hybrid_ir.models.st_format import load_pooler_dense
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import accelerator_device
@@ -222,10 +223,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("eval/")}
 
 
-def load_checkpoint_weights(encoder: Encoder, ckpt_path: str) -> None:
-    """Copy the encoder weights of a ``train.py`` Lightning checkpoint into ``encoder`` (``weights_only`` load:
-    a checkpoint never runs code)."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A ``train.py`` Lightning checkpoint, loaded with ``weights_only`` (a checkpoint never runs code)."""
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint_weights(encoder: Encoder, ckpt_path: str, state: dict[str, Any] | None = None) -> None:
+    """Copy the encoder weights of a ``train.py`` checkpoint (``state``, else read from ``ckpt_path``) into
+    ``encoder``."""
+    state = read_checkpoint(ckpt_path) if state is None else state
     weights = {k[len("encoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
     if not weights:
         raise ConfigError(f"ckpt_path={ckpt_path!r} holds no encoder weights (is it a hybrid_ir checkpoint?)")
@@ -237,8 +243,41 @@ def load_checkpoint_weights(encoder: Encoder, ckpt_path: str) -> None:
         )
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate a pretrained model, a directory (``model.name_or_path``) or a checkpoint (``ckpt_path``)."""
+def command_line_keys(overrides: Sequence[str], group: str = "model") -> set[str]:
+    """The keys under ``group`` that command-line ``overrides`` set (``model.max_length=64`` -> ``max_length``)."""
+    keys = set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith(f"{group}."):
+            keys.add(key[len(group) + 1 :].split(".", 1)[0])
+    return keys
+
+
+def with_saved_settings(
+    model_cfg: dict[str, Any], saved: dict[str, Any], source: str, explicit: set[str]
+) -> dict[str, Any]:
+    """``model_cfg`` with the settings saved with the model (``saved``, read from ``source``) in place of the
+    config's; a key set on the command line (``explicit``) wins, with a log line saying so."""
+    out = dict(model_cfg)
+    for key, value in saved.items():
+        if key in explicit and key in model_cfg:
+            if model_cfg[key] != value:
+                log.info(
+                    "model.%s=%r (command line) overrides %r saved in %s", key, model_cfg[key], value, source
+                )
+            continue
+        if key in model_cfg and model_cfg[key] != value:
+            log.info("model.%s=%r from %s (the model config says %r)", key, value, source, model_cfg[key])
+        out[key] = value
+    return out
+
+
+def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate a pretrained model, a directory (``model.name_or_path``: ours, sentence-transformers or plain
+    Hugging Face) or a checkpoint (``ckpt_path``), with the settings saved with the directory or checkpoint
+    (pooling, prefixes, max length; a ``model.*`` key in ``cli_overrides`` wins). The record is tagged with what
+    was evaluated: ``pretrained`` for the model config's own model, else the directory or checkpoint path (with
+    the checkpoint's step)."""
     output_dir = Path(cfg.paths.output_dir)
     check_model_source(cfg.model.name_or_path)
     eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.eval, resolve=True))
@@ -246,13 +285,34 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     evaluator.validate()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     device = accelerator_device(str(cfg.trainer.get("accelerator", "auto")))
-    encoder: Encoder = instantiate(cfg.model)
-    if ckpt_path:
-        load_checkpoint_weights(encoder, ckpt_path)
+    model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)
+    explicit = command_line_keys(cli_overrides)
+    name_or_path = str(model_cfg["name_or_path"])
+    state = read_checkpoint(ckpt_path) if ckpt_path else None
+    tag, step = "pretrained", None
+    if state is not None:
+        saved = state.get("hybrid_ir", {}).get("encoder")
+        if saved:
+            settings = {k: saved[k] for k in SETTING_KEYS if k in saved}
+            model_cfg = with_saved_settings(model_cfg, settings, str(ckpt_path), explicit)
+        tag, step = str(ckpt_path), state.get("global_step")
+    else:
+        found = saved_settings(name_or_path)
+        if found:
+            model_cfg = with_saved_settings(model_cfg, *found, explicit)
+            if "random_init" not in explicit:
+                model_cfg["random_init"] = False  # a saved model is evaluated with its weights
+        if found or "name_or_path" in explicit or Path(name_or_path).expanduser().is_dir():
+            tag = name_or_path
+    pooler_dense = model_cfg.pop("pooler_dense", None)
+    encoder: Encoder = instantiate(model_cfg)
+    if pooler_dense:
+        load_pooler_dense(encoder.model, pooler_dense)
+    if state is not None:
+        load_checkpoint_weights(encoder, str(ckpt_path), state)
     encoder.to(device)
     loggers = instantiate_loggers(cfg.get("logger"))
-    tag = "checkpoint" if ckpt_path else "pretrained"
-    results = evaluator.run(encoder, tag=tag)
+    results = evaluator.run(encoder, tag=tag, step=step)
     print(evaluator.format_table(evaluator.records))
     print(f"metrics written to {output_dir / 'metrics.json'}")
     for lg in loggers:

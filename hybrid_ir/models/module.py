@@ -212,6 +212,7 @@ class BiEncoderModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hybrid_ir"] = {
             "base_model": self.encoder.name_or_path,
+            "encoder": self.encoder.settings(),
             "skipped_steps": self.skipped_steps,
             "rng_state": capture_rng_state(),
             "schedule": self._schedule,

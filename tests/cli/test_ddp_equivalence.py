@@ -1,4 +1,10 @@
-"""Lightning DDP with 2 CPU processes (gloo) trains exactly like one process on the same global batch."""
+"""Lightning DDP with 2 CPU processes (gloo) trains like one process on the same global batch.
+
+In ``32-true`` the two agree to float rounding. In ``bf16-mixed`` each rank embeds half the batch, padded to its own
+longest text, so the bf16 matmuls round differently from the single process; bf16 keeps 8 significant bits
+(relative rounding 2**-8 ~ 0.4%), so step losses near log(8) ~ 2 may differ by a few hundredths and the zero-shot
+metrics by a few thousandths. The precision is pinned, so the test means the same on every machine.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +24,22 @@ NO_DROPOUT = [
 ]
 
 
-def train(out: Path, trainer: str) -> tuple[list[float], list[dict]]:
+# precision -> (absolute tolerance of the step losses, tolerance of the evaluation scalars). Measured in bf16-mixed
+# on the tiny model: losses (about 2.0) differ by up to 0.016, metrics by up to 0.001 (mAP) and 1% (rank distance).
+TOLERANCES: dict[str, tuple[float, dict[str, float]]] = {
+    "32-true": (1e-5, {"abs": 1e-4}),
+    "bf16-mixed": (5e-2, {"abs": 1e-2, "rel": 5e-2}),
+}
+
+
+def train(out: Path, trainer: str, precision: str) -> tuple[list[float], list[dict]]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
     args = [
         sys.executable,
         "train.py",
         "experiment=smoke",
         f"trainer={trainer}",
+        f"trainer.precision={precision}",
         "trainer.max_steps=3",
         "trainer.log_every_n_steps=1",
         "module.lr=1e-3",
@@ -40,16 +55,18 @@ def train(out: Path, trainer: str) -> tuple[list[float], list[dict]]:
 
 
 @pytest.mark.slow
-def test_two_ranks_match_one_process(tmp_path: Path) -> None:
-    single, single_metrics = train(tmp_path / "single", "cpu")
-    ddp, ddp_metrics = train(tmp_path / "ddp", "ddp_cpu")
+@pytest.mark.parametrize("precision", sorted(TOLERANCES))
+def test_two_ranks_match_one_process(tmp_path: Path, precision: str) -> None:
+    loss_tol, metric_tol = TOLERANCES[precision]
+    single, single_metrics = train(tmp_path / "single", "cpu", precision)
+    ddp, ddp_metrics = train(tmp_path / "ddp", "ddp_cpu", precision)
     assert len(single) == len(ddp) == 3
     # the same global batches, all-rank negatives and averaged gradients: the same losses step after step
-    assert ddp == pytest.approx(single, abs=1e-5)
+    assert ddp == pytest.approx(single, abs=loss_tol)
     # zero-shot evaluation with the encoding sharded over ranks gives the same metrics
     for a, b in zip(single_metrics, ddp_metrics, strict=True):
         assert a["tag"] == b["tag"]
         sa, sb = a["datasets"]["mlqa-r"]["scalars"], b["datasets"]["mlqa-r"]["scalars"]
         assert sa.keys() == sb.keys()
         for key in sa:
-            assert sb[key] == pytest.approx(sa[key], abs=1e-4), key
+            assert sb[key] == pytest.approx(sa[key], **metric_tol), key

@@ -66,6 +66,6 @@ def test_e5_small_loss_falls_and_checkpoint_evaluates(tmp_path: Path) -> None:
         ]
     )
     record = json.loads((ev / "metrics.json").read_text())[-1]
-    assert record["tag"] == "checkpoint"
+    assert (record["tag"], record["step"]) == (str(out / "checkpoints" / "last.ckpt"), 8)
     scalars = record["datasets"]["mlqa-r"]["scalars"]
     assert 0.0 < scalars["map_multi"] <= 1.0 and scalars["map_mono"] > scalars["map_multi"]

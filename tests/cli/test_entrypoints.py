@@ -41,6 +41,8 @@ def test_cfg_job_prints_resolved_config_offline(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "name_or_path: sentence-transformers/LaBSE" in proc.stdout
     assert "mode: hybrid" in proc.stdout
+    # no experiment: the model's own length and the full evaluation pool (experiment=cpu is opt-in)
+    assert "max_length: 128\n" in proc.stdout and "max_qids: null\n" in proc.stdout
 
 
 def test_wrong_choice_lists_valid_options(tmp_path: Path) -> None:
@@ -74,7 +76,7 @@ def test_slurm_launcher_composes_from_trainer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("experiment", "max_qids", "max_length"), [("default", "100", "64"), ("full", "null", "128")]
+    ("experiment", "max_qids", "max_length"), [("cpu", "100", "64"), ("replication", "100", "64")]
 )
 def test_evaluate_takes_the_training_experiments(
     tmp_path: Path, experiment: str, max_qids: str, max_length: str

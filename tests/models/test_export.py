@@ -1,4 +1,5 @@
-"""export_encoder / ExportEncoderCallback: a loadable save_pretrained directory, swapped in atomically."""
+"""export_encoder / ExportEncoderCallback: a loadable save_pretrained directory, swapped in atomically, with a
+model card."""
 
 from __future__ import annotations
 
@@ -114,3 +115,39 @@ def test_export_encoder_replaces_an_existing_export(module: Holder, tmp_path: Pa
     assert not (target / "stale.txt").exists()
     _assert_exports(target, module.encoder)
     assert _siblings(target) == ["encoder"]
+
+
+RECORD = {
+    "tag": "epoch0",
+    "step": 37,
+    "datasets": {"mlqa-r": {"scalars": {"map_mono": 0.75191, "map_cross": 0.7048, "map_multi": 0.5944}}},
+}
+
+
+def test_model_card_describes_the_run(module: Holder, tmp_path: Path, monkeypatch) -> None:
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps([{**RECORD, "tag": "pretrained", "step": 0}]), encoding="utf-8")
+    monkeypatch.setattr("sys.argv", ["train.py", "experiment=cpu", "sampler.alpha=0.25"])
+    datamodule = SimpleNamespace(
+        specs=[{"name": "xquad-r", "languages": ["de", "en"]}, {"name": "mlqa-r", "languages": ["vi"]}],
+        mode="hybrid",
+        alpha=0.25,
+        batch_size=32,
+    )
+    trainer = SimpleNamespace(global_step=37, is_global_zero=True, precision="32-true", datamodule=datamodule)
+    target = tmp_path / "encoder"
+    callback = ExportEncoderCallback(str(target), metrics_file=str(metrics))
+    callback.on_train_epoch_end(trainer, module)
+    card = (target / "README.md").read_text(encoding="utf-8")
+    assert "library_name: sentence-transformers" in card
+    assert f"Base model: `{module.encoder.name_or_path}`" in card
+    assert "`hybrid` batches (α = 0.25" in card and "for 37 steps in precision `32-true`" in card
+    assert "| xquad-r | de en | CC BY-SA 4.0 |" in card
+    assert "| mlqa-r | vi | CC BY-NC 4.0 (non-commercial research use only) |" in card
+    assert "python train.py experiment=cpu sampler.alpha=0.25" in card
+    assert "| pretrained | 0 | mlqa-r | 0.7519 | 0.7048 | 0.5944 |" in card
+    assert "| epoch0 |" not in card
+    # the evaluation recorded after the export reaches the card at the end of fitting
+    metrics.write_text(json.dumps([{**RECORD, "tag": "pretrained", "step": 0}, RECORD]), encoding="utf-8")
+    callback.on_fit_end(trainer, module)
+    assert "| epoch0 | 37 | mlqa-r | 0.7519 |" in (target / "README.md").read_text(encoding="utf-8")

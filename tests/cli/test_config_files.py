@@ -1,0 +1,53 @@
+"""The config tree has one home per idea: no two files alike, one eval block for both entry points, data configs
+built on one base; and no experiment means the model's own settings."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from hybrid_ir.utils.instantiate import register_resolvers
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if p.stem != "base")
+
+
+def composed(config: str, *overrides: str) -> DictConfig:
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config, overrides=["paths.output_dir=/tmp/unused", *overrides])
+
+
+def test_no_two_config_files_have_the_same_keys() -> None:
+    """(Empty files, such as the ``none`` choices of optional groups, excepted.)"""
+    files = sorted(CONF.rglob("*.yaml"))
+    loaded = {f: OmegaConf.to_container(OmegaConf.load(f)) for f in files}
+    same = [
+        (a.relative_to(CONF), b.relative_to(CONF))
+        for a, b in combinations(files, 2)
+        if loaded[a] and loaded[a] == loaded[b]
+    ]
+    assert not same
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_train_and_evaluate_share_one_eval_block(data: str) -> None:
+    train, evaluate = composed("train", f"data={data}"), composed("evaluate", f"data={data}")
+    assert OmegaConf.to_container(train.eval) == OmegaConf.to_container(evaluate.eval)
+    assert OmegaConf.to_container(train.data) == OmegaConf.to_container(evaluate.data)
+
+
+def test_data_default_is_mlqa_r() -> None:
+    assert composed("train", "data=default").data == composed("train", "data=mlqa-r").data
+
+
+@pytest.mark.parametrize(("model", "max_length"), [("e5-small", 128), ("labse", 128), ("tiny", 64)])
+def test_no_experiment_keeps_the_models_own_settings(model: str, max_length: int) -> None:
+    cfg = composed("train", f"model={model}")
+    assert cfg.model.max_length == max_length and cfg.eval.max_qids is None
+    cpu = composed("train", f"model={model}", "experiment=cpu")
+    assert cpu.model.max_length == 64 and cpu.eval.max_qids == 100
