@@ -139,12 +139,13 @@ def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str,
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position can be saved and restored (Lightning's stateful-loader protocol).
 
-    ``progress()`` returns the training loop's ``(epoch, batches consumed in it)``. Every pass first selects
-    the loop's epoch on the batch sampler (Lightning calls ``set_epoch`` only on ``batch_sampler.sampler``,
-    which ours does not have), so epoch ``e`` plays the plan of ``(seed, e)`` from its first batch however
-    the previous pass ended, and a restored mid-epoch position is kept. The saved position is the number of
-    batches the loop has *consumed*, not the number the loader has prefetched, so a resumed run continues
-    with exactly the next unseen batch.
+    ``progress()`` returns the training loop's ``(epoch, batches consumed in it)``. Every pass first moves the
+    batch sampler there (Lightning calls ``set_epoch`` only on ``batch_sampler.sampler``, which ours does not
+    have), so epoch ``e`` plays the plan of ``(seed, e)`` from its first batch however the previous pass ended
+    (exhausted, or abandoned by ``limit_train_batches`` or by a look at the first batches before fitting), and a
+    run restored mid-epoch continues at its next batch. The saved position is the number of batches the loop has
+    *consumed*, not the number the loader has prefetched, so a resumed run continues with exactly the next
+    unseen batch.
     """
 
     def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
@@ -153,7 +154,7 @@ class ResumableDataLoader(DataLoader):
 
     def __iter__(self) -> Any:
         if self.progress is not None:
-            self.batch_sampler.set_epoch(self.progress()[0])
+            self.batch_sampler.seek(*self.progress())
         return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:

@@ -279,7 +279,8 @@ def test_datamodule_loader_shards_and_tracks_trainer_progress(
     dm.trainer = _fake_trainer(rank=1, world=2, epoch=0, processed=2)
     loader = dm.train_dataloader()
     batch = next(iter(loader))
-    assert _keys(batch) == [(r.pid, r.q_lang, r.p_lang) for r in plan[0][1][BATCH // 2 :]]
+    # the loop has consumed 2 batches of epoch 0: the pass continues with the third
+    assert _keys(batch) == [(r.pid, r.q_lang, r.p_lang) for r in plan[2][1][BATCH // 2 :]]
     assert batch["q_input_ids"].shape[0] == BATCH // 2
     assert loader.state_dict() == {"epoch": 0, "batches_yielded": 2, "seed": 3}
 
@@ -403,3 +404,17 @@ def test_preview_reports_the_usage_of_each_dataset() -> None:
 def test_invalid_dataset_specs(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_corpus(spec, root=None, download=False)
+
+
+def test_batches_read_before_fitting_do_not_shift_the_first_epoch(tokenizer: TextTokenizer) -> None:
+    # The benchmarks collate the first batches up front from the same DataModule, then fit.
+    dm = _datamodule()
+    dm.attach_tokenizer(tokenizer)
+    dm.setup("fit")
+    plan = dm.make_sampler().plan(0)
+    early = iter(dm.train_dataloader())
+    for _ in range(3):
+        next(early)
+    dm.trainer = _fake_trainer(rank=0, world=1, epoch=0, processed=0)
+    first = next(iter(dm.train_dataloader()))
+    assert _keys(first) == [(r.pid, r.q_lang, r.p_lang) for r in plan[0][1]]

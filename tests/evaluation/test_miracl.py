@@ -23,7 +23,7 @@ from hybrid_ir.evaluation.miracl import (
     per_query_columns,
     summarize,
 )
-from tests.fakes import BagOfWordsEncoder
+from tests.helpers.fakes import BagOfWordsEncoder
 
 
 def _write_miracl(root: Path, lang: str) -> Path:

@@ -16,8 +16,8 @@ from hybrid_ir.evaluation.retrieval import (
     faiss_search,
     shard_bounds,
 )
-from tests.ddp import gloo_group, spawn
-from tests.fakes import BagOfWordsEncoder
+from tests.helpers.ddp import gloo_group, spawn
+from tests.helpers.fakes import BagOfWordsEncoder
 
 WORLD = 2
 

@@ -20,8 +20,8 @@ from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.report import per_query_values, read_job
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
-from tests.ddp import gloo_group, spawn
-from tests.fakes import BagOfWordsEncoder
+from tests.helpers.ddp import gloo_group, spawn
+from tests.helpers.fakes import BagOfWordsEncoder
 
 MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

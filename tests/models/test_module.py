@@ -26,7 +26,7 @@ from hybrid_ir.models.module import (
     optimizer_param_groups,
 )
 from hybrid_ir.utils.errors import ConfigError
-from tests.ddp import spawn
+from tests.helpers.ddp import spawn
 
 QUESTIONS = [
     "Who wrote the novel War and Peace?",

@@ -4,7 +4,7 @@
 a fourth:
 
 * ``reference`` and ``repeat``: uninterrupted runs (determinism: they must agree exactly);
-* ``killed``: the same run slowed down by :class:`tests.fakes.StepDelay`, SIGKILLed as soon as its
+* ``killed``: the same run slowed down by :class:`tests.helpers.fakes.StepDelay`, SIGKILLed as soon as its
   ``checkpoints/last.ckpt`` holds step >= ``KILL_AFTER_STEP``;
 * ``resumed``: the uninterrupted runs' command with ``ckpt_path=last`` in the killed run's ``hydra.run.dir``.
 

@@ -38,7 +38,7 @@ SMOKE = (
     "eval.per_query=false",
 )
 DELAY = (
-    "+callbacks.step_delay._target_=tests.fakes.StepDelay",
+    "+callbacks.step_delay._target_=tests.helpers.fakes.StepDelay",
     f"+callbacks.step_delay.seconds={DELAY_S}",
 )
 

@@ -17,8 +17,8 @@ from hybrid_ir.data.datamodule import load_corpus
 from hybrid_ir.data.samplers import plan_epoch
 from hybrid_ir.models.module import linear_warmup_decay
 from hybrid_ir.utils.paths import default_data_root
+from tests.helpers.batch_log import read_batch_log
 
-from .batch_log import read_batch_log
 from .runs import finish, start_train
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def _overrides(run_dir: Path, *extra: str) -> tuple[str, ...]:
         "~callbacks.export_encoder",
         "callbacks.model_checkpoint.every_n_train_steps=2",
         "callbacks.model_checkpoint.save_top_k=-1",
-        "+callbacks.batch_log._target_=tests.reliability.batch_log.BatchLog",
+        "+callbacks.batch_log._target_=tests.helpers.batch_log.BatchLog",
         f"+callbacks.batch_log.dirpath={run_dir / 'batches'}",
         *extra,
     )

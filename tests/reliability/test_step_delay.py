@@ -1,4 +1,4 @@
-"""The test helper StepDelay (tests/fakes.py): validates its setting and only waits."""
+"""The test helper StepDelay (tests/helpers/fakes.py): validates its setting and only waits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hybrid_ir.utils.errors import ConfigError
-from tests import fakes
-from tests.fakes import StepDelay
+from tests.helpers import fakes
+from tests.helpers.fakes import StepDelay
 
 
 @pytest.mark.parametrize("seconds", [-1, math.nan, math.inf, "1", True])

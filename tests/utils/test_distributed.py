@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss, positives_first
 from hybrid_ir.utils.distributed import gather_with_grad, world_info
-from tests.ddp import gloo_group, spawn
+from tests.helpers.ddp import gloo_group, spawn
 
 WORLD = 2
 LOCAL = 4

@@ -47,7 +47,7 @@ class BagOfWordsEncoder:
 class StepDelay(L.Callback):
     """Sleep ``seconds`` after every training batch, e.g. to make a seconds-long run slow enough to interrupt::
 
-        python train.py experiment=smoke +callbacks.step_delay._target_=tests.fakes.StepDelay \\
+        python train.py experiment=smoke +callbacks.step_delay._target_=tests.helpers.fakes.StepDelay \\
             +callbacks.step_delay.seconds=0.5
 
     A test helper (the reliability tests slow down the run they kill with it). It only waits: it holds no

@@ -13,7 +13,7 @@ class BatchLog(L.Callback):
     """Append one JSON line per training batch to ``<dirpath>/batches-rank<r>.jsonl``: the epoch, the global
     step, the batch index, the learning rate the step uses and the batch's ``[pid, q_lang, p_lang]`` pairs.
 
-    Use from the command line: ``+callbacks.batch_log._target_=tests.reliability.batch_log.BatchLog
+    Use from the command line: ``+callbacks.batch_log._target_=tests.helpers.batch_log.BatchLog
     +callbacks.batch_log.dirpath=<dir>``."""
 
     def __init__(self, dirpath: str) -> None:
