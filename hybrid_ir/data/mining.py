@@ -34,12 +34,14 @@ import numpy as np
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.jsonl import group_ids
-from hybrid_ir.data.textfile import parse_json_object, read_lines
+from hybrid_ir.data.textfile import parse_json_object
 from hybrid_ir.evaluation.retrieval import IndexConfig, TextEncoder, VectorIndex, build_index, encode_corpus
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.io import atomic_write
 
 PoolKind = Literal["language", "all"]
+# The most (question, result) pairs one search call returns (12 bytes each): bounds memory for any top K.
+MAX_RESULTS_PER_SEARCH = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,10 @@ def mine_pool(
     query_chunk: int = 4096,
 ) -> dict[tuple[str, str], tuple[str, ...]]:
     """Negatives ``{(pid, lang): ids}`` of the questions ``queries`` (rows of ``q_emb``) from ``index``
-    (over ``pool``), searched ``query_chunk`` questions at a time."""
+    (over ``pool``), searched ``query_chunk`` questions at a time (fewer when ``query_chunk * top_k`` exceeds
+    :data:`MAX_RESULTS_PER_SEARCH`)."""
     out: dict[tuple[str, str], tuple[str, ...]] = {}
+    query_chunk = max(1, min(query_chunk, MAX_RESULTS_PER_SEARCH // top_k))
     for start, _, hits in index.search_chunks(q_emb, top_k, query_chunk):
         for pair, row in zip(queries[start : start + len(hits)], hits, strict=True):
             ranked = ranked_candidates(row, pool.groups, groups[pair.pid])
@@ -285,14 +289,17 @@ def _remove_embedding_files(cache_dir: Path | None, name: str) -> None:
 def write_mined_jsonl(
     source: Path, target: Path, negatives: Mapping[tuple[str, str], tuple[str, ...]]
 ) -> dict[str, int]:
-    """Copy ``source`` to ``target`` (atomically) with ``negative_ids`` set on every mined record (all other
-    keys kept, in order; records not mined copied unchanged). Returns counts: ``records``, ``mined``,
-    ``replaced`` (mined records that already had ``negative_ids``)."""
+    """Copy ``source`` (a JSONL file the loader has read) line by line to ``target`` (atomically) with
+    ``negative_ids`` set on every mined record (all other keys kept, in order; records not mined copied
+    unchanged; blank lines dropped). Returns counts: ``records``, ``mined``, ``replaced`` (mined records that
+    already had ``negative_ids``)."""
     counts = {"records": 0, "mined": 0, "replaced": 0}
 
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for lineno, text in read_lines(source, "JSONL file of training records"):
+        with open(source, encoding="utf-8-sig") as src, open(tmp, "w", encoding="utf-8") as fh:
+            for lineno, text in enumerate(src, start=1):
+                if not text.strip():
+                    continue
                 obj: dict[str, Any] = parse_json_object(text, source, lineno, ("id", "lang"))
                 counts["records"] += 1
                 key = (obj.get("id"), obj.get("lang"))

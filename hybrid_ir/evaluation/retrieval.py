@@ -247,7 +247,7 @@ class IndexConfig:
         nlist: IVF cells; ``None``: ``4 * sqrt(N)`` (at most ``N // 39``, the fewest k-means training points
             per cell faiss accepts without a warning, and at least 1).
         nprobe: IVF cells searched per query.
-        train_size: vectors (an evenly spaced sample) the IVF k-means trains on; ``None``: ``256 * nlist``.
+        train_size: vectors (an evenly spaced sample) the IVF k-means trains on; ``None``: ``64 * nlist``.
         hnsw_m: HNSW neighbours per node.
         ef_construction: HNSW build-time beam width.
         ef_search: HNSW search-time beam width (raised to ``k`` when smaller).
@@ -358,7 +358,7 @@ def build_index(vectors: Tensor | np.ndarray, cfg: IndexConfig = IndexConfig()) 
         if kind == "ivf":
             faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", cfg.nprobe)
     if kind == "ivf" and n:
-        sample = cfg.train_size or 256 * _ivf_cells(n, cfg)
+        sample = cfg.train_size or 64 * _ivf_cells(n, cfg)
         rows = np.unique(np.linspace(0, n - 1, num=min(n, sample)).astype(np.int64))
         index.train(_as_float32(vectors[rows]))
     for start in range(0, n, cfg.add_chunk):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from hybrid_ir.data import mining
 from hybrid_ir.data.jsonl import load_jsonl_corpus
 from hybrid_ir.data.mining import (
     EncodeSettings,
@@ -19,7 +20,7 @@ from hybrid_ir.data.mining import (
     ranked_candidates,
     write_mined_jsonl,
 )
-from hybrid_ir.evaluation.retrieval import IndexConfig
+from hybrid_ir.evaluation.retrieval import IndexConfig, VectorIndex
 from hybrid_ir.utils.errors import ConfigError
 from tests.helpers.fakes import BagOfWordsEncoder
 
@@ -148,6 +149,24 @@ def test_approximate_index_mines_the_same_nearest_negative(corpus) -> None:
     result = mine_corpus(BagOfWordsEncoder(), corpus, settings, IndexConfig(kind="hnsw", device="cpu"))
     assert result.index_kind == "hnsw"
     assert result.negatives[("a", "en")] == ("b",)
+
+
+def test_search_calls_are_bounded_for_any_top_k(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = MineSettings(rank_min=1, rank_max=4, num_negatives=2)
+    unbounded = mine_corpus(BagOfWordsEncoder(), corpus, settings, IndexConfig(device="cpu")).negatives
+    sizes: list[tuple[int, int]] = []
+    search_chunks = VectorIndex.search_chunks
+
+    def spy(self, queries, k, chunk_size=4096):
+        for start, scores, ids in search_chunks(self, queries, k, chunk_size):
+            sizes.append(ids.shape)
+            yield start, scores, ids
+
+    monkeypatch.setattr(VectorIndex, "search_chunks", spy)
+    monkeypatch.setattr(mining, "MAX_RESULTS_PER_SEARCH", 24)
+    bounded = mine_corpus(BagOfWordsEncoder(), corpus, settings, IndexConfig(device="cpu")).negatives
+    assert bounded == unbounded
+    assert all(rows * k <= 24 for rows, k in sizes) and sum(rows for rows, _ in sizes) == 32
 
 
 def test_embedding_files_are_removed_unless_kept(corpus, tmp_path: Path) -> None:
