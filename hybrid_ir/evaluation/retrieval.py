@@ -74,42 +74,14 @@ def _gather_device(encoder: TextEncoder) -> torch.device:
     return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
-def _all_gather_rows(local: Tensor, n: int, world: int, device: torch.device) -> Tensor:
-    """Concatenate the shards ``[stop_r - start_r, D]`` of all ranks (see :func:`shard_bounds`) -> ``[n, D]``.
-
-    Shards are zero-padded to the largest shard size so that every rank sends the same shape."""
-    width = -(-n // world)
-    padded = torch.zeros((width, local.shape[1]), dtype=local.dtype, device=device)
-    padded[: local.shape[0]] = local.to(device)
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    rows = [
-        part[: stop - start]
-        for part, (start, stop) in zip(parts, (shard_bounds(n, r, world) for r in range(world)), strict=True)
-    ]
-    return torch.cat(rows).cpu()
-
-
 def encode_texts(
     encoder: TextEncoder, texts: Sequence[str], kind: TextKind, batch_size: int, precision: str = "32"
 ) -> Tensor:
-    """Embed ``texts`` -> ``[N, D]`` float32 on CPU (row ``i`` for ``texts[i]``), each distinct text once.
-
-    Distinct texts are taken in order of first occurrence. Collective under DDP (see the module docstring).
-    """
-    unique = list(dict.fromkeys(texts))
-    rank, world = world_info()
-    start, stop = shard_bounds(len(unique), rank, world)
-    shard = unique[start:stop]
-    if shard:
-        local = encoder.encode(
-            shard, kind, batch_size=batch_size, precision=precision, progress=rank == 0
-        ).float()
-    else:
-        local = torch.zeros((0, encoder.dim), dtype=torch.float32)
-    emb = _all_gather_rows(local, len(unique), world, _gather_device(encoder)) if world > 1 else local.cpu()
-    row = {text: i for i, text in enumerate(unique)}
-    return emb[torch.tensor([row[t] for t in texts], dtype=torch.long)]
+    """Embed ``texts`` -> ``[N, D]`` float32 on CPU (row ``i`` for ``texts[i]``), each distinct text once:
+    :func:`encode_corpus` in one chunk, in memory. Collective under DDP (see the module docstring)."""
+    return torch.from_numpy(
+        encode_corpus(encoder, texts, kind, batch_size, precision, chunk_size=max(1, len(texts)))
+    )
 
 
 def encode_benchmark(
@@ -162,9 +134,10 @@ def encode_corpus(
     """Embed ``texts`` -> ``[N, D]`` (row ``i`` for ``texts[i]``), each distinct text once, ``chunk_size``
     distinct texts at a time.
 
-    With ``path`` the result is a ``.npy`` memory map written chunk by chunk (a second file ``<stem>.rows.npy``
-    holds the expanded rows when texts repeat), else an in-memory array. Collective under DDP: each rank
-    encodes its shard of every round of ``chunk_size`` texts per rank, and every rank receives all rows (with
+    Distinct texts are taken in order of first occurrence. With ``path`` the result is a ``.npy`` memory map
+    written chunk by chunk (when texts repeat, the distinct rows go to ``<stem>.distinct.npy`` first), else an
+    in-memory array. Collective under DDP: rank ``r`` encodes the ``r``-th contiguous shard of the distinct
+    texts (:func:`shard_bounds`), ``chunk_size`` texts per round, and every rank receives all rows (with
     ``path``, rank ``r > 0`` writes ``<stem>.rank<r>.npy``). Rank 0 shows a progress bar.
     """
     if chunk_size < 1:
@@ -179,7 +152,8 @@ def encode_corpus(
         path if inverse is None else _suffixed(path, ".distinct"), len(unique), encoder.dim, np_dtype
     )
     bounds = [shard_bounds(len(unique), r, world) for r in range(world)]
-    rounds = -(-max(stop - start for start, stop in bounds) // chunk_size) if unique else 0
+    widest = max(stop - start for start, stop in bounds)
+    rounds = -(-widest // chunk_size)
     bar = None
     if rank == 0 and rounds > 1:
         from tqdm.auto import tqdm
@@ -199,7 +173,7 @@ def encode_corpus(
             done = hi - lo
         else:
             done = 0
-            parts = _all_gather_chunk(local, chunk_size, world, _gather_device(encoder))
+            parts = _all_gather_chunk(local, min(chunk_size, widest), world, _gather_device(encoder))
             for part, (r_start, r_stop) in zip(parts, bounds, strict=True):
                 a, b = min(r_start + i * chunk_size, r_stop), min(r_start + (i + 1) * chunk_size, r_stop)
                 out[a:b] = part[: b - a].numpy()
