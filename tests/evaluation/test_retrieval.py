@@ -211,6 +211,20 @@ def test_approximate_indexes_agree_with_exact_search_on_easy_data(cfg: IndexConf
     assert overlap >= 0.95
 
 
+@pytest.mark.skipif(not faiss_has_gpu(), reason="needs faiss-gpu and a visible GPU")
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_gpu_index_matches_the_cpu_one(kind: str) -> None:
+    queries, docs = _clustered(2000)
+    cfg = {"kind": kind, "nlist": 16, "nprobe": 16}
+    cpu = build_index(docs, IndexConfig(**cfg, device="cpu"))
+    gpu = build_index(docs, IndexConfig(**cfg, device="gpu"))
+    assert gpu.device == "gpu"
+    (_, _, want), *_ = cpu.search_chunks(queries, 10)
+    (_, _, got), *_ = gpu.search_chunks(queries, 10)
+    assert (got[:, 0] == want[:, 0]).all()
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]) >= 0.95
+
+
 def test_auto_index_is_exact_up_to_exact_max_and_ivf_above() -> None:
     queries, docs = _clustered(500)
     assert build_index(docs, IndexConfig(exact_max=500, device="cpu")).kind == "flat"
