@@ -416,7 +416,7 @@ def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
         "settings": dataclasses.asdict(settings),
         "top_k": result.top_k,
         "pool_sizes": result.pool_sizes,
-        "index": {"kind": result.index_kind, "device": result.index_device},
+        "index": result.index,
         "counts": counts,
         "languages": {lang: dataclasses.asdict(s) for lang, s in result.stats.items()},
     }

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,14 +178,14 @@ def mine_pool(
 
 @dataclass
 class MineResult:
-    """Negatives per ``(pid, lang)``, counts per language, and the top K per pool."""
+    """Negatives per ``(pid, lang)``, counts per language, and per pool its top K, size and index
+    (``"<kind> on <device>"``)."""
 
     negatives: dict[tuple[str, str], tuple[str, ...]]
     stats: dict[str, LanguageStats]
     top_k: dict[str, int]
     pool_sizes: dict[str, int]
-    index_kind: str = ""
-    index_device: str = ""
+    index: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def mine_corpus(
         )
         top_k = default_top_k(pool, settings)
         result.top_k[name], result.pool_sizes[name] = top_k, len(pool.texts)
-        result.index_kind, result.index_device = index.kind, index.device
+        result.index[name] = f"{index.kind} on {index.device}"
         result.negatives.update(
             mine_pool(index, q_emb, queries, pool, groups, settings, top_k, encoding.query_chunk)
         )
@@ -317,12 +317,14 @@ def summary_lines(
     result: MineResult, settings: MineSettings, counts: Mapping[str, int], source: Path, target: Path
 ) -> list[str]:
     """What the miner did, for the console: files, pool, window, K, index, then one line per language."""
-    top_k = ", ".join(f"{name} {k} of {result.pool_sizes[name]}" for name, k in result.top_k.items())
+    top_k = ", ".join(
+        f"{name} {k} of {result.pool_sizes[name]} ({result.index[name]})" for name, k in result.top_k.items()
+    )
     lines = [
         f"mined {source} -> {target}",
         f"pool: {settings.pool}; rank window {settings.rank_min}-{settings.rank_max} (ranks of distinct passages "
         f"after dropping the positive's group); {settings.num_negatives} negatives per record, seed {settings.seed}",
-        f"top K per pool (K of pool passages): {top_k}; index {result.index_kind} on {result.index_device}",
+        f"top K per pool (K of the pool's passages, index): {top_k}",
         f"{counts['mined']} of {counts['records']} records mined"
         + (f" ({counts['replaced']} had negative_ids, replaced)" if counts["replaced"] else ""),
         f"{'lang':<6}{'records':>9}{'negatives':>11}{'mean':>7}{'short':>7}{'none':>6}",

@@ -129,7 +129,10 @@ def test_mine_writes_negative_ids_the_loader_reads_back(tmp_path: Path) -> None:
             assert len(ids) == 3 and all(corpus.group[n] != corpus.group[pid] for n in ids)
     assert all(json.loads(line)["source"] == "synthetic" for line in (out / "pairs.mined.jsonl").open())
     stats = json.loads((out / "mine_stats.json").read_text())
-    assert stats["top_k"] == {"de": 18, "en": 18} and stats["index"] == {"kind": "flat", "device": "cpu"}
+    assert stats["top_k"] == {"de": 18, "en": 18} and stats["index"] == {
+        "de": "flat on cpu",
+        "en": "flat on cpu",
+    }
     assert not (out / "embeddings").exists()
 
 

@@ -147,7 +147,7 @@ def test_a_short_window_gives_what_it_has_and_says_so(corpus) -> None:
 def test_approximate_index_mines_the_same_nearest_negative(corpus) -> None:
     settings = MineSettings(rank_min=1, rank_max=1, num_negatives=1)
     result = mine_corpus(BagOfWordsEncoder(), corpus, settings, IndexConfig(kind="hnsw", device="cpu"))
-    assert result.index_kind == "hnsw"
+    assert result.index == {"en": "hnsw on cpu", "de": "hnsw on cpu"}
     assert result.negatives[("a", "en")] == ("b",)
 
 
