@@ -1,7 +1,9 @@
-"""What ``train.py`` and ``evaluate.py`` run: build everything from the Hydra config, validate it first."""
+"""What ``train.py``, ``evaluate.py`` and ``mine.py`` run: build everything from the Hydra config, validate it
+first."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 import zipfile
@@ -17,16 +19,18 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.datamodule import ParallelQADataModule, load_corpus
+from hybrid_ir.data.mining import EncodeSettings, MineSettings, mine_corpus, summary_lines, write_mined_jsonl
 from hybrid_ir.data.samplers import check_global_batch_size
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
+from hybrid_ir.evaluation.retrieval import IndexConfig
 from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import SETTING_KEYS, Encoder, check_model_source, saved_settings
 from hybrid_ir.models.st_format import load_pooler_dense
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.hardware import accelerator_device
+from hybrid_ir.utils.hardware import accelerator_device, eval_precision
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from hybrid_ir.utils.io import atomic_write_json
 
@@ -272,18 +276,15 @@ def with_saved_settings(
     return out
 
 
-def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Evaluate a pretrained model, a directory (``model.name_or_path``: ours, sentence-transformers or plain
-    Hugging Face) or a checkpoint (``ckpt_path``), with the settings saved with the directory or checkpoint
-    (pooling, prefixes, max length; a ``model.*`` key in ``cli_overrides`` wins). The record is tagged with what
-    was evaluated: ``pretrained`` for the model config's own model, else the directory or checkpoint path (with
-    the checkpoint's step)."""
-    output_dir = Path(cfg.paths.output_dir)
-    check_model_source(cfg.model.name_or_path)
-    eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.eval, resolve=True))
-    evaluator = Evaluator(eval_cfg, output_dir)
-    evaluator.validate()
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+def load_encoder(
+    cfg: DictConfig, ckpt_path: str | None, cli_overrides: Sequence[str] = ()
+) -> tuple[Encoder, str, int | None]:
+    """The encoder to use outside training: the model config's pretrained model, a directory
+    (``model.name_or_path``: ours, sentence-transformers or plain Hugging Face) or a checkpoint (``ckpt_path``),
+    with the settings saved with the directory or checkpoint (pooling, prefixes, max length; a ``model.*`` key
+    in ``cli_overrides`` wins), on ``trainer.accelerator``'s device. Returns ``(encoder, tag, step)``: ``tag`` is
+    ``pretrained`` for the model config's own model, else the directory or checkpoint path; ``step`` the
+    checkpoint's global step."""
     device = accelerator_device(str(cfg.trainer.get("accelerator", "auto")))
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)
     explicit = command_line_keys(cli_overrides)
@@ -310,7 +311,19 @@ def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, An
         load_pooler_dense(encoder.model, pooler_dense)
     if state is not None:
         load_checkpoint_weights(encoder, str(ckpt_path), state)
-    encoder.to(device)
+    return encoder.to(device), tag, step
+
+
+def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate the encoder of :func:`load_encoder` (a pretrained model, a directory or a checkpoint); the
+    record is tagged with what was evaluated."""
+    output_dir = Path(cfg.paths.output_dir)
+    check_model_source(cfg.model.name_or_path)
+    eval_cfg = EvalConfig(**OmegaConf.to_container(cfg.eval, resolve=True))
+    evaluator = Evaluator(eval_cfg, output_dir)
+    evaluator.validate()
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    encoder, tag, step = load_encoder(cfg, ckpt_path, cli_overrides)
     loggers = instantiate_loggers(cfg.get("logger"))
     results = evaluator.run(encoder, tag=tag, step=step)
     print(evaluator.format_table(evaluator.records))
@@ -320,3 +333,92 @@ def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, An
             lg.log_metrics({f"eval/{name}/{k}": v for k, v in res["scalars"].items()})
         lg.finalize("success")
     return results
+
+
+def mine_dataset_spec(cfg: DictConfig) -> dict[str, Any]:
+    """The ``data.train`` entry that ``mine.dataset`` selects; it must be a JSONL dataset with a path."""
+    specs = list(cfg.data.get("train") or [])
+    index = cfg.mine.dataset
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(specs):
+        raise ConfigError(
+            f"mine.dataset={index!r}: expected the position of a data.train entry, 0..{len(specs) - 1}"
+        )
+    spec = specs[index]
+    if spec.get("format", "lareqa") != "jsonl":
+        raise ConfigError(
+            f"mine.dataset={index}: data.train.{index} ({spec.get('name')!r}) has format "
+            f"{spec.get('format', 'lareqa')!r}; the miner reads JSONL training data: use data=jsonl "
+            f"data.train.{index}.path=/path/to/pairs.jsonl"
+        )
+    if OmegaConf.is_missing(spec, "path") or not spec.get("path"):
+        raise ConfigError(
+            f"data.train.{index}.path is not set; set it on the command line, e.g. "
+            f"data.train.{index}.path=/path/to/pairs.jsonl"
+        )
+    return OmegaConf.to_container(spec, resolve=True)
+
+
+def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Mine hard negatives for a JSONL training file (:mod:`hybrid_ir.data.mining`) with the encoder of
+    :func:`load_encoder`; write the file with ``negative_ids`` and ``mine_stats.json``, print a summary."""
+    output_dir = Path(cfg.paths.output_dir)
+    mcfg = cfg.mine
+    settings = MineSettings(
+        pool=mcfg.pool,
+        rank_min=mcfg.rank_min,
+        rank_max=mcfg.rank_max,
+        num_negatives=mcfg.num_negatives,
+        top_k=mcfg.top_k,
+        seed=cfg.seed,
+    )
+    settings.check("mine")
+    index_keys = OmegaConf.to_container(mcfg.index, resolve=True)
+    unknown = sorted(set(index_keys) - {f.name for f in dataclasses.fields(IndexConfig)})
+    if unknown:
+        allowed = [f.name for f in dataclasses.fields(IndexConfig)]
+        raise ConfigError(f"mine.index has unknown key(s) {unknown}; allowed: {allowed}")
+    index_cfg = IndexConfig(**index_keys)
+    index_cfg.check("mine.index")
+    for key in ("batch_size", "chunk_size", "query_chunk"):
+        value = mcfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"mine.{key}={value!r}: expected an integer >= 1")
+    if mcfg.dtype not in ("float32", "float16"):
+        raise ConfigError(f"mine.dtype={mcfg.dtype!r}: expected float32 or float16")
+    spec = mine_dataset_spec(cfg)
+    check_model_source(cfg.model.name_or_path)
+    source = Path(spec["path"]).expanduser()
+    target = Path(mcfg.output).expanduser() if mcfg.output else output_dir / f"{source.stem}.mined.jsonl"
+    if target.resolve() == source.resolve():
+        raise ConfigError(
+            f"mine.output={str(mcfg.output)!r} is the input file; write the mined file elsewhere"
+        )
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    corpus = load_corpus(spec, None, download=False)
+    encoder, tag, step = load_encoder(cfg, ckpt_path, cli_overrides)
+    encoding = EncodeSettings(
+        batch_size=mcfg.batch_size,
+        precision=eval_precision(mcfg.precision),
+        chunk_size=mcfg.chunk_size,
+        cache_dir=output_dir / "embeddings",
+        dtype=mcfg.dtype,
+        query_chunk=mcfg.query_chunk,
+        keep_embeddings=bool(mcfg.keep_embeddings),
+    )
+    result = mine_corpus(encoder, corpus, settings, index_cfg, encoding)
+    counts = write_mined_jsonl(source, target, result.negatives)
+    print("\n".join(summary_lines(result, settings, counts, source, target)))
+    stats = {
+        "source": str(source),
+        "output": str(target),
+        "model": tag,
+        "step": step,
+        "settings": dataclasses.asdict(settings),
+        "top_k": result.top_k,
+        "pool_sizes": result.pool_sizes,
+        "index": result.index,
+        "counts": counts,
+        "languages": {lang: dataclasses.asdict(s) for lang, s in result.stats.items()},
+    }
+    atomic_write_json(output_dir / "mine_stats.json", stats)
+    return stats

@@ -37,6 +37,10 @@ class ParallelCorpus:
         pairs: ``pairs[lang][pid]`` -> :class:`QAPair`.
         group: ``group[pid]`` -> int; ids in one group must not share a batch.
         source: where the data was read from (for messages).
+        negative_ids: ``negative_ids[lang][pid]`` -> ids of other records whose passage is a hard negative
+            for ``pid``'s question in ``lang`` (only records that list any; the strings are the ids' own).
+        negatives: ``negatives[lang][pid]`` -> hard-negative passage texts in ``lang`` (only records that
+            list any).
     """
 
     name: str
@@ -44,6 +48,8 @@ class ParallelCorpus:
     pairs: dict[str, dict[str, QAPair]]
     group: dict[str, int]
     source: str = ""
+    negative_ids: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    negatives: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     pids: list[str] = field(init=False)
 
     def __post_init__(self) -> None:

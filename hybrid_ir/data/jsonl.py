@@ -15,8 +15,14 @@ Keys:
 * ``context`` (str, optional, default ``""``): text around the passage, e.g. its paragraph.
 * ``passage_id`` (str, optional, non-empty): identifies the passage across languages; ids whose
   records share a ``passage_id`` are put in one group.
+* ``negative_ids`` (list of str, optional): ids of *other* records whose passage is a hard negative for
+  this question (parallel data: the negative exists in every language of its id), e.g. written by
+  ``mine.py``. Each must be the ``id`` of a record of the file, listed once, and not the record's own id.
+* ``negatives`` (list of str, optional): hard-negative passage texts in the record's language (for data
+  that is not parallel), each non-empty.
 
-Other keys are ignored. An ``(id, lang)`` pair may appear only once. Groups (see
+Hard negatives are read into :attr:`ParallelCorpus.negative_ids` / :attr:`ParallelCorpus.negatives`
+(training does not use them yet). Other keys are ignored. An ``(id, lang)`` pair may appear only once. Groups (see
 :class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``" and
 "same ``passage_id``": ids in one group never share a training batch, so a passage is never used as
 an in-batch negative for a question it (or a translation of it) answers.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.languages import check_lang, check_langs
@@ -34,6 +41,7 @@ from hybrid_ir.utils.errors import DataError
 
 REQUIRED_KEYS = ("id", "lang", "question", "passage")
 OPTIONAL_KEYS = ("context", "passage_id")
+NEGATIVE_KEYS = ("negative_ids", "negatives")
 
 
 def group_ids(pids: Iterable[str], clusters: Iterable[Iterable[str]]) -> dict[str, int]:
@@ -72,11 +80,33 @@ def group_ids(pids: Iterable[str], clusters: Iterable[Iterable[str]]) -> dict[st
     return out
 
 
-def _parse_record(line: str, path: Path, lineno: int) -> dict[str, str]:
-    """Parse and type-check one JSONL line; return its fields with ``context`` defaulted to ``""``."""
+def _parse_list(obj: dict[str, Any], key: str, path: Path, record: str) -> tuple[str, ...] | None:
+    """The list of non-empty strings under ``key`` (``None`` if absent), each listed once."""
+    if key not in obj:
+        return None
+    value = obj[key]
+    what = "ids of other records" if key == "negative_ids" else "passage texts"
+    if not isinstance(value, list):
+        raise DataError(
+            path, record, f"key {key!r} must be a list of strings ({what}), got {type(value).__name__}"
+        )
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            got = repr(item) if isinstance(item, str) else type(item).__name__
+            raise DataError(path, record, f"{key}[{i}] must be a non-empty string ({what}), got {got}")
+        if item in seen:
+            raise DataError(path, record, f"{key} lists {item!r} twice; list each once")
+        seen.add(item)
+    return tuple(value)
+
+
+def _parse_record(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    """Parse and type-check one JSONL line; return its fields with ``context`` defaulted to ``""`` and the
+    hard-negative lists (if given) as tuples."""
     record = f"line {lineno}"
     obj = parse_json_object(line, path, lineno, REQUIRED_KEYS)
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for key in REQUIRED_KEYS:
         if key not in obj:
             raise DataError(path, record, f"missing key {key!r}; required keys: {list(REQUIRED_KEYS)}")
@@ -96,6 +126,12 @@ def _parse_record(line: str, path: Path, lineno: int) -> dict[str, str]:
             out[key] = value
     out.setdefault("context", "")
     check_lang(out["lang"], path, record)
+    for key in NEGATIVE_KEYS:
+        values = _parse_list(obj, key, path, record)
+        if values:
+            out[key] = values
+    if out["id"] in out.get("negative_ids", ()):
+        raise DataError(path, record, f"negative_ids lists the record's own id {out['id']!r}")
     return out
 
 
@@ -105,13 +141,17 @@ def load_jsonl_corpus(
     """Read a JSONL training file (schema in the module docstring) into a :class:`ParallelCorpus`.
 
     ``languages`` keeps only records in those languages (each must occur in the file); ``None`` keeps all.
-    Raises :class:`DataError` naming the file and line for any malformed record.
+    Raises :class:`DataError` naming the file and line for any malformed record, and for ``negative_ids``
+    naming ids that no record of the file has.
     """
     path = Path(path)
     wanted = None if languages is None else set(check_langs(languages, path))
     pairs: dict[str, dict[str, QAPair]] = {}
     first_line: dict[tuple[str, str], int] = {}
     passage_ids: dict[str, list[str]] = {}
+    file_ids: dict[str, str] = {}  # every id of the file (all languages) -> its first string
+    negative_ids: dict[str, dict[str, tuple[str, ...]]] = {}
+    negatives: dict[str, dict[str, tuple[str, ...]]] = {}
     for lineno, text in read_lines(path, "JSONL file of training records"):
         rec = _parse_record(text, path, lineno)
         key = (rec["id"], rec["lang"])
@@ -122,6 +162,7 @@ def load_jsonl_corpus(
                 f"duplicate (id, lang) = {key!r}, first seen on line {first_line[key]}",
             )
         first_line[key] = lineno
+        file_ids.setdefault(rec["id"], rec["id"])
         if wanted is not None and rec["lang"] not in wanted:
             continue
         pairs.setdefault(rec["lang"], {})[rec["id"]] = QAPair(
@@ -133,12 +174,17 @@ def load_jsonl_corpus(
         )
         if "passage_id" in rec:
             passage_ids.setdefault(rec["passage_id"], []).append(rec["id"])
+        if "negative_ids" in rec:
+            negative_ids.setdefault(rec["lang"], {})[rec["id"]] = rec["negative_ids"]
+        if "negatives" in rec:
+            negatives.setdefault(rec["lang"], {})[rec["id"]] = rec["negatives"]
     if not pairs:
         raise DataError(path, "file", "no records; expected one JSON object per line")
     if wanted is not None:
         missing = sorted(wanted - set(pairs))
         if missing:
             raise DataError(path, "languages", f"no records in {missing}; the file has {sorted(pairs)}")
+    _resolve_negative_ids(negative_ids, file_ids, first_line, path)
     ids = {pid for by_pid in pairs.values() for pid in by_pid}
     return ParallelCorpus(
         name=name,
@@ -146,4 +192,37 @@ def load_jsonl_corpus(
         pairs=pairs,
         group=group_ids(ids, passage_ids.values()),
         source=str(path),
+        negative_ids=negative_ids,
+        negatives=negatives,
     )
+
+
+def _resolve_negative_ids(
+    negative_ids: dict[str, dict[str, tuple[str, ...]]],
+    file_ids: dict[str, str],
+    first_line: dict[tuple[str, str], int],
+    path: Path,
+) -> None:
+    """Check that every listed negative id is an id of the file (a :class:`DataError` naming the first line
+    that lists an unknown one, and the unknown ids), then share the ids' strings (less memory)."""
+    unknown: dict[str, int] = {}
+    for lang, by_pid in negative_ids.items():
+        for pid, listed in by_pid.items():
+            for nid in listed:
+                if nid not in file_ids:
+                    line = first_line[(pid, lang)]
+                    unknown[nid] = min(line, unknown.get(nid, line))
+    if unknown:
+        names = sorted(unknown, key=lambda nid: (unknown[nid], nid))
+        shown = ", ".join(repr(n) for n in names[:10]) + (
+            f" (and {len(names) - 10} more)" if len(names) > 10 else ""
+        )
+        raise DataError(
+            path,
+            f"line {unknown[names[0]]}",
+            f"negative_ids names {len(names)} id(s) that no record of the file has: {shown}; "
+            "expected ids of other records of this file",
+        )
+    for by_pid in negative_ids.values():
+        for pid, listed in by_pid.items():
+            by_pid[pid] = tuple(file_ids[nid] for nid in listed)

@@ -21,7 +21,14 @@ from hybrid_ir.data.miracl import load_miracl
 from hybrid_ir.data.subset import choose_ids
 from hybrid_ir.evaluation.config import DatasetSpec
 from hybrid_ir.evaluation.metrics import evaluate_run, mean_over_queries
-from hybrid_ir.evaluation.retrieval import SearchDevice, TextEncoder, encode_texts, faiss_search
+from hybrid_ir.evaluation.retrieval import (
+    IndexConfig,
+    SearchDevice,
+    TextEncoder,
+    build_index,
+    encode_corpus,
+    encode_texts,
+)
 from hybrid_ir.utils.distributed import world_info
 
 log = logging.getLogger(__name__)
@@ -134,7 +141,8 @@ def evaluate_miracl(
     """MIRACL-style dense retrieval: nDCG@``k_ndcg`` and Recall@``k_recall`` (trec_eval definitions) of the
     evaluated queries (see the module docstring).
 
-    Each query's top ``max(k_ndcg, k_recall)`` documents by inner product (exact faiss search) form the run;
+    Each query's top ``max(k_ndcg, k_recall)`` documents by inner product (the corpus encoded in chunks by
+    :func:`~hybrid_ir.evaluation.retrieval.encode_corpus`, exact faiss search) form the run;
     :func:`hybrid_ir.evaluation.metrics.evaluate_run` scores it. Encoding is a collective under DDP; after it
     every rank has all embeddings and computes the (same) metrics.
 
@@ -159,12 +167,14 @@ def evaluate_miracl(
         out["per_query"] = {}
         return out
     q_emb = encode_texts(encoder, [topics[qid] for qid in qids], "query", batch_size, precision)
-    d_emb = encode_texts(encoder, [corpus[doc] for doc in doc_ids], "passage", batch_size, precision)
-    scores, indices = faiss_search(q_emb, d_emb, max(k_ndcg, k_recall), search_device)
-    run = {
-        qid: {doc_ids[j]: float(s) for s, j in zip(row_s, row_i, strict=True) if j >= 0}
-        for qid, row_s, row_i in zip(qids, scores.tolist(), indices.tolist(), strict=True)
-    }
+    d_emb = encode_corpus(
+        encoder, [corpus[doc] for doc in doc_ids], "passage", batch_size, precision, desc="encode corpus"
+    )
+    index = build_index(d_emb, IndexConfig(kind="flat", device=search_device))
+    run = {}
+    for start, scores, indices in index.search_chunks(q_emb, max(k_ndcg, k_recall)):
+        for qid, row_s, row_i in zip(qids[start:], scores.tolist(), indices.tolist(), strict=False):
+            run[qid] = {doc_ids[j]: float(s) for s, j in zip(row_s, row_i, strict=True) if j >= 0}
     names = {f"nDCG@{k_ndcg}": ndcg, f"R@{k_recall}": recall}
     measured = evaluate_run(run, {qid: judged[qid] for qid in qids}, measures=tuple(names))
     per_query = {qid: {names[m]: v for m, v in values.items()} for qid, values in measured.items()}

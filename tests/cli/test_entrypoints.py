@@ -94,6 +94,58 @@ def test_evaluate_on_gpu_without_cuda_says_so(tmp_path: Path) -> None:
     assert "trainer.accelerator='gpu' but no CUDA device is visible; use trainer=cpu" in proc.stderr
 
 
+def _pairs_file(path: Path) -> Path:
+    lines = [
+        {
+            "id": f"q{i}",
+            "lang": lang,
+            "question": f"question {i} on topic {i % 4}",
+            "passage": f"passage {i} {lang}",
+        }
+        | ({"passage_id": "shared"} if i in (0, 1) else {})
+        | {"source": "synthetic"}
+        for i in range(24)
+        for lang in ("en", "de")
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_mine_writes_negative_ids_the_loader_reads_back(tmp_path: Path) -> None:
+    from hybrid_ir.data.jsonl import load_jsonl_corpus
+
+    source = _pairs_file(tmp_path / "pairs.jsonl")
+    out = tmp_path / "run"
+    args = ["mine.py", "model=tiny", "trainer.precision=32-true", f"data.train.0.path={source}"]
+    args += ["mine.rank_min=2", "mine.rank_max=8", "mine.num_negatives=3", f"hydra.run.dir={out}"]
+    proc = run(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank window 2-8" in proc.stdout and "48 of 48 records mined" in proc.stdout
+    assert any(line.split()[:4] == ["de", "24", "72", "3.00"] for line in proc.stdout.splitlines())
+    corpus = load_jsonl_corpus(out / "pairs.mined.jsonl", "mined")
+    for lang in ("en", "de"):
+        assert set(corpus.negative_ids[lang]) == set(corpus.pairs[lang])
+        for pid, ids in corpus.negative_ids[lang].items():
+            assert len(ids) == 3 and all(corpus.group[n] != corpus.group[pid] for n in ids)
+    assert all(json.loads(line)["source"] == "synthetic" for line in (out / "pairs.mined.jsonl").open())
+    stats = json.loads((out / "mine_stats.json").read_text())
+    assert stats["top_k"] == {"de": 18, "en": 18} and stats["index"] == {
+        "de": "flat on cpu",
+        "en": "flat on cpu",
+    }
+    assert not (out / "embeddings").exists()
+
+
+def test_mine_config_errors_name_the_key(tmp_path: Path) -> None:
+    proc = run(["mine.py", "model=tiny", "data=default", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert proc.returncode != 0
+    assert "the miner reads JSONL training data: use data=jsonl data.train.0.path=" in proc.stderr
+    proc = run(["mine.py", "model=tiny", "mine.rank_max=5", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert "mine.rank_max=5 is below mine.rank_min=10" in proc.stderr
+    proc = run(["mine.py", "model=tiny", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert "data.train.0.path is not set" in proc.stderr
+
+
 @pytest.mark.parametrize("sampler", ["mono", "cross", "hybrid"])
 def test_dry_run_batch_stats(sampler: str, tmp_path: Path) -> None:
     out = tmp_path / sampler

@@ -70,6 +70,33 @@ BAD = {
     "empty passage_id": (rec("x", "en", passage_id=""), "line 2", "'passage_id' is empty"),
     "unknown lang": (rec("x", "english"), "line 2", "unknown language code 'english'"),
     "duplicate": (rec("a", "en"), "line 2", "duplicate (id, lang) = ('a', 'en'), first seen on line 1"),
+    "negative_ids not a list": (
+        rec("x", "en", negative_ids="a"),
+        "line 2",
+        "'negative_ids' must be a list of strings (ids of other records), got str",
+    ),
+    "negative_ids item": (
+        rec("x", "en", negative_ids=["a", 7]),
+        "line 2",
+        "negative_ids[1] must be a non-empty",
+    ),
+    "negative_ids empty id": (
+        rec("x", "en", negative_ids=[" "]),
+        "line 2",
+        "negative_ids[0] must be a non-empty",
+    ),
+    "negative_ids twice": (rec("x", "en", negative_ids=["a", "a"]), "line 2", "negative_ids lists 'a' twice"),
+    "negative_ids own id": (rec("x", "en", negative_ids=["x"]), "line 2", "the record's own id 'x'"),
+    "negatives not a list": (
+        rec("x", "en", negatives={"t": 1}),
+        "line 2",
+        "'negatives' must be a list of strings (passage texts), got dict",
+    ),
+    "negatives empty text": (
+        rec("x", "en", negatives=["ok", ""]),
+        "line 2",
+        "negatives[1] must be a non-empty",
+    ),
 }
 
 
@@ -81,6 +108,39 @@ def test_malformed_record_names_file_and_line(tmp_path, case):
         load_jsonl_corpus(path, "mine")
     assert str(info.value).startswith(f"{path}: {where}: ")
     assert problem in str(info.value)
+
+
+def test_hard_negatives_are_read_and_stored_per_language(tmp_path):
+    lines = [
+        rec("a", "en", negative_ids=["c", "b"], negatives=["some other text"]),
+        rec("a", "de", negative_ids=["d"]),
+        rec("b", "en", negative_ids=[]),
+        rec("c", "en"),
+        rec("d", "fr"),
+    ]
+    corpus = load_jsonl_corpus(write_lines(tmp_path, lines), "mine")
+    assert corpus.negative_ids == {"en": {"a": ("c", "b")}, "de": {"a": ("d",)}}
+    assert corpus.negatives == {"en": {"a": ("some other text",)}}
+    # listed ids share the strings of the records' own ids (no copy per mention)
+    assert corpus.negative_ids["en"]["a"][0] is next(pid for pid in corpus.pairs["en"] if pid == "c")
+    # an id that exists only in a language left out by the filter is still an id of the file
+    kept = load_jsonl_corpus(write_lines(tmp_path, lines), "mine", languages=["de"])
+    assert kept.negative_ids == {"de": {"a": ("d",)}} and kept.pids == ["a"]
+    # without the keys nothing is stored
+    assert load_jsonl_corpus(write_lines(tmp_path, GOOD), "mine").negative_ids == {}
+
+
+def test_unknown_negative_ids_are_named_with_the_first_line(tmp_path):
+    lines = [
+        rec("a", "en"),
+        rec("b", "en", negative_ids=["a", "zz", "yy"]),
+        rec("c", "en", negative_ids=["zz"]),
+    ]
+    path = write_lines(tmp_path, lines)
+    with pytest.raises(DataError) as info:
+        load_jsonl_corpus(path, "mine")
+    assert str(info.value).startswith(f"{path}: line 2: negative_ids names 2 id(s) that no record")
+    assert "'yy', 'zz'" in str(info.value)
 
 
 def test_bad_utf8_empty_and_missing_file(tmp_path):
@@ -108,7 +168,7 @@ def test_group_ids_is_union_find_and_order_independent():
 
 
 def test_module_docstring_states_the_schema():
-    for key in ("id", "lang", "question", "passage", "context", "passage_id"):
+    for key in ("id", "lang", "question", "passage", "context", "passage_id", "negative_ids", "negatives"):
         assert f"``{key}``" in jsonl.__doc__
 
 

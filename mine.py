@@ -1,0 +1,21 @@
+"""Mine hard negatives: ``python mine.py data=jsonl data.train.0.path=pairs.jsonl`` (see conf/mine.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from hybrid_ir.utils.instantiate import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="mine")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from hybrid_ir.pipeline import mine  # heavy imports only once a run starts
+
+    mine(cfg, cli_overrides=HydraConfig.get().overrides.task)
+
+
+if __name__ == "__main__":
+    main()
