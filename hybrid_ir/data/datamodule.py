@@ -139,13 +139,13 @@ def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str,
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position can be saved and restored (Lightning's stateful-loader protocol).
 
-    ``progress()`` returns the training loop's ``(epoch, batches consumed in it)``. Every pass first moves the
-    batch sampler there (Lightning calls ``set_epoch`` only on ``batch_sampler.sampler``, which ours does not
-    have), so epoch ``e`` plays the plan of ``(seed, e)`` from its first batch however the previous pass ended
-    (exhausted, or abandoned by ``limit_train_batches`` or by a look at the first batches before fitting), and a
-    run restored mid-epoch continues at its next batch. The saved position is the number of batches the loop has
-    *consumed*, not the number the loader has prefetched, so a resumed run continues with exactly the next
-    unseen batch.
+    ``progress()`` returns the training loop's ``(epoch, batches consumed in it)``. Every pass first selects the
+    loop's epoch on the batch sampler (Lightning calls ``set_epoch`` only on ``batch_sampler.sampler``, which
+    ours does not have), so epoch ``e`` plays the plan of ``(seed, e)`` from its first batch however the previous
+    pass ended (exhausted, or abandoned by ``limit_train_batches``), and a run restored mid-epoch continues at its
+    next batch. (The loop's batch count cannot place the sampler itself: at the first pass of an epoch it may
+    still hold the previous epoch's.) The saved position is the number of batches the loop has *consumed*, not
+    the number the loader has prefetched, so a resumed run continues with exactly the next unseen batch.
     """
 
     def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
@@ -154,7 +154,7 @@ class ResumableDataLoader(DataLoader):
 
     def __iter__(self) -> Any:
         if self.progress is not None:
-            self.batch_sampler.seek(*self.progress())
+            self.batch_sampler.set_epoch(self.progress()[0])
         return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:
@@ -301,7 +301,10 @@ class ParallelQADataModule(L.LightningDataModule):
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
         assert self.dataset is not None, "setup() has not run"
-        sampler = self._loader.batch_sampler if self._loader is not None else self.make_sampler(rank, world)
+        # Keep the sampler across a trainer's per-epoch requests; a loader used before fitting (the benchmarks
+        # read the first batches up front) must not move the trainer's.
+        reuse = self._loader is not None and self._loader.progress is not None and trainer is not None
+        sampler = self._loader.batch_sampler if reuse else self.make_sampler(rank, world)
         if self._pending_loader_state is not None:
             sampler.load_state_dict(self._pending_loader_state)
             self._pending_loader_state = None

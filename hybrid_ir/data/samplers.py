@@ -352,8 +352,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
     iterating again gives the next epoch, whether the previous iterator was exhausted or dropped right
     after its last batch (as Lightning does, knowing the length). An iterator abandoned mid-epoch
     (``limit_train_batches``, a stop) leaves the position there: call :meth:`set_epoch` with the next
-    epoch, or :meth:`seek`, to move on (the DataModule's loader seeks the training loop's position before
-    every pass).
+    epoch to start it from its first batch (the DataModule's loader does so before every pass).
     ``state_dict`` / ``load_state_dict`` resume in the middle of an epoch at the next batch (batches
     already handed to a DataLoader's prefetch queue count as yielded). The sampler does its own
     sharding, so with Lightning set ``Trainer(use_distributed_sampler=False)``.
@@ -424,10 +423,6 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         if epoch != self.epoch:
             self.epoch = epoch
             self.batches_yielded = 0
-
-    def seek(self, epoch: int, batches_done: int) -> None:
-        """Continue at batch ``batches_done`` of ``epoch`` (the next epoch's first batch once all are done)."""
-        self.load_state_dict({"epoch": epoch, "batches_yielded": batches_done, "seed": self.seed})
 
     def __iter__(self) -> Iterator[list[PairRef]]:
         epoch, plan = self.epoch, self.plan()

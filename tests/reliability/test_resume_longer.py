@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_ir.evaluation.outputs import per_query_path, plot_path, read_per_query
 from hybrid_ir.models.module import linear_warmup_decay
 
 from .runs import SMOKE, csv_rows, csv_table, eval_records, finish, start_train
@@ -79,12 +80,12 @@ def test_evaluations_are_tagged_by_epoch_and_step(longer_run: LongerRun) -> None
     assert [r["step"] for r in records] == [0, FIRST_STEPS, LONGER_STEPS]
     # the first run's epoch-end files are neither overwritten nor lost
     for tag in TAGS:
-        assert (longer_run.run / "per_query" / f"mlqa-r__{tag}.json").is_file(), tag
-        assert (longer_run.run / "plots" / f"mlqa-r__{tag}__map_heatmap.png").is_file(), tag
-    name = f"mlqa-r__epoch0-step{FIRST_STEPS}.json"
-    assert (longer_run.run / "per_query" / name).read_bytes() == (
-        longer_run.first / "per_query" / name
-    ).read_bytes()
+        assert per_query_path(longer_run.run, "mlqa-r", tag).is_file(), tag
+        assert plot_path(longer_run.run, "mlqa-r", tag, "map_heatmap").is_file(), tag
+    tag = f"epoch0-step{FIRST_STEPS}"
+    assert read_per_query(per_query_path(longer_run.run, "mlqa-r", tag)) == read_per_query(
+        per_query_path(longer_run.first, "mlqa-r", tag)
+    )
 
 
 def test_the_learning_rate_continues_on_the_longer_schedule(longer_run: LongerRun) -> None:
