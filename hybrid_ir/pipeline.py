@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.datamodule import ParallelQADataModule, check_val_config
 from hybrid_ir.data.samplers import check_global_batch_size
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
@@ -133,6 +133,29 @@ def validate_train_config(cfg: DictConfig) -> None:
                 f"data.train.{i}.{key}={example}"
             )
     check_model_source(cfg.model.name_or_path)
+    check_monitors(cfg)
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback monitoring a validation metric (``val/...``) needs a validation set (``data.val``); one
+    monitoring a zero-shot metric (``eval/...``) selects on a test set, which gets a warning."""
+    val = check_val_config(cfg.data.get("val"), cfg.data.batch_size, cfg.data.get("train") or [])
+    for key, callback in (cfg.get("callbacks") or {}).items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if not isinstance(monitor, str):
+            continue
+        if monitor.startswith("val/") and val is None:
+            raise ConfigError(
+                f"callbacks.{key} monitors {monitor}, which needs a validation set: set data.val.fraction "
+                "(e.g. data.val.fraction=0.1) or data.val.datasets"
+            )
+        if monitor.startswith("eval/"):
+            log.warning(
+                "callbacks.%s monitors the zero-shot metric %s: that selects on a test set, so its results "
+                "overstate the model; monitor val/loss (data.val) instead",
+                key,
+                monitor,
+            )
 
 
 def drop_logging_callbacks(callbacks: list[L.Callback], has_logger: bool) -> list[L.Callback]:
