@@ -193,6 +193,16 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
             f"{usage['name']}: {usage['batches']} batches, {usage['used_ids']} of {usage['ids']} ids used, "
             f"{usage['dropped_ids']} dropped ({reasons})"
         )
+    val = stats.get("validation")
+    if val is not None:
+        lines.append(
+            f"validation: {val['batches']} fixed batches of {val['batch_size']} ({val['mode']}, alpha={val['alpha']}): "
+            f"{val['kinds']['mono']} mono, {val['kinds']['cross']} cross"
+        )
+        lines += [
+            f"{u['name']}: {u['used_ids']} of {u['ids']} held-out ids used, {u['dropped_ids']} dropped"
+            for u in val["dataset_usage"]
+        ]
     print("\n".join(lines))
     print(f"batch stats written to {output_dir / 'batch_stats.json'}")
     return stats

@@ -38,7 +38,7 @@ from hybrid_ir.utils.paths import resolve_data_root
 log = logging.getLogger(__name__)
 
 FORMATS = ("lareqa", "jsonl")
-VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha")
+VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha", "passes")
 
 
 def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool = True) -> ParallelCorpus:
@@ -115,7 +115,13 @@ def check_val_config(
         "batch_size": val.get("batch_size") or batch_size,
         "mode": val.get("mode", "hybrid"),
         "alpha": val.get("alpha", 0.5),
+        "passes": val.get("passes", 1),
     }
+    if isinstance(out["passes"], bool) or not isinstance(out["passes"], int) or out["passes"] < 1:
+        raise ConfigError(
+            f"data.val.passes={out['passes']!r} must be an integer >= 1: the sampler epochs over the validation "
+            "ids that make up the validation batches"
+        )
     try:
         check_sampler_args(out["mode"], out["batch_size"], out["alpha"], 1.0, out["seed"])
     except ValueError as err:
@@ -244,9 +250,9 @@ class ParallelQADataModule(L.LightningDataModule):
         cache_tokens: keep token ids in the user cache (``<cache>/tokenized``).
         val: the validation set (``data.val``): ``fraction`` > 0 holds out that fraction of every training
             dataset's ids (:func:`~hybrid_ir.data.split.hold_out`, seeded by ``seed``), or ``datasets`` lists
-            separate dataset specs; its batches are one fixed plan (:func:`plan_epoch`, epoch 0) of
-            ``batch_size`` pairs (``None``: ``batch_size``) drawn as ``mode`` / ``alpha``. ``None``, or neither
-            a fraction nor datasets: no validation.
+            separate dataset specs; its batches are fixed (:meth:`val_plan`): ``passes`` sampler epochs of
+            ``batch_size`` pairs (``None``: ``batch_size``) drawn as ``mode`` / ``alpha``. ``None``, or neither a
+            fraction nor datasets: no validation.
     """
 
     def __init__(
@@ -381,8 +387,10 @@ class ParallelQADataModule(L.LightningDataModule):
         return plan
 
     def val_plan(self) -> EpochPlan:
-        """The validation batches: one fixed plan (epoch 0 of ``data.val.seed``) of the validation corpora, the
-        same at every validation.
+        """The validation batches, the same at every validation: the sampler's epochs ``0 … passes - 1`` (of
+        ``data.val.seed``) over the validation corpora, one after the other. One pass uses each id once, in one
+        language pair; more passes use the ids in more language pairs. With several passes, ``dropped`` counts
+        the ids no pass uses (no ``drop_reasons``).
 
         Raises:
             ConfigError: validation is off, or the validation set cannot fill one batch.
@@ -390,14 +398,27 @@ class ParallelQADataModule(L.LightningDataModule):
         if self.val is None:
             raise ConfigError("no validation set: set data.val.fraction or data.val.datasets")
         self.load_corpora()
-        val = self.val
+        corpora, val = self.val_corpora, self.val
         try:
-            return plan_epoch(self.val_corpora, val["mode"], val["batch_size"], val["alpha"], val["seed"], 0)
+            plans = [
+                plan_epoch(corpora, val["mode"], val["batch_size"], val["alpha"], val["seed"], epoch)
+                for epoch in range(val["passes"])
+            ]
         except ValueError as err:
             raise ConfigError(
                 f"the validation set cannot fill a batch of data.val.batch_size={val['batch_size']} "
                 f"{val['mode']} pairs ({err}); lower data.val.batch_size, or hold out more ids (data.val.fraction)"
             ) from err
+        if len(plans) == 1:
+            return plans[0]
+        used: list[set[str]] = [set() for _ in corpora]
+        for plan in plans:
+            for info, refs in plan:
+                used[info.dataset].update(ref.pid for ref in refs)
+        return EpochPlan(
+            [batch for plan in plans for batch in plan],
+            [len(c) - len(u) for c, u in zip(corpora, used, strict=True)],
+        )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """This rank's slice of every batch of :meth:`val_plan` (built once: Lightning asks every epoch), or no
@@ -494,7 +515,8 @@ class ParallelQADataModule(L.LightningDataModule):
 
     def preview(self, epoch: int = 0) -> dict[str, Any]:
         """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates, the
-        ids each dataset uses and drops, and why); the same checks as :meth:`check_plan`."""
+        ids each dataset uses and drops, and why); the same checks as :meth:`check_plan`. With a validation set,
+        ``stats["validation"]`` summarises :meth:`val_plan` the same way (plus its settings)."""
         plan = self.check_plan() if epoch == 0 else self.make_sampler().plan(epoch)
         stats = batch_stats(plan, self.languages, self.corpora)
         stats.update(
@@ -505,4 +527,11 @@ class ParallelQADataModule(L.LightningDataModule):
             epoch=epoch,
             datasets=[c.name for c in self.corpora],
         )
+        if self.val is not None:
+            languages = sorted({lang for c in self.val_corpora for lang in c.languages})
+            stats["validation"] = batch_stats(self.val_plan(), languages, self.val_corpora)
+            stats["validation"].update(
+                {k: v for k, v in self.val.items() if k != "datasets"},
+                datasets=[c.name for c in self.val_corpora],
+            )
         return stats

@@ -472,6 +472,7 @@ def test_separate_validation_dataset(tmp_path: Path) -> None:
         ),
         ({"fraction": 0.1, "mode": "both"}, "data.val: mode must be one of"),
         ({"fraction": 0.1, "alpha": 2}, "data.val: alpha"),
+        ({"fraction": 0.1, "passes": 0}, "data.val.passes=0 must be an integer >= 1"),
     ],
 )
 def test_invalid_validation_settings(val: dict[str, Any], message: str) -> None:
@@ -486,3 +487,25 @@ def test_a_validation_set_too_small_for_one_batch_is_an_error() -> None:
         dm.check_plan()
     with pytest.raises(ConfigError, match=r"data.val.batch_size=6 is the global batch"):
         _datamodule(val={"fraction": 0.2, "batch_size": 6}).check_plan(world_size=4)
+
+
+def test_several_validation_passes_are_the_sampler_epochs_one_after_the_other() -> None:
+    one = _datamodule(val={"fraction": 0.2, "batch_size": 16})
+    three = _datamodule(val={"fraction": 0.2, "batch_size": 16, "passes": 3})
+    plan = three.val_plan()
+    one.load_corpora()
+    sampler = HybridBatchSampler(one.val_corpora, "hybrid", 16, 0.5, 0)
+    assert list(plan) == [batch for epoch in range(3) for batch in sampler.plan(epoch)]
+    assert list(plan)[: len(one.val_plan())] == list(one.val_plan())
+    used = {ref.pid for _, refs in plan for ref in refs}
+    assert plan.dropped == [len(three.val_corpora[0]) - len(used)]
+    assert plan.dropped[0] < one.val_plan().dropped[0]  # more passes use more of the held-out ids
+
+
+def test_preview_summarises_the_validation_batches() -> None:
+    stats = _datamodule(val={"fraction": 0.2, "batch_size": 16, "passes": 2}).preview()
+    val = stats["validation"]
+    assert val["datasets"] == ["xquad-r-val"] and val["passes"] == 2 and val["fraction"] == 0.2
+    assert val["pairs"] == val["batches"] * 16 and val["group_clashes"] == 0
+    assert val["dataset_usage"][0]["ids"] + stats["dataset_usage"][0]["ids"] == 1190
+    assert "validation" not in _datamodule().preview()
