@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybrid_ir.pipeline import build_components
+from hybrid_ir.pipeline import build_components, train
 
 from .conftest import Compose
 from .runs import csv_table
@@ -67,3 +67,22 @@ def test_without_a_validation_set_no_validation_runs(compose: Compose, fast_tiny
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert not any(key.startswith("val/") for key in run.trainer.callback_metrics)
     assert sum(run.trainer.num_val_batches) == 0
+
+
+def test_early_stopping_continues_from_the_checkpoint_on_resume(
+    compose: Compose, fast_tiny_model: None
+) -> None:
+    stop_at_once = (
+        *VAL,
+        "callbacks.early_stopping.patience=0",
+        "callbacks.early_stopping.min_delta=100",
+        "callbacks.model_checkpoint.every_n_train_steps=null",  # callbacks=validation's, which smoke sets to 2
+    )
+    train(compose(*RUN, *stop_at_once, "trainer.max_epochs=1"))
+    # resumed, the best val/loss of epoch 0 comes from the checkpoint: epoch 1 does not beat it by 100, so the
+    # run stops there (a fresh early-stopping state would take epoch 1 as its first best and run epoch 2)
+    cfg = compose(*RUN, *stop_at_once, "ckpt_path=last")
+    train(cfg)
+    rows = csv_table(Path(cfg.paths.output_dir))
+    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1]
+    assert max(int(r["epoch"]) for r in rows if r.get("epoch")) == 1
