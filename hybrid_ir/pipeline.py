@@ -200,7 +200,7 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
             f"{val['kinds']['mono']} mono, {val['kinds']['cross']} cross"
         )
         lines += [
-            f"{u['name']}: {u['used_ids']} of {u['ids']} held-out ids used, {u['dropped_ids']} dropped"
+            f"{u['name']}: {u['used_ids']} of {u['ids']} validation ids used, {u['dropped_ids']} dropped"
             for u in val["dataset_usage"]
         ]
     print("\n".join(lines))

@@ -14,7 +14,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 
 from hybrid_ir.data import datamodule as datamodule_module
-from hybrid_ir.pipeline import evaluate, train
+from hybrid_ir.pipeline import check_monitors, evaluate, train
 from hybrid_ir.utils.errors import ConfigError, DataError
 
 from .conftest import Compose
@@ -251,3 +251,14 @@ def test_the_command_line_reports_the_error_and_exits_nonzero(tmp_path) -> None:
     assert "data.batch_size=3 is the global batch" in proc.stderr
     assert "training data xquad-r" not in proc.stdout + proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_monitoring_a_zero_shot_metric_is_warned_about(
+    compose: Compose, caplog: pytest.LogCaptureFixture
+) -> None:
+    check_monitors(compose("callbacks.model_checkpoint.monitor=eval/mlqa-r/map_multi"))
+    assert "callbacks.model_checkpoint monitors the zero-shot metric eval/mlqa-r/map_multi" in caplog.text
+    assert "selects on a test set" in caplog.text
+    caplog.clear()
+    check_monitors(compose("data.val.fraction=0.1", "callbacks=validation"))
+    assert "zero-shot" not in caplog.text
