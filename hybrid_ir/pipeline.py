@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.data.datamodule import ParallelQADataModule, load_corpus
+from hybrid_ir.data.datamodule import ParallelQADataModule, check_val_config, load_corpus
 from hybrid_ir.data.mining import EncodeSettings, MineSettings, mine_corpus, summary_lines, write_mined_jsonl
 from hybrid_ir.data.samplers import check_global_batch_size
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
@@ -42,6 +42,8 @@ for _message in (
     ".*ModelCheckpoint with manual optimization.*",
     ".*isinstance\\(treespec, LeafSpec\\).*",
     ".*Trying to infer the `batch_size`.*",
+    # the empty validation "loader" (``[]``) of a run without data.val: validation is off
+    ".*Total length of `list` across ranks is zero.*",
 ):
     warnings.filterwarnings("ignore", message=_message)
 
@@ -137,6 +139,29 @@ def validate_train_config(cfg: DictConfig) -> None:
                 f"data.train.{i}.{key}={example}"
             )
     check_model_source(cfg.model.name_or_path)
+    check_monitors(cfg)
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback monitoring a validation metric (``val/...``) needs a validation set (``data.val``); one
+    monitoring a zero-shot metric (``eval/...``) selects on a test set, which gets a warning."""
+    val = check_val_config(cfg.data.get("val"), cfg.data.batch_size, cfg.data.get("train") or [])
+    for key, callback in (cfg.get("callbacks") or {}).items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if not isinstance(monitor, str):
+            continue
+        if monitor.startswith("val/") and val is None:
+            raise ConfigError(
+                f"callbacks.{key} monitors {monitor}, which needs a validation set: set data.val.fraction "
+                "(e.g. data.val.fraction=0.1) or data.val.datasets"
+            )
+        if monitor.startswith("eval/"):
+            log.warning(
+                "callbacks.%s monitors the zero-shot metric %s: that selects on a test set, so its results "
+                "overstate the model; monitor val/loss (data.val) instead",
+                key,
+                monitor,
+            )
 
 
 def drop_logging_callbacks(callbacks: list[L.Callback], has_logger: bool) -> list[L.Callback]:
@@ -172,6 +197,16 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
             f"{usage['name']}: {usage['batches']} batches, {usage['used_ids']} of {usage['ids']} ids used, "
             f"{usage['dropped_ids']} dropped ({reasons})"
         )
+    val = stats.get("validation")
+    if val is not None:
+        lines.append(
+            f"validation: {val['batches']} fixed batches of {val['batch_size']} ({val['mode']}, alpha={val['alpha']}): "
+            f"{val['kinds']['mono']} mono, {val['kinds']['cross']} cross"
+        )
+        lines += [
+            f"{u['name']}: {u['used_ids']} of {u['ids']} validation ids used, {u['dropped_ids']} dropped"
+            for u in val["dataset_usage"]
+        ]
     print("\n".join(lines))
     print(f"batch stats written to {output_dir / 'batch_stats.json'}")
     return stats

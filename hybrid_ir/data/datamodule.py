@@ -26,15 +26,19 @@ from hybrid_ir.data.samplers import (
     batch_kinds,
     batch_stats,
     capacity_note,
+    check_global_batch_size,
     check_sampler_args,
     dataset_usage,
+    plan_epoch,
 )
+from hybrid_ir.data.split import hold_out
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import resolve_data_root
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("lareqa", "jsonl")
+VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha", "passes")
 
 
 def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool = True) -> ParallelCorpus:
@@ -61,6 +65,68 @@ def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool
     if download:
         base = ensure_dataset(base, spec["name"], langs)
     return load_lareqa_corpus(base, spec["name"], langs)
+
+
+def check_val_config(
+    val: Mapping[str, Any] | None, batch_size: int, train_specs: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any] | None:
+    """The validation settings ``data.val`` with defaults filled in, or ``None`` when validation is off (no
+    ``fraction`` and no ``datasets``).
+
+    Raises:
+        ConfigError: an unknown key; both a fraction and datasets; a fraction outside (0, 1); a dataset without
+            a name, or one that is a training dataset (same name and path: its questions, or their
+            translations, are trained on); an invalid mode, alpha, seed or batch size.
+    """
+    if val is None:
+        return None
+    unknown = sorted(set(val) - set(VAL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"data.val.{unknown[0]} is not a validation setting; the keys are {', '.join(VAL_KEYS)}"
+        )
+    fraction = val.get("fraction") or 0.0
+    datasets = [dict(spec) for spec in val.get("datasets") or []]
+    if not fraction and not datasets:
+        return None
+    if fraction and datasets:
+        raise ConfigError(
+            "data.val sets both fraction and datasets: hold out part of the training data (data.val.fraction) "
+            "or validate on separate datasets (data.val.datasets), not both"
+        )
+    if fraction and not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(
+            f"data.val.fraction={fraction!r} must be in (0, 1): the share of each training dataset's ids held "
+            "out for validation (0 or null: none)"
+        )
+    for i, spec in enumerate(datasets):
+        if not spec.get("name"):
+            raise ConfigError(f"data.val.datasets.{i} has no name; give it the keys of a data.train entry")
+        for j, train in enumerate(train_specs):
+            if spec.get("name") == train.get("name") and spec.get("path") == train.get("path"):
+                raise ConfigError(
+                    f"data.val.datasets.{i} ({spec['name']!r}) is the training dataset data.train.{j}: its "
+                    "questions or their translations are trained on; use data.val.fraction to hold out part of it"
+                )
+    out = {
+        "fraction": float(fraction),
+        "datasets": datasets,
+        "seed": val.get("seed", 0),
+        "batch_size": val.get("batch_size") or batch_size,
+        "mode": val.get("mode", "hybrid"),
+        "alpha": val.get("alpha", 0.5),
+        "passes": val.get("passes", 1),
+    }
+    if isinstance(out["passes"], bool) or not isinstance(out["passes"], int) or out["passes"] < 1:
+        raise ConfigError(
+            f"data.val.passes={out['passes']!r} must be an integer >= 1: the sampler epochs over the validation "
+            "ids that make up the validation batches"
+        )
+    try:
+        check_sampler_args(out["mode"], out["batch_size"], out["alpha"], 1.0, out["seed"])
+    except ValueError as err:
+        raise ConfigError(f"data.val: {err}") from err
+    return out
 
 
 def plan_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> str:
@@ -183,6 +249,11 @@ class ParallelQADataModule(L.LightningDataModule):
         temperature: dataset-mixing exponent; seed: sampling seed.
         num_workers / pin_memory: DataLoader settings (workers help on GPU machines).
         cache_tokens: keep token ids in the user cache (``<cache>/tokenized``).
+        val: the validation set (``data.val``): ``fraction`` > 0 holds out that fraction of every training
+            dataset's ids (:func:`~hybrid_ir.data.split.hold_out`, seeded by ``seed``), or ``datasets`` lists
+            separate dataset specs; its batches are fixed (:meth:`val_plan`): ``passes`` sampler epochs of
+            ``batch_size`` pairs (``None``: ``batch_size``) drawn as ``mode`` / ``alpha``. ``None``, or neither a
+            fraction nor datasets: no validation.
     """
 
     def __init__(
@@ -198,6 +269,7 @@ class ParallelQADataModule(L.LightningDataModule):
         pin_memory: bool = False,
         cache_tokens: bool = True,
         download: bool = True,
+        val: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -220,6 +292,10 @@ class ParallelQADataModule(L.LightningDataModule):
         self._loader: ResumableDataLoader | None = None
         self._pending_loader_state: dict[str, int] | None = None
         self._logged_epochs: set[int] = set()
+        self.val = check_val_config(val, batch_size, self.specs)
+        self.val_corpora: list[ParallelCorpus] = []
+        self.val_dataset: PairDataset | None = None
+        self._val_loader: DataLoader | None = None
 
     def attach_tokenizer(self, tokenizer: TextTokenizer) -> None:
         """Use the model's tokenizer (called once the model is built)."""
@@ -230,11 +306,27 @@ class ParallelQADataModule(L.LightningDataModule):
         return sorted({lang for c in self.corpora for lang in c.languages})
 
     def load_corpora(self) -> list[ParallelCorpus]:
+        """The training corpora (less the held-out ids when ``data.val.fraction`` is set); loads the validation
+        corpora (:attr:`val_corpora`) with them."""
         if not self.corpora:
-            self.corpora = [load_corpus(spec, self.root, self.download) for spec in self.specs]
+            corpora = [load_corpus(spec, self.root, self.download) for spec in self.specs]
+            if self.val is not None and self.val["fraction"]:
+                try:
+                    splits = [hold_out(c, self.val["fraction"], self.val["seed"]) for c in corpora]
+                except ValueError as err:
+                    raise ConfigError(f"data.val.fraction={self.val['fraction']}: {err}") from err
+                corpora = [train for train, _ in splits]
+                self.val_corpora = [val for _, val in splits]
+            elif self.val is not None:
+                self.val_corpora = [load_corpus(s, self.root, self.download) for s in self.val["datasets"]]
+            self.corpora = corpora
             for corpus in self.corpora:
                 log.info(
                     "training data %s: %d ids in %s", corpus.name, len(corpus), ", ".join(corpus.languages)
+                )
+            for corpus in self.val_corpora:
+                log.info(
+                    "validation data %s: %d ids in %s", corpus.name, len(corpus), ", ".join(corpus.languages)
                 )
         return self.corpora
 
@@ -244,6 +336,8 @@ class ParallelQADataModule(L.LightningDataModule):
             raise RuntimeError("call attach_tokenizer() with the model's TextTokenizer before setup()")
         if self.dataset is None:
             self.dataset = PairDataset(self.corpora, self.tokenizer, self.cache_tokens)
+        if self.val_corpora and self.val_dataset is None:
+            self.val_dataset = PairDataset(self.val_corpora, self.tokenizer, self.cache_tokens)
 
     def make_sampler(self, rank: int = 0, world_size: int = 1) -> HybridBatchSampler:
         """The batch sampler of rank ``rank`` of ``world_size``; rank 0 logs each epoch's :func:`plan_summary`."""
@@ -288,7 +382,67 @@ class ParallelQADataModule(L.LightningDataModule):
                     f"data.batch_size={self.batch_size} {self.mode} pairs: {capacity_note(corpora[d], kinds)}. "
                     "Lower data.batch_size or remove the dataset from data.train"
                 )
+        if self.val is not None:
+            check_global_batch_size(self.val["batch_size"], world_size, key="data.val.batch_size")
+            self.val_plan()
         return plan
+
+    def val_plan(self) -> EpochPlan:
+        """The validation batches, the same at every validation: the sampler's epochs ``0 … passes - 1`` (of
+        ``data.val.seed``) over the validation corpora, one after the other. One pass uses each id once, in one
+        language pair; more passes use the ids in more language pairs. With several passes, ``dropped`` counts
+        the ids no pass uses (no ``drop_reasons``).
+
+        Raises:
+            ConfigError: validation is off, or the validation set cannot fill one batch.
+        """
+        if self.val is None:
+            raise ConfigError("no validation set: set data.val.fraction or data.val.datasets")
+        self.load_corpora()
+        corpora, val = self.val_corpora, self.val
+        try:
+            plans = [
+                plan_epoch(corpora, val["mode"], val["batch_size"], val["alpha"], val["seed"], epoch)
+                for epoch in range(val["passes"])
+            ]
+        except ValueError as err:
+            raise ConfigError(
+                f"the validation set cannot fill a batch of data.val.batch_size={val['batch_size']} "
+                f"{val['mode']} pairs ({err}); lower data.val.batch_size, or hold out more ids (data.val.fraction)"
+            ) from err
+        if len(plans) == 1:
+            return plans[0]
+        used: list[set[str]] = [set() for _ in corpora]
+        for plan in plans:
+            for info, refs in plan:
+                used[info.dataset].update(ref.pid for ref in refs)
+        return EpochPlan(
+            [batch for plan in plans for batch in plan],
+            [len(c) - len(u) for c, u in zip(corpora, used, strict=True)],
+        )
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """This rank's slice of every batch of :meth:`val_plan` (built once: Lightning asks every epoch), or no
+        loader (``[]``: Lightning skips validation) when validation is off."""
+        if self.val is None:
+            return []
+        if self._val_loader is None:
+            assert self.val_dataset is not None, "setup() has not run"
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            per_rank = self.val["batch_size"] // world
+            plan = self.val_plan()
+            if rank == 0:
+                log.info("validation: %s", plan_summary(plan, self.val_corpora))
+            batches = [refs[rank * per_rank : (rank + 1) * per_rank] for _, refs in plan]
+            self._val_loader = DataLoader(
+                self.val_dataset,
+                batch_sampler=batches,
+                collate_fn=self.val_dataset.collate,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
+        return self._val_loader
 
     def train_dataloader(self) -> ResumableDataLoader:
         """The loader of the trainer's current epoch (Lightning asks again every epoch when
@@ -365,7 +519,8 @@ class ParallelQADataModule(L.LightningDataModule):
 
     def preview(self, epoch: int = 0) -> dict[str, Any]:
         """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates, the
-        ids each dataset uses and drops, and why); the same checks as :meth:`check_plan`."""
+        ids each dataset uses and drops, and why); the same checks as :meth:`check_plan`. With a validation set,
+        ``stats["validation"]`` summarises :meth:`val_plan` the same way (plus its settings)."""
         plan = self.check_plan() if epoch == 0 else self.make_sampler().plan(epoch)
         stats = batch_stats(plan, self.languages, self.corpora)
         stats.update(
@@ -376,4 +531,11 @@ class ParallelQADataModule(L.LightningDataModule):
             epoch=epoch,
             datasets=[c.name for c in self.corpora],
         )
+        if self.val is not None:
+            languages = sorted({lang for c in self.val_corpora for lang in c.languages})
+            stats["validation"] = batch_stats(self.val_plan(), languages, self.val_corpora)
+            stats["validation"].update(
+                {k: v for k, v in self.val.items() if k != "datasets"},
+                datasets=[c.name for c in self.val_corpora],
+            )
         return stats

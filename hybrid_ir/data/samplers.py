@@ -104,24 +104,24 @@ def batch_capacity(corpus: ParallelCorpus, kind: BatchKind) -> int:
     )
 
 
-def check_global_batch_size(batch_size: object, world_size: int) -> None:
+def check_global_batch_size(batch_size: object, world_size: int, key: str = "data.batch_size") -> None:
     """The training batch rule: ``data.batch_size`` (the global batch) is an integer >= 2 (InfoNCE needs at
     least one in-batch negative per query) and a multiple of the number of ranks ``world_size``, so that every
-    rank gets the same number of pairs. Raises ConfigError saying which part fails."""
+    rank gets the same number of pairs. Raises ConfigError naming ``key`` and saying which part fails."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(
-            f"data.batch_size={batch_size!r} is the global batch: it must be a positive multiple of the number "
+            f"{key}={batch_size!r} is the global batch: it must be a positive multiple of the number "
             f"of ranks (devices × num_nodes = {world_size})"
         )
     if batch_size < 2:
         raise ConfigError(
-            f"data.batch_size={batch_size} is the global batch: it needs at least 2 pairs, because InfoNCE "
+            f"{key}={batch_size} is the global batch: it needs at least 2 pairs, because InfoNCE "
             "contrasts each query with the other pairs' passages (with 1 pair there is no negative and the loss "
             "is exactly 0)"
         )
     if batch_size < world_size or batch_size % world_size:
         raise ConfigError(
-            f"data.batch_size={batch_size} is the global batch: it must be a multiple of the number of ranks "
+            f"{key}={batch_size} is the global batch: it must be a multiple of the number of ranks "
             f"(devices × num_nodes = {world_size}) and at least that, so that every rank gets the same number "
             "of pairs"
         )

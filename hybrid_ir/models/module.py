@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.gradcache import grad_cache_backward, row_chunks
@@ -21,6 +22,8 @@ from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
 log = logging.getLogger(__name__)
 
 NonFinitePolicy = Literal["raise", "skip"]
+# validation metric -> the name it is logged under
+VAL_METRICS = {"loss": "val/loss", "accuracy_at_1": "val/acc@1", "mrr": "val/mrr"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,6 +47,11 @@ class BiEncoderModule(L.LightningModule):
 
     Optimisation is manual (one code path for plain and GradCache steps): AdamW, linear warm-up then
     linear decay to 0, gradient clipping by global norm, and a guard against non-finite losses.
+
+    Validation (when the DataModule has a validation set) runs the same forward pass and logs, per epoch, the
+    mean over all validation queries of every rank: ``val/loss`` (the training loss, with the hard negatives
+    when the batch has them), ``val/acc@1`` and ``val/mrr`` (in-batch retrieval: each query ranks all passages
+    of its global batch, see :func:`positive_ranks`).
 
     Args:
         encoder: the shared :class:`Encoder`.
@@ -85,16 +93,26 @@ class BiEncoderModule(L.LightningModule):
         # {"lr", "warmup", "total"} of the LR schedule built by configure_optimizers, and of the checkpoint's
         self._schedule: dict[str, float] | None = None
         self._resume_schedule: dict[str, float] | None = None
+        # torchmetrics aggregators: their states are not saved in checkpoints and are summed over the ranks
+        # when computed at the epoch's end
+        self.val_metrics = torch.nn.ModuleDict({key: MeanMetric() for key in VAL_METRICS})
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.encoder(input_ids, attention_mask)
 
-    def _contrastive_loss(self, q: Tensor, p: Tensor) -> Tensor:
-        """Loss of this rank's queries ``q`` [b, D] against the passages of all ranks; ``p`` [b·(1+k), D] is this
-        rank's positives followed by its hard negatives."""
+    def _embed_passages(self, batch: dict[str, Any]) -> Tensor:
+        """This rank's positives [b, D] followed by its hard negatives [b·k, D], if the batch has any."""
+        p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
+        negatives = hard_negatives(batch)
+        return p if negatives is None else torch.cat([p, self.encoder(*negatives)])
+
+    def _contrastive_loss(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss of this rank's queries ``q`` [b, D] against the passages of all ranks, and those passages
+        (positives of all ranks, then negatives); ``p`` [b·(1+k), D] is this rank's positives followed by its
+        hard negatives."""
         p_all = positives_first(gather_with_grad(p), world_info()[1], q.shape[0])
         q_all = gather_with_grad(q) if self.loss.symmetric else None
-        return self.loss(q, p_all, q_offset=self.global_rank * q.shape[0], q_global=q_all)
+        return self.loss(q, p_all, q_offset=self.global_rank * q.shape[0], q_global=q_all), p_all
 
     def _grad_cache_step(self, batch: dict[str, Any]) -> Tensor:
         size = self.hparams.grad_cache_chunk_size
@@ -133,11 +151,7 @@ class BiEncoderModule(L.LightningModule):
             loss = self._grad_cache_step(batch)
         else:
             q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
-            p = self.encoder(batch["p_input_ids"], batch["p_attention_mask"])
-            negatives = hard_negatives(batch)
-            if negatives is not None:
-                p = torch.cat([p, self.encoder(*negatives)])
-            loss = self._contrastive_loss(q, p)
+            loss, _ = self._contrastive_loss(q, self._embed_passages(batch))
             self.manual_backward(loss)
         # One decision for all ranks: a rank-local NaN reaches every rank through the gradient all-reduce.
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
@@ -193,6 +207,17 @@ class BiEncoderModule(L.LightningModule):
                 batch_size=size,
             )
         return loss.detach()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        q = self.encoder(batch["q_input_ids"], batch["q_attention_mask"])
+        loss, p_all = self._contrastive_loss(q, self._embed_passages(batch))
+        ranks = positive_ranks(q, p_all, self.global_rank * q.shape[0])
+        size = q.shape[0]
+        self.val_metrics["loss"].update(loss.detach(), weight=size)
+        self.val_metrics["accuracy_at_1"].update((ranks == 1).float())
+        self.val_metrics["mrr"].update(1.0 / ranks.float())
+        for key, name in VAL_METRICS.items():
+            self.log(name, self.val_metrics[key], on_step=False, on_epoch=True, batch_size=size)
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = max(1, self._total_steps())
@@ -278,6 +303,20 @@ def hard_negatives(batch: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
             f"n_input_ids {tuple(ids.shape)} and n_attention_mask {tuple(mask.shape)}"
         )
     return ids, mask
+
+
+def positive_ranks(q: Tensor, passages: Tensor, offset: int = 0) -> Tensor:
+    """The rank (1 = first) of each query's positive among ``passages`` by cosine/dot score, computed in fp32.
+
+    ``q`` [b, D] are queries ``offset … offset + b - 1`` of the global batch, whose positives are those rows of
+    ``passages`` [P, D] (the layout of :class:`~hybrid_ir.models.loss.InfoNCELoss`). A passage scoring the
+    same as the positive counts as ranked above it, so collapsed embeddings rank every positive last.
+    """
+    with torch.autocast(q.device.type, enabled=False):
+        scores = q.float() @ passages.float().T
+    rows = torch.arange(q.shape[0], device=q.device)
+    positive = scores[rows, rows + offset]
+    return (scores >= positive[:, None]).sum(dim=1)
 
 
 def linear_warmup_decay(warmup: int, total: int):

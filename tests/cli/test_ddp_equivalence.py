@@ -1,4 +1,4 @@
-"""Lightning DDP with 2 CPU processes (gloo) trains like one process on the same global batch.
+"""Lightning DDP with 2 CPU processes (gloo) trains and validates like one process on the same global batch.
 
 In ``32-true`` the two agree to float rounding. In ``bf16-mixed`` each rank embeds half the batch, padded to its own
 longest text, so the bf16 matmuls round differently from the single process; bf16 keeps 8 significant bits
@@ -32,7 +32,7 @@ TOLERANCES: dict[str, tuple[float, dict[str, float]]] = {
 }
 
 
-def train(out: Path, trainer: str, precision: str) -> tuple[list[float], list[dict]]:
+def train(out: Path, trainer: str, precision: str, *extra: str) -> tuple[list[float], list[dict]]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
     args = [
         sys.executable,
@@ -46,6 +46,7 @@ def train(out: Path, trainer: str, precision: str) -> tuple[list[float], list[di
         "module.warmup_ratio=0.0",
         *NO_DROPOUT,
         f"hydra.run.dir={out}",
+        *extra,
     ]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -70,3 +71,26 @@ def test_two_ranks_match_one_process(tmp_path: Path, precision: str) -> None:
         assert sa.keys() == sb.keys()
         for key in sa:
             assert sb[key] == pytest.approx(sa[key], **metric_tol), key
+
+
+@pytest.mark.slow
+def test_two_ranks_validate_like_one_process(tmp_path: Path) -> None:
+    """Each rank validates its half of every fixed validation batch against the passages of both halves; the
+    torchmetrics means over the ranks equal the one-process values."""
+    run = (
+        "data.val.fraction=0.02",
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "callbacks.zero_shot_eval.before_training=false",
+        "~callbacks.export_encoder",
+    )
+    values = []
+    for name, trainer in (("single", "cpu"), ("ddp", "ddp_cpu")):
+        train(tmp_path / name, trainer, "32-true", *run)
+        with open(tmp_path / name / "csv" / "metrics.csv", newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("val/loss")]
+        assert len(rows) == 1, f"{name}: one validation expected, got {len(rows)}"
+        values.append({key: float(rows[0][key]) for key in ("val/loss", "val/acc@1", "val/mrr")})
+    single, ddp = values
+    assert ddp == pytest.approx(single, abs=1e-5)

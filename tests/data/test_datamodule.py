@@ -18,6 +18,7 @@ from hybrid_ir.data.datamodule import (
     PairDataset,
     ParallelQADataModule,
     ResumableDataLoader,
+    check_val_config,
     load_corpus,
 )
 from hybrid_ir.data.samplers import DROP_REASONS, HybridBatchSampler, PairRef, dataset_usage
@@ -417,3 +418,108 @@ def test_batches_read_before_fitting_do_not_shift_the_first_epoch(tokenizer: Tex
     dm.trainer = _fake_trainer(rank=0, world=1, epoch=0, processed=0)
     first = next(iter(dm.train_dataloader()))
     assert _keys(first) == [(r.pid, r.q_lang, r.p_lang) for r in plan[0][1]]
+
+
+# ---------------------------------------------------------------- validation set (data.val)
+
+
+def test_held_out_ids_never_reach_the_training_batches() -> None:
+    dm = _datamodule(val={"fraction": 0.2, "seed": 1})
+    train = dm.load_corpora()[0]
+    val = dm.val_corpora[0]
+    assert val.name == "xquad-r-val" and set(train.pids).isdisjoint(val.pids)
+    assert len(train) + len(val) == 1190
+    trained = {ref.pid for epoch in range(2) for _, refs in dm.make_sampler().plan(epoch) for ref in refs}
+    assert trained and trained.isdisjoint(val.pids)
+
+
+def test_validation_batches_are_fixed_and_sharded_over_ranks(tokenizer: TextTokenizer) -> None:
+    dm = _datamodule(val={"fraction": 0.2, "batch_size": 16, "mode": "cross"})
+    dm.attach_tokenizer(tokenizer)
+    dm.setup("fit")
+    plan = dm.val_plan()
+    assert len(plan) > 1 and all(info.kind == "cross" for info, _ in plan)
+    assert {ref.pid for _, refs in plan for ref in refs} <= set(dm.val_corpora[0].pids)
+    shards = []
+    for rank in range(2):
+        dm._val_loader = None
+        dm.trainer = _fake_trainer(rank=rank, world=2, epoch=0, processed=0)
+        loader = dm.val_dataloader()
+        assert dm.val_dataloader() is loader  # asked again every epoch: the same batches
+        first, again = [_keys(b) for b in loader], [_keys(b) for b in loader]
+        assert first == again
+        shards.append(first)
+    expected = [[(r.pid, r.q_lang, r.p_lang) for r in refs] for _, refs in plan]
+    assert [a + b for a, b in zip(*shards, strict=True)] == expected
+
+
+def test_validation_plan_does_not_depend_on_the_training_seed_or_sampler() -> None:
+    a = _datamodule(val={"fraction": 0.2}, seed=1, mode="mono")
+    b = _datamodule(val={"fraction": 0.2}, seed=2, mode="cross")
+    assert a.val_plan() == b.val_plan()
+
+
+def test_no_validation_set_gives_no_validation_loader() -> None:
+    for val in (None, {"fraction": 0.0, "datasets": []}):
+        dm = _datamodule(val=val)
+        assert dm.val is None and dm.val_dataloader() == []
+
+
+def test_separate_validation_dataset(tmp_path: Path) -> None:
+    spec = {"name": "my-val", "format": "jsonl", "path": str(_pairs_file(tmp_path / "v.jsonl", 40, LANGS))}
+    dm = _datamodule(val={"datasets": [spec], "batch_size": 8})
+    assert len(dm.load_corpora()[0]) == 1190  # nothing held out of the training data
+    assert [c.name for c in dm.val_corpora] == ["my-val"] and len(dm.val_corpora[0]) == 40
+    assert len(dm.val_plan()) > 0
+
+
+@pytest.mark.parametrize(
+    "val, message",
+    [
+        ({"fraction": 1.5}, "data.val.fraction=1.5 must be in (0, 1)"),
+        ({"fraction": 0.1, "datasets": [{"name": "x"}]}, "both fraction and datasets"),
+        ({"fractoin": 0.1}, "data.val.fractoin is not a validation setting"),
+        ({"datasets": [{"format": "jsonl"}]}, "data.val.datasets.0 has no name"),
+        (
+            {"datasets": [dict(SPEC, languages=["el"])]},
+            "data.val.datasets.0 ('xquad-r') is the training dataset",
+        ),
+        ({"fraction": 0.1, "mode": "both"}, "data.val: mode must be one of"),
+        ({"fraction": 0.1, "alpha": 2}, "data.val: alpha"),
+        ({"fraction": 0.1, "passes": 0}, "data.val.passes=0 must be an integer >= 1"),
+    ],
+)
+def test_invalid_validation_settings(val: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_val_config(val, BATCH, [SPEC])
+    assert message in str(info.value)
+
+
+def test_a_validation_set_too_small_for_one_batch_is_an_error() -> None:
+    dm = _datamodule(val={"fraction": 0.01, "batch_size": 64})
+    with pytest.raises(ConfigError, match=r"cannot fill a batch of data.val.batch_size=64"):
+        dm.check_plan()
+    with pytest.raises(ConfigError, match=r"data.val.batch_size=6 is the global batch"):
+        _datamodule(val={"fraction": 0.2, "batch_size": 6}).check_plan(world_size=4)
+
+
+def test_several_validation_passes_are_the_sampler_epochs_one_after_the_other() -> None:
+    one = _datamodule(val={"fraction": 0.2, "batch_size": 16})
+    three = _datamodule(val={"fraction": 0.2, "batch_size": 16, "passes": 3})
+    plan = three.val_plan()
+    one.load_corpora()
+    sampler = HybridBatchSampler(one.val_corpora, "hybrid", 16, 0.5, 0)
+    assert list(plan) == [batch for epoch in range(3) for batch in sampler.plan(epoch)]
+    assert list(plan)[: len(one.val_plan())] == list(one.val_plan())
+    used = {ref.pid for _, refs in plan for ref in refs}
+    assert plan.dropped == [len(three.val_corpora[0]) - len(used)]
+    assert plan.dropped[0] < one.val_plan().dropped[0]  # more passes use more of the held-out ids
+
+
+def test_preview_summarises_the_validation_batches() -> None:
+    stats = _datamodule(val={"fraction": 0.2, "batch_size": 16, "passes": 2}).preview()
+    val = stats["validation"]
+    assert val["datasets"] == ["xquad-r-val"] and val["passes"] == 2 and val["fraction"] == 0.2
+    assert val["pairs"] == val["batches"] * 16 and val["group_clashes"] == 0
+    assert val["dataset_usage"][0]["ids"] + stats["dataset_usage"][0]["ids"] == 1190
+    assert "validation" not in _datamodule().preview()

@@ -24,6 +24,7 @@ from hybrid_ir.models.module import (
     hard_negatives,
     linear_warmup_decay,
     optimizer_param_groups,
+    positive_ranks,
 )
 from hybrid_ir.utils.errors import ConfigError
 from tests.helpers.ddp import spawn
@@ -464,3 +465,16 @@ def test_ddp_plain_and_grad_cache_match_single_process(tiny_encoder_factory, tmp
                     torch.testing.assert_close(
                         grads[param], grad, atol=1e-6, rtol=1e-4, msg=f"k={k} rank {rank} {name} {param}"
                     )
+
+
+def test_positive_ranks_by_hand() -> None:
+    # 2 queries of rank 1 of a 2-rank global batch (offset 2); passages p0 … p3, positives at rows 2 and 3
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    passages = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.8, 0.0], [0.0, 1.0]])
+    # query 0 scores 0.9, 0.5, 0.8, 0.0: its positive (0.8) is second; query 1 scores 0.1, 0.5, 0.0, 1.0: first
+    assert positive_ranks(q, passages, offset=2).tolist() == [2, 1]
+
+
+def test_positive_ranks_count_ties_against_the_positive() -> None:
+    same = torch.ones(3, 4)  # collapsed embeddings: every passage scores like the positive
+    assert positive_ranks(same, same).tolist() == [3, 3, 3]

@@ -14,7 +14,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 
 from hybrid_ir.data import datamodule as datamodule_module
-from hybrid_ir.pipeline import evaluate, train
+from hybrid_ir.pipeline import check_monitors, evaluate, train
 from hybrid_ir.utils.errors import ConfigError, DataError
 
 from .conftest import Compose
@@ -123,6 +123,26 @@ CASES = {
         ConfigError,
         ["trainer.val_check_interval=10 is not supported", "step-based evaluation is not supported"],
     ),
+    "early stopping without a validation set": (
+        ("callbacks=validation",),
+        ConfigError,
+        ["callbacks.best_checkpoint monitors val/loss, which needs a validation set", "data.val.fraction"],
+    ),
+    "validation fraction out of range": (
+        ("data.val.fraction=1.5",),
+        ConfigError,
+        ["data.val.fraction=1.5 must be in (0, 1)"],
+    ),
+    "validation on a training dataset": (
+        ("data.val.datasets=[{name:xquad-r,format:lareqa,languages:[el]}]",),
+        ConfigError,
+        ["data.val.datasets.0 ('xquad-r') is the training dataset data.train.0", "data.val.fraction"],
+    ),
+    "validation set too small for one batch": (
+        ("data.val.fraction=0.01", "data.val.batch_size=64"),
+        ConfigError,
+        ["cannot fill a batch of data.val.batch_size=64", "hold out more ids"],
+    ),
     "a checkpoint that is not one": (
         ("ckpt_path=/etc/passwd",),
         ConfigError,
@@ -154,6 +174,8 @@ def test_bad_config_fails_before_any_model(
         ("trainer.max_epochs=-1", "trainer.max_steps=-1"),
         ("data.batch_size=1",),
         ("data=jsonl",),
+        ("callbacks=validation",),
+        ("data.val.fraction=1.5",),
     ],
 )
 def test_config_errors_come_before_the_data_loads(
@@ -229,3 +251,14 @@ def test_the_command_line_reports_the_error_and_exits_nonzero(tmp_path) -> None:
     assert "data.batch_size=3 is the global batch" in proc.stderr
     assert "training data xquad-r" not in proc.stdout + proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_monitoring_a_zero_shot_metric_is_warned_about(
+    compose: Compose, caplog: pytest.LogCaptureFixture
+) -> None:
+    check_monitors(compose("callbacks.model_checkpoint.monitor=eval/mlqa-r/map_multi"))
+    assert "callbacks.model_checkpoint monitors the zero-shot metric eval/mlqa-r/map_multi" in caplog.text
+    assert "selects on a test set" in caplog.text
+    caplog.clear()
+    check_monitors(compose("data.val.fraction=0.1", "callbacks=validation"))
+    assert "zero-shot" not in caplog.text

@@ -1,0 +1,88 @@
+"""Validation in a real (in-process) tiny-model training run: ``data.val`` logs ``val/loss``, ``val/acc@1`` and
+``val/mrr`` after every epoch, the values are those of the final weights on the fixed validation batches, and
+``callbacks=validation`` stops early and keeps the best checkpoint; without ``data.val`` no validation runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybrid_ir.pipeline import build_components, train
+
+from .conftest import Compose
+from .runs import csv_table
+
+MAX_EPOCHS = 4
+RUN = (
+    "experiment=smoke",
+    "trainer.precision=32-true",
+    "trainer.max_steps=-1",
+    f"trainer.max_epochs={MAX_EPOCHS}",
+    "+trainer.limit_train_batches=2",
+    "~callbacks.zero_shot_eval",
+    "~callbacks.export_encoder",
+    "~callbacks.progress_bar",
+    "+trainer.enable_progress_bar=false",
+)
+VAL = ("data.val.fraction=0.02", "callbacks=validation")
+
+
+def test_validation_logs_every_epoch_and_stops_early(compose: Compose, fast_tiny_model: None) -> None:
+    # no validation loss can improve by 100: the run stops at the first validation after the first one
+    cfg = compose(*RUN, *VAL, "callbacks.early_stopping.patience=0", "callbacks.early_stopping.min_delta=100")
+    out = Path(cfg.paths.output_dir)
+    run = build_components(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.trainer.current_epoch == 2 < MAX_EPOCHS  # epochs 0 and 1 ran
+    rows = [r for r in csv_table(out) if r.get("val/loss")]
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for row in rows:
+        assert 0.0 <= float(row["val/acc@1"]) <= float(row["val/mrr"]) <= 1.0
+    # the best checkpoint is epoch 0's: epoch 1 did not improve by min_delta
+    assert [p.name for p in (out / "checkpoints").glob("best-*.ckpt")] == [f"best-epoch00-step{2:06d}.ckpt"]
+
+    # the last logged values are the final weights' loss and ranks on the fixed validation batches
+    module, dm = run.module.eval(), run.datamodule
+    losses, hits, reciprocal = [], [], []
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            q = module.encoder(batch["q_input_ids"], batch["q_attention_mask"])
+            p = module.encoder(batch["p_input_ids"], batch["p_attention_mask"])
+            losses.append(float(module.loss(q, p)))
+            order = (q @ p.T).argsort(dim=1, descending=True)
+            position = (order == torch.arange(len(q))[:, None]).float().argmax(dim=1) + 1
+            hits += (position == 1).float().tolist()
+            reciprocal += (1.0 / position).tolist()
+    last = rows[-1]
+    assert float(last["val/loss"]) == pytest.approx(sum(losses) / len(losses), abs=1e-5)
+    assert float(last["val/acc@1"]) == pytest.approx(sum(hits) / len(hits), abs=1e-6)
+    assert float(last["val/mrr"]) == pytest.approx(sum(reciprocal) / len(reciprocal), abs=1e-6)
+
+
+def test_without_a_validation_set_no_validation_runs(compose: Compose, fast_tiny_model: None) -> None:
+    cfg = compose(*RUN, "trainer.max_epochs=1")
+    run = build_components(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert not any(key.startswith("val/") for key in run.trainer.callback_metrics)
+    assert sum(run.trainer.num_val_batches) == 0
+
+
+def test_early_stopping_continues_from_the_checkpoint_on_resume(
+    compose: Compose, fast_tiny_model: None
+) -> None:
+    stop_at_once = (
+        *VAL,
+        "callbacks.early_stopping.patience=0",
+        "callbacks.early_stopping.min_delta=100",
+        "callbacks.model_checkpoint.every_n_train_steps=null",  # callbacks=validation's, which smoke sets to 2
+    )
+    train(compose(*RUN, *stop_at_once, "trainer.max_epochs=1"))
+    # resumed, the best val/loss of epoch 0 comes from the checkpoint: epoch 1 does not beat it by 100, so the
+    # run stops there (a fresh early-stopping state would take epoch 1 as its first best and run epoch 2)
+    cfg = compose(*RUN, *stop_at_once, "ckpt_path=last")
+    train(cfg)
+    rows = csv_table(Path(cfg.paths.output_dir))
+    assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1]
+    assert max(int(r["epoch"]) for r in rows if r.get("epoch")) == 1
