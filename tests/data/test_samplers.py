@@ -474,3 +474,37 @@ def test_global_batch_rule(batch_size, world_size, message):
 def test_global_batch_rule_accepts_valid_sizes():
     for batch_size, world_size in [(2, 1), (2, 2), (8, 4)]:
         check_global_batch_size(batch_size, world_size)
+
+
+def test_corpus_arrays_match_the_corpus_and_are_built_once(sparse, grouped):
+    arrays = sparse.arrays
+    assert sparse.arrays is arrays
+    for i, pid in enumerate(sparse.pids):
+        assert [lang for lang, has in zip(sparse.languages, arrays.has_lang[i], strict=True) if has] == (
+            sparse.langs_of(pid)
+        )
+        assert arrays.n_langs[i] == len(sparse.langs_of(pid))
+        assert arrays.group[i] == sparse.group[pid]
+    broken = make_corpus(4, ["en"], name="broken")
+    del broken.group[broken.pids[2]]
+    with pytest.raises(
+        ValueError, match=r"corpus 'broken': pid 'broken-000002' has no entry in corpus.group"
+    ):
+        plan_epoch([broken], "mono", 2, 0.5, 0, 0)
+
+
+def test_plan_arrays_build_batches_on_demand(grouped, sparse):
+    """``plan[i]``, slices, iteration and a rank's :meth:`EpochPlan.pairs` all read the same arrays."""
+    corpora = [grouped, sparse]
+    plan = plan_epoch(corpora, "hybrid", 8, 0.5, seed=2, epoch=1)
+    assert plan.pid.shape == plan.q_lang.shape == plan.p_lang.shape == (len(plan), 8)
+    batches = list(plan)
+    assert plan[3:6] == batches[3:6] and plan[-1] == batches[-1]
+    for i in (0, len(plan) // 2, len(plan) - 1):
+        info, pairs = plan[i]
+        assert plan.info(i) == info and plan.pairs(i, 2, 6) == pairs[2:6]
+        corpus = corpora[info.dataset]
+        assert [ref.pid for ref in pairs] == [corpus.pids[j] for j in plan.pid[i]]
+    assert plan == batches and plan != batches[:-1]
+    mono = sum(info.kind == "mono" for info, _ in batches)
+    assert plan.mono_share() == mono / len(plan)
