@@ -20,6 +20,7 @@ from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.samplers import (
     DROP_REASONS,
     MODES,
+    STEPS_DROP_REASONS,
     EpochPlan,
     HybridBatchSampler,
     PairRef,
@@ -72,10 +73,26 @@ def plan_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> str:
             f"{usage['name']}: {usage['used_ids']} of {usage['ids']} ids used in {usage['batches']} batches"
         )
         if usage["dropped_ids"]:
-            why = "; ".join(f"{k}: {n}, {DROP_REASONS[k]}" for k, n in usage["drop_reasons"].items() if n)
+            texts = {**DROP_REASONS, **STEPS_DROP_REASONS}
+            why = "; ".join(f"{k}: {n}, {texts[k]}" for k, n in usage["drop_reasons"].items() if n)
             text += f", {usage['dropped_ids']} dropped ({why})"
         parts.append(text)
     return f"{len(plan)} batches; " + "; ".join(parts)
+
+
+def mono_share_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus], alpha: float) -> str:
+    """The realised share of mono batches of a plan, overall and per dataset, against ``alpha``, e.g.
+    ``mono share 0.62 of 40 batches (sampler.alpha=0.5); xquad-r 0.51 of 30; en-only 1.00 of 10 (one language)``.
+    A dataset of one language gives mono batches only, so the overall share exceeds ``alpha`` when one is mixed in.
+    """
+    parts = [f"mono share {plan.mono_share():.2f} of {len(plan)} batches (sampler.alpha={alpha})"]
+    for usage, corpus in zip(dataset_usage(plan, corpora), corpora, strict=True):
+        if usage["batches"]:
+            note = " (one language)" if len(corpus.languages) < 2 else ""
+            parts.append(
+                f"{usage['name']} {usage['mono_batches'] / usage['batches']:.2f} of {usage['batches']}{note}"
+            )
+    return "; ".join(parts)
 
 
 class PairDataset(Dataset):
@@ -180,6 +197,8 @@ class ParallelQADataModule(L.LightningDataModule):
         mode: ``hybrid`` | ``mono`` | ``cross``; alpha: P(monolingual batch) for ``hybrid``.
         batch_size: the GLOBAL batch size (split evenly over DDP ranks).
         temperature: dataset-mixing exponent; seed: sampling seed.
+        epoch_steps: batches per epoch, datasets drawn ∝ size**temperature and repeated or partly used (see
+            :func:`~hybrid_ir.data.samplers.plan_epoch`); ``None``: one pass over every dataset.
         num_workers / pin_memory: DataLoader settings (workers help on GPU machines).
         cache_tokens: keep token ids in the user cache (``<cache>/tokenized``).
     """
@@ -193,6 +212,7 @@ class ParallelQADataModule(L.LightningDataModule):
         batch_size: int = 32,
         temperature: float = 1.0,
         seed: int = 0,
+        epoch_steps: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_tokens: bool = True,
@@ -202,7 +222,7 @@ class ParallelQADataModule(L.LightningDataModule):
         if mode not in MODES:
             raise ConfigError(f"sampler mode {mode!r} is not valid; choose one of {', '.join(MODES)}")
         try:
-            check_sampler_args(mode, batch_size, alpha, temperature, seed)
+            check_sampler_args(mode, batch_size, alpha, temperature, seed, epoch_steps)
         except ValueError as err:
             raise ConfigError(str(err)) from err
         if not datasets:
@@ -210,7 +230,7 @@ class ParallelQADataModule(L.LightningDataModule):
         self.specs = [dict(s) for s in datasets]
         self.root = root
         self.mode, self.alpha, self.batch_size = mode, alpha, batch_size
-        self.temperature, self.seed = temperature, seed
+        self.temperature, self.seed, self.epoch_steps = temperature, seed, epoch_steps
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.cache_tokens, self.download = cache_tokens, download
         self.tokenizer: TextTokenizer | None = None
@@ -256,6 +276,7 @@ class ParallelQADataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             on_plan=self._log_plan if rank == 0 else None,
+            epoch_steps=self.epoch_steps,
         )
 
     def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
@@ -263,6 +284,7 @@ class ParallelQADataModule(L.LightningDataModule):
         if epoch not in self._logged_epochs:
             self._logged_epochs.add(epoch)
             log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
+            log.info("epoch %d: %s", epoch, mono_share_summary(plan, self.corpora, self.alpha))
 
     def check_plan(self, world_size: int = 1) -> EpochPlan:
         """Plan epoch 0 (no model needed) and fail early when the batches cannot be what the config asks.

@@ -48,6 +48,11 @@ DROP_REASONS = {
     "group_clash": "shares its answer group with another left-over id (a batch holds one id per group)",
     "partial_batch": "left over when fewer distinct answer groups than one batch remained",
 }
+# Why an id was left out of an epoch of a fixed number of batches (``epoch_steps``).
+STEPS_DROP_REASONS = {
+    "one_language": DROP_REASONS["one_language"],
+    "not_drawn": "in no batch of this epoch (an epoch of sampler.epoch_steps batches uses part of a large dataset)",
+}
 
 
 class PairRef(NamedTuple):
@@ -76,7 +81,8 @@ class EpochPlan(Sequence[Batch]):
     ``plan[i]`` builds batch ``i``'s :class:`BatchInfo` and :class:`PairRef` list on demand (a slice gives a
     list of batches); :meth:`pairs` builds only part of a batch (a rank's slice). ``dropped[d]`` = unused pids
     of dataset ``d``; ``drop_reasons[d]`` = ``{reason: count}`` over :data:`DROP_REASONS` (the counts sum to
-    ``dropped[d]``). Arrays, one row per batch: ``kind`` (0 mono, 1 cross), ``dataset``, ``lang`` (mono
+    ``dropped[d]``); ``passes[d]`` = passes over dataset ``d`` begun in the epoch (1 unless the epoch is a
+    number of steps). Arrays, one row per batch: ``kind`` (0 mono, 1 cross), ``dataset``, ``lang`` (mono
     language's index in the dataset's ``languages``, -1 for cross); one row per batch and one column per pair:
     ``pid`` (index into the dataset's ``pids``), ``q_lang`` and ``p_lang`` (indices into its ``languages``).
     Two plans are equal when they hold the same batches.
@@ -93,12 +99,14 @@ class EpochPlan(Sequence[Batch]):
         p_lang: np.ndarray,
         dropped: Sequence[int],
         drop_reasons: Sequence[Mapping[str, int]],
+        passes: Sequence[int] | None = None,
     ) -> None:
         self.corpora = list(corpora)
         self.kind, self.dataset, self.lang = kind, dataset, lang
         self.pid, self.q_lang, self.p_lang = pid, q_lang, p_lang
         self.dropped = [int(n) for n in dropped]
         self.drop_reasons = [dict(r) for r in drop_reasons]
+        self.passes = list(passes) if passes is not None else [1] * len(self.corpora)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -144,8 +152,12 @@ class EpochPlan(Sequence[Batch]):
         """Number of batches drawn from each of the ``n_datasets`` datasets."""
         return np.bincount(self.dataset, minlength=n_datasets).tolist()
 
+    def mono_batches_per_dataset(self, n_datasets: int) -> list[int]:
+        """Number of mono batches drawn from each of the ``n_datasets`` datasets."""
+        return np.bincount(self.dataset[self.kind == 0], minlength=n_datasets).tolist()
+
     def mono_share(self) -> float:
-        """The share of mono batches in the plan (0.0 for an empty plan)."""
+        """The realised share of mono batches in the plan (0.0 for an empty plan)."""
         return float(np.mean(self.kind == 0)) if len(self) else 0.0
 
 
@@ -191,7 +203,9 @@ def check_global_batch_size(batch_size: object, world_size: int) -> None:
         )
 
 
-def check_sampler_args(mode: str, batch_size: int, alpha: float, temperature: float, seed: int) -> None:
+def check_sampler_args(
+    mode: str, batch_size: int, alpha: float, temperature: float, seed: int, epoch_steps: int | None = None
+) -> None:
     """Raise ValueError naming the allowed values when any argument is out of range."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -203,6 +217,13 @@ def check_sampler_args(mode: str, batch_size: int, alpha: float, temperature: fl
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if epoch_steps is not None and (
+        isinstance(epoch_steps, bool) or not isinstance(epoch_steps, int) or epoch_steps < 1
+    ):
+        raise ValueError(
+            f"epoch_steps (sampler.epoch_steps) must be a positive number of batches, or null for one pass over "
+            f"every dataset, got {epoch_steps!r}"
+        )
 
 
 def _first_of_group(groups: np.ndarray) -> np.ndarray:
@@ -366,8 +387,14 @@ def plan_epoch(
     seed: int,
     epoch: int,
     temperature: float = 1.0,
+    epoch_steps: int | None = None,
 ) -> EpochPlan:
     """All global batches of one epoch, deterministic in ``(seed, epoch)`` (see the module docstring).
+
+    ``epoch_steps=None`` (exhaustive): one pass over every dataset. ``epoch_steps=N``: exactly ``N`` batches,
+    each from a dataset drawn with probability ∝ size**temperature among those that can fill a batch; a dataset
+    whose pass cannot fill another batch starts a new pass (a new random order), so small datasets repeat and
+    large ones are partly used. An id is then in at most one batch per pass, never twice in one batch.
 
     Returns an :class:`EpochPlan`: a sequence of ``(BatchInfo, [PairRef] * batch_size)`` with the unused ids of
     each dataset and why they were left out. A dataset may contribute no batch (see
@@ -375,7 +402,7 @@ def plan_epoch(
     Raises ValueError for invalid arguments or when not a single full batch can be formed (naming each
     dataset's :func:`batch_capacity`).
     """
-    check_sampler_args(mode, batch_size, alpha, temperature, seed)
+    check_sampler_args(mode, batch_size, alpha, temperature, seed, epoch_steps)
     if not corpora:
         raise ValueError("no training datasets given")
     if not isinstance(epoch, int) or epoch < 0:
@@ -383,18 +410,26 @@ def plan_epoch(
     rng = np.random.default_rng([seed, epoch])
     pools = [_Pool(d, corpus, rng) for d, corpus in enumerate(corpora)]
     weights = np.array([float(len(c)) ** temperature if len(c) else 0.0 for c in corpora])
+    passes = [1] * len(corpora)
+    fresh = [True] * len(corpora)  # the dataset's current pass has not given a batch yet
+    seen = [np.zeros(len(c), dtype=bool) for c in corpora]
     drawn: list[_Drawn] = []
     datasets: list[int] = []
-    while (live := np.flatnonzero(weights)).size:
+    while (live := np.flatnonzero(weights)).size and (epoch_steps is None or len(drawn) < epoch_steps):
         cdf = np.cumsum(weights[live])
         pick = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), live.size - 1)
-        pool = pools[int(live[pick])]
-        batch = _next_batch(pool, mode, alpha, batch_size, rng)
-        if batch is None:
-            weights[pool.index] = 0.0
+        d = int(live[pick])
+        batch = _next_batch(pools[d], mode, alpha, batch_size, rng)
+        if batch is None and epoch_steps is not None and not fresh[d]:
+            pools[d], fresh[d] = _Pool(d, corpora[d], rng), True
+            passes[d] += 1
+        elif batch is None:
+            weights[d] = 0.0
         else:
             drawn.append(batch)
-            datasets.append(pool.index)
+            datasets.append(d)
+            seen[d][batch.pid] = True
+            fresh[d] = False
     kinds = batch_kinds(mode, alpha)
     if not drawn:
         raise ValueError(
@@ -410,9 +445,23 @@ def plan_epoch(
         pid=np.stack([b.pid for b in drawn]).astype(np.int32 if max(map(len, corpora)) < 2**31 else np.int64),
         q_lang=np.stack([b.q_lang for b in drawn]),
         p_lang=np.stack([b.p_lang for b in drawn]),
-        dropped=[pool.n_unused() for pool in pools],
-        drop_reasons=[pool.drop_reasons(kinds) for pool in pools],
+        dropped=[len(s) - int(np.count_nonzero(s)) for s in seen],
+        drop_reasons=[
+            pool.drop_reasons(kinds) if epoch_steps is None else _steps_drop_reasons(c, s, kinds)
+            for pool, c, s in zip(pools, corpora, seen, strict=True)
+        ],
+        passes=passes,
     )
+
+
+def _steps_drop_reasons(
+    corpus: ParallelCorpus, seen: np.ndarray, kinds: Sequence[BatchKind]
+) -> dict[str, int]:
+    """Why the ids outside ``seen`` were left out of an epoch of ``epoch_steps`` (see :data:`STEPS_DROP_REASONS`)."""
+    unseen = ~seen
+    single = unseen & (corpus.arrays.n_langs < 2) if "mono" not in kinds else np.zeros_like(unseen)
+    n_single = int(np.count_nonzero(single))
+    return {"one_language": n_single, "not_drawn": int(np.count_nonzero(unseen)) - n_single}
 
 
 def capacity_note(corpus: ParallelCorpus, kinds: Sequence[BatchKind]) -> str:
@@ -444,6 +493,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
     ``state_dict`` / ``load_state_dict`` resume in the middle of an epoch at the next batch (batches
     already handed to a DataLoader's prefetch queue count as yielded). The sampler does its own
     sharding, so with Lightning set ``Trainer(use_distributed_sampler=False)``.
+    ``epoch_steps``: see :func:`plan_epoch` (``None``: one pass over every dataset per epoch).
     ``on_plan(epoch, plan)``, when given, is called once for every epoch plan the sampler computes (e.g. to
     log what the epoch uses and drops).
     """
@@ -459,8 +509,9 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         rank: int = 0,
         world_size: int = 1,
         on_plan: Callable[[int, EpochPlan], None] | None = None,
+        epoch_steps: int | None = None,
     ) -> None:
-        check_sampler_args(mode, global_batch_size, alpha, temperature, seed)
+        check_sampler_args(mode, global_batch_size, alpha, temperature, seed, epoch_steps)
         if not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
         check_global_batch_size(global_batch_size, world_size)
@@ -475,6 +526,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         self.alpha = alpha
         self.seed = seed
         self.temperature = temperature
+        self.epoch_steps = epoch_steps
         self.rank = rank
         self.world_size = world_size
         self.on_plan = on_plan
@@ -495,6 +547,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
                 self.seed,
                 epoch,
                 self.temperature,
+                self.epoch_steps,
             )
             while len(self._plans) >= 2:
                 del self._plans[next(iter(self._plans))]
@@ -548,8 +601,10 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
 
 
 def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[dict[str, Any]]:
-    """Per dataset of ``plan``: ``{name, ids, used_ids, dropped_ids, drop_reasons, batches}`` (JSON-serialisable)."""
+    """Per dataset of ``plan``: ``{name, ids, used_ids, dropped_ids, drop_reasons, batches, mono_batches, passes}``
+    (JSON-serialisable; ``passes``: passes over the dataset begun in the epoch)."""
     batches = plan.batches_per_dataset(len(corpora))
+    mono = plan.mono_batches_per_dataset(len(corpora))
     reasons = plan.drop_reasons or [{} for _ in corpora]
     return [
         {
@@ -559,6 +614,8 @@ def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[di
             "dropped_ids": plan.dropped[d],
             "drop_reasons": reasons[d],
             "batches": batches[d],
+            "mono_batches": mono[d],
+            "passes": plan.passes[d],
         }
         for d, corpus in enumerate(corpora)
     ]
@@ -569,7 +626,8 @@ def batch_stats(
 ) -> dict[str, Any]:
     """Summary of a plan, JSON-serialisable.
 
-    Keys: ``batches``, ``pairs``, ``kinds`` ({mono, cross} -> batches), ``batches_per_dataset``,
+    Keys: ``batches``, ``pairs``, ``kinds`` ({mono, cross} -> batches), ``mono_share`` (realised share of mono
+    batches), ``batches_per_dataset``,
     ``mono_batches_per_lang``, ``languages`` and ``lang_pairs`` (``lang_pairs[i][j]`` = pairs with
     query language ``languages[i]`` and passage language ``languages[j]``), ``impure_pairs`` (pairs
     whose languages contradict their batch kind), ``duplicate_pids`` (repeats of a pid inside a batch),
@@ -608,6 +666,7 @@ def batch_stats(
         "batches": len(plan),
         "pairs": pairs,
         "kinds": kinds,
+        "mono_share": kinds["mono"] / len(plan) if len(plan) else 0.0,
         "batches_per_dataset": per_dataset,
         "mono_batches_per_lang": per_lang,
         "languages": list(languages),

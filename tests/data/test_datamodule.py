@@ -385,6 +385,26 @@ def test_each_epoch_plan_is_logged_with_used_and_dropped_ids(caplog: pytest.LogC
     assert not caplog.messages, "only rank 0 logs the plan"
 
 
+def test_each_epoch_logs_its_realised_mono_share(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An English-only dataset gives mono batches only, so the realised share is logged next to alpha, per dataset."""
+    english = _pairs_file(tmp_path / "english.jsonl", 320, ["en"])
+    dm = _datamodule(
+        datasets=[SPEC, {"name": "english", "format": "jsonl", "path": str(english)}],
+        alpha=0.25,
+        epoch_steps=40,
+    )
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
+        plan = dm.make_sampler().plan(2)
+    (mono_xquad, mono_english) = plan.mono_batches_per_dataset(2)
+    (n_xquad, n_english) = plan.batches_per_dataset(2)
+    assert len(plan) == 40 and mono_english == n_english > 0
+    expected = (
+        f"epoch 2: mono share {plan.mono_share():.2f} of 40 batches (sampler.alpha=0.25); "
+        f"xquad-r {mono_xquad / n_xquad:.2f} of {n_xquad}; english 1.00 of {n_english} (one language)"
+    )
+    assert expected in caplog.messages
+
+
 def test_preview_reports_the_usage_of_each_dataset() -> None:
     stats = _datamodule(batch_size=256).preview()
     (usage,) = stats["dataset_usage"]
