@@ -17,9 +17,11 @@ Keys:
   records share a ``passage_id`` are put in one group.
 
 Other keys are ignored. An ``(id, lang)`` pair may appear only once. Groups (see
-:class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``" and
-"same ``passage_id``": ids in one group never share a training batch, so a passage is never used as
-an in-batch negative for a question it (or a translation of it) answers.
+:class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``",
+"same ``passage_id``" and "identical ``passage`` text" (in any language, compared with runs of
+whitespace as one space; with or without a ``passage_id``, as the LAReQA loader groups identical
+answer sentences): ids in one group never share a training batch, so a passage is never used as an
+in-batch negative for a question it (or a translation or a copy of it) answers.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def group_ids(pids: Iterable[str], clusters: Iterable[Iterable[str]]) -> dict[st
     return out
 
 
+def _passage_key(passage: str) -> str:
+    """``passage`` with runs of whitespace as one space and no outer whitespace (the text itself when it has
+    none to change, so the key shares its memory)."""
+    key = " ".join(passage.split())
+    return passage if key == passage else key
+
+
 def _parse_record(line: str, path: Path, lineno: int) -> dict[str, str]:
     """Parse and type-check one JSONL line; return its fields with ``context`` defaulted to ``""``."""
     record = f"line {lineno}"
@@ -112,6 +121,8 @@ def load_jsonl_corpus(
     pairs: dict[str, dict[str, QAPair]] = {}
     first_line: dict[tuple[str, str], int] = {}
     passage_ids: dict[str, list[str]] = {}
+    first_with_text: dict[str, str] = {}
+    same_text: list[tuple[str, str]] = []
     for lineno, text in read_lines(path, "JSONL file of training records"):
         rec = _parse_record(text, path, lineno)
         key = (rec["id"], rec["lang"])
@@ -133,6 +144,10 @@ def load_jsonl_corpus(
         )
         if "passage_id" in rec:
             passage_ids.setdefault(rec["passage_id"], []).append(rec["id"])
+        text = _passage_key(rec["passage"])
+        first = first_with_text.setdefault(text, rec["id"])
+        if first != rec["id"]:
+            same_text.append((first, rec["id"]))
     if not pairs:
         raise DataError(path, "file", "no records; expected one JSON object per line")
     if wanted is not None:
@@ -144,6 +159,6 @@ def load_jsonl_corpus(
         name=name,
         languages=sorted(pairs),
         pairs=pairs,
-        group=group_ids(ids, passage_ids.values()),
+        group=group_ids(ids, [*passage_ids.values(), *same_text]),
         source=str(path),
     )
