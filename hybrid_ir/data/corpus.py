@@ -65,6 +65,11 @@ class ParallelCorpus:
         return [lang for lang in self.languages if pid in self.pairs[lang]]
 
     @cached_property
+    def index_of(self) -> dict[str, int]:
+        """``index_of[pid]`` -> the position of ``pid`` in :attr:`pids` (built on first use and kept)."""
+        return {pid: i for i, pid in enumerate(self.pids)}
+
+    @cached_property
     def arrays(self) -> CorpusArrays:
         """The integer view of this corpus, built on first use and kept (the corpus must not change after)."""
         return CorpusArrays.of(self)
@@ -87,7 +92,7 @@ class CorpusArrays:
     @classmethod
     def of(cls, corpus: ParallelCorpus) -> CorpusArrays:
         """Build the view; raises ValueError naming the corpus when a pid has no entry in ``corpus.group``."""
-        index = {pid: i for i, pid in enumerate(corpus.pids)}
+        index = corpus.index_of
         has_lang = np.zeros((len(corpus.pids), len(corpus.languages)), dtype=bool)
         for col, lang in enumerate(corpus.languages):
             rows = np.fromiter((index[pid] for pid in corpus.pairs.get(lang, ())), dtype=np.int64)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from hybrid_ir.data.collate import TextTokenizer, tokenize_cached
+from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.download import ensure_dataset
 from hybrid_ir.data.jsonl import load_jsonl_corpus
@@ -30,6 +30,7 @@ from hybrid_ir.data.samplers import (
     check_sampler_args,
     dataset_usage,
 )
+from hybrid_ir.data.store import open_token_store
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import resolve_data_root
 
@@ -96,33 +97,25 @@ def mono_share_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus], alpha
 
 
 class PairDataset(Dataset):
-    """Maps a :class:`PairRef` to the token ids of its question and passage (tokenised once, up front)."""
+    """Maps a :class:`PairRef` to the token ids of its question and passage, read from each corpus's memory-mapped
+    :class:`~hybrid_ir.data.store.TokenStore` (built once per corpus and tokenizer; in memory without
+    ``use_cache``)."""
 
     def __init__(self, corpora: Sequence[ParallelCorpus], tokenizer: TextTokenizer, use_cache: bool = True):
         self.corpora = list(corpora)
-        self.q_ids: list[dict[str, list[int]]] = []
-        self.p_ids: list[dict[str, list[int]]] = []
-        for corpus in self.corpora:
-            pairs = [pair for by_pid in corpus.pairs.values() for pair in by_pid.values()]
-            tag = corpus.name.replace("/", "_")
-            self.q_ids.append(
-                tokenize_cached(tokenizer, (p.question for p in pairs), "query", tag, use_cache)
-            )
-            self.p_ids.append(
-                tokenize_cached(tokenizer, (p.passage for p in pairs), "passage", tag, use_cache)
-            )
+        self.stores = [open_token_store(corpus, tokenizer, use_cache) for corpus in self.corpora]
+        self.lang_index = [{lang: col for col, lang in enumerate(c.languages)} for c in self.corpora]
         self.pad = tokenizer.pad
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.corpora)
 
     def __getitem__(self, ref: PairRef) -> dict[str, Any]:
-        corpus = self.corpora[ref.dataset]
-        question = corpus.pairs[ref.q_lang][ref.pid].question
-        passage = corpus.pairs[ref.p_lang][ref.pid].passage
+        store, langs = self.stores[ref.dataset], self.lang_index[ref.dataset]
+        i = self.corpora[ref.dataset].index_of[ref.pid]
         return {
-            "q": self.q_ids[ref.dataset][question],
-            "p": self.p_ids[ref.dataset][passage],
+            "q": store.ids(i, langs[ref.q_lang], 0),
+            "p": store.ids(i, langs[ref.p_lang], 1),
             "q_lang": ref.q_lang,
             "p_lang": ref.p_lang,
             "pid": ref.pid,
@@ -200,7 +193,7 @@ class ParallelQADataModule(L.LightningDataModule):
         epoch_steps: batches per epoch, datasets drawn ∝ size**temperature and repeated or partly used (see
             :func:`~hybrid_ir.data.samplers.plan_epoch`); ``None``: one pass over every dataset.
         num_workers / pin_memory: DataLoader settings (workers help on GPU machines).
-        cache_tokens: keep token ids in the user cache (``<cache>/tokenized``).
+        cache_tokens: keep token ids in memory-mapped stores in the user cache (``<cache>/stores``).
     """
 
     def __init__(
