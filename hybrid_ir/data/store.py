@@ -96,6 +96,11 @@ def store_key(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> str:
     return digest.hexdigest()[:24]
 
 
+def store_path(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> Path:
+    """Where the store of ``corpus`` and ``tokenizer`` lives: ``<cache>/stores/<name>-<key>``."""
+    return cache_dir("stores") / f"{corpus.name.replace('/', '_')}-{store_key(corpus, tokenizer)}"
+
+
 def open_token_store(
     corpus: ParallelCorpus, tokenizer: TextTokenizer, use_cache: bool = True, chunk: int = CHUNK
 ) -> TokenStore:
@@ -105,8 +110,7 @@ def open_token_store(
         buffer = io.BytesIO()
         offsets, rows = _build_arrays(corpus, tokenizer, chunk, buffer)
         return TokenStore(np.frombuffer(buffer.getbuffer(), dtype=np.int32), offsets, rows, built=True)
-    name = corpus.name.replace("/", "_")
-    path = cache_dir("stores") / f"{name}-{store_key(corpus, tokenizer)}"
+    path = store_path(corpus, tokenizer)
     with _locked(path.with_name(path.name + ".lock")):
         store = _map(path)
         if store is not None:
