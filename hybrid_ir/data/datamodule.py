@@ -24,6 +24,7 @@ from hybrid_ir.data.samplers import (
     EpochPlan,
     HybridBatchSampler,
     PairRef,
+    batch_capacity,
     batch_kinds,
     batch_stats,
     capacity_note,
@@ -296,7 +297,12 @@ class ParallelQADataModule(L.LightningDataModule):
             raise ConfigError(str(err)) from err
         kinds = batch_kinds(self.mode, self.alpha)
         for d, n in enumerate(plan.batches_per_dataset(len(corpora))):
-            if n == 0:
+            # An epoch of epoch_steps batches may skip a small dataset by chance; only one that cannot fill a
+            # batch is an error.
+            fits = self.epoch_steps is not None and any(
+                batch_capacity(corpora[d], kind) >= self.batch_size for kind in kinds
+            )
+            if n == 0 and not fits:
                 raise ConfigError(
                     f"training dataset {corpora[d].name!r} (data.train.{d}) contributes no batch of "
                     f"data.batch_size={self.batch_size} {self.mode} pairs: {capacity_note(corpora[d], kinds)}. "

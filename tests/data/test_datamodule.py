@@ -356,6 +356,18 @@ def test_a_dataset_that_contributes_no_batch_is_an_error(tmp_path: Path) -> None
                            batch_size=4).check_plan()) > 0  # fmt: skip
 
 
+def test_an_epoch_of_steps_may_skip_a_small_dataset_but_not_one_that_cannot_fill_a_batch(
+    tmp_path: Path,
+) -> None:
+    small = _pairs_file(tmp_path / "small.jsonl", 40, ["de", "en"])
+    dm = _datamodule(datasets=[SPEC, {"name": "small", "format": "jsonl", "path": str(small)}], epoch_steps=1)
+    assert dm.check_plan().batches_per_dataset(2) == [1, 0]
+    tiny = _pairs_file(tmp_path / "tiny.jsonl", 5, ["de", "en"])
+    dm = _datamodule(datasets=[SPEC, {"name": "tiny", "format": "jsonl", "path": str(tiny)}], epoch_steps=1)
+    with pytest.raises(ConfigError, match=r"'tiny' \(data.train.1\) contributes no batch"):
+        dm.check_plan()
+
+
 def test_cross_batches_from_a_single_language_dataset_fail_with_the_reason(tmp_path: Path) -> None:
     one = _pairs_file(tmp_path / "one.jsonl", 40, ["en"])
     dm = _datamodule(
