@@ -15,7 +15,8 @@ resident memory is its own) measure:
   (``start_to_first_step_s``), to the end of the 5 steps, and the process's peak RSS.
 
 Goals (issue 12, at 200 k ids): peak RSS of the training process <= 2.5 GB, start to first step <= 30 s, store
-build <= 10 min; per-batch fetch <= 2 ms at every N. ``--quick`` runs N = 2,000.
+build <= 10 min; per-batch fetch <= 2 ms at every N. ``planner``: the array planner alone (no texts) at 200 k and
+2 M ids, its time per epoch and peak RSS. ``--quick`` runs N = 2,000 (planner: 20,000).
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.process import peak_rss_mb, run_worker, worker_main
+
+if TYPE_CHECKING:
+    from hybrid_ir.data.corpus import ParallelCorpus
 
 NAME = "scale"
 LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
@@ -38,6 +42,8 @@ LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
 CHARS_PER_WORD = {"th": 5, "zh": 2}
 FULL = (20_000, 200_000)
 QUICK = (2_000,)
+PLAN_FULL = (200_000, 2_000_000)
+PLAN_QUICK = (20_000,)
 BATCH = 32
 CORPUS = "synthetic-scale"  # the dataset's name (its token store is removed after the run)
 FETCH_BATCHES = 200
@@ -179,8 +185,58 @@ def measure_train(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def planner_corpus(n_ids: int, seed: int = 0) -> ParallelCorpus:
+    """A corpus of ``n_ids`` ids x 9 languages for the planner alone: ids and their integer view (each id in a
+    language with probability 0.9 and in at least one; one id in ten in the group of the id before it), no texts
+    (a corpus with texts for 2 M ids would not fit in this machine's memory)."""
+    from hybrid_ir.data.corpus import CorpusArrays, ParallelCorpus
+
+    rng = np.random.default_rng(seed)
+    has_lang = rng.random((n_ids, len(LANGS))) < 0.9
+    has_lang[np.arange(n_ids), rng.integers(len(LANGS), size=n_ids)] = True
+    group = np.cumsum(rng.random(n_ids) >= 0.1) - 1
+    group[0] = 0
+    corpus = ParallelCorpus(
+        name="planner", languages=list(LANGS), pairs={lang: {} for lang in LANGS}, group={}
+    )
+    corpus.pids = [f"s{i:07d}" for i in range(n_ids)]
+    corpus.__dict__["arrays"] = CorpusArrays(
+        group=group, has_lang=has_lang, n_langs=has_lang.sum(1, dtype=np.int8)
+    )
+    return corpus
+
+
+def measure_plan(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``plan`` worker: one epoch of the array planner per mode at batch 32 on :func:`planner_corpus`."""
+    from hybrid_ir.data.samplers import plan_epoch
+
+    corpus = planner_corpus(config["n"])
+    rss_before = peak_rss_mb()
+    out: dict[str, Any] = {"ids": config["n"], "rss_before_plan_mb": rss_before}
+    for mode in ("hybrid", "mono", "cross"):
+        start = time.perf_counter()
+        plan = plan_epoch([corpus], mode, BATCH, 0.5, seed=0, epoch=1)
+        out[f"{mode}_plan_s"] = time.perf_counter() - start
+        out[f"{mode}_batches"] = len(plan)
+        del plan
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
 def work(config: dict[str, Any]) -> dict[str, Any]:
-    return measure_data(config) if config["kind"] == "data" else measure_train(config)
+    kind = config["kind"]
+    return (
+        measure_data(config)
+        if kind == "data"
+        else measure_train(config)
+        if kind == "train"
+        else measure_plan(config)
+    )
+
+
+def plan_cases(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The planner alone at each of ``sizes`` ids (see :func:`planner_corpus`), one worker process each."""
+    return [run_worker("benchmarks.scale", {"kind": "plan", "n": n}, timeout=1800) for n in sizes]
 
 
 def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
@@ -224,7 +280,8 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
                 ),
                 goal(f"{c['n_ids']} ids: store build (s)", c["data"]["store_build_s"], 600.0, False),
             ]
-    return {"precision": "32-true", "cases": cases, "goals": goals}
+    planner = plan_cases(PLAN_QUICK if quick else PLAN_FULL)
+    return {"precision": "32-true", "cases": cases, "planner": planner, "goals": goals}
 
 
 def _remove_stores() -> None:
@@ -248,6 +305,12 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"({d['store_mb']:.0f} MB), fetch {d['fetch_median_ms']:.2f} ms/batch, data peak RSS "
             f"{d['peak_rss_mb']:.0f} MB; train: first step {t['start_to_first_step_s']:.1f} s, 5 steps "
             f"{t['start_to_5_steps_s']:.1f} s, peak RSS {t['peak_rss_mb']:.0f} MB"
+        )
+    for p in result.get("planner", []):
+        lines.append(
+            f"{p['ids']:>9} ids, planner alone: hybrid {p['hybrid_plan_s']:.1f} s, mono {p['mono_plan_s']:.1f} s, "
+            f"cross {p['cross_plan_s']:.1f} s per epoch ({p['hybrid_batches']} batches of {BATCH}); peak RSS "
+            f"{p['peak_rss_mb']:.0f} MB ({p['rss_before_plan_mb']:.0f} MB before planning)"
         )
     return lines
 
