@@ -8,15 +8,24 @@ Follows the hybrid batching of arXiv 2408.10536 (with the LAReQA X-X-mono and X-
   language pair uniformly among the ``k(k-1)`` ordered pairs of the ``k >= 2`` languages of its pid.
 * ``hybrid``: each batch is mono with probability ``alpha``, else cross. The kind is drawn from the
   same uniform number ``u`` in every mode (mono iff ``u < alpha``), so ``hybrid`` with ``alpha = 1``
-  gives exactly the ``mono`` plan and ``alpha = 0`` exactly the ``cross`` plan.
+  gives exactly the ``mono`` plan and ``alpha = 0`` exactly the ``cross`` plan. ``alpha`` is thus the
+  mono probability of a batch of a dataset that can fill both kinds. When the drawn kind cannot be
+  filled, the other kind is used: a dataset of one language (or whose ids all exist in one language)
+  gives mono batches only, and so does a dataset whose cross batches ran out near the end of its pass.
+  The realised share of mono batches (:meth:`EpochPlan.mono_share`, per dataset
+  :meth:`EpochPlan.mono_batches_per_dataset`) is therefore above ``alpha`` when such a dataset is mixed
+  in; the DataModule logs it every epoch.
 
-With several datasets each batch comes from one dataset ``d``, drawn with probability
-``p(d) = n_d**T / sum_e n_e**T`` among the datasets that can still fill a batch (``n_d`` = number of
-pids, ``T`` = temperature). An epoch is one pass without replacement over the pids of every
-dataset. A batch never holds a pid twice nor two pids of one ``group``; pids passed over for a
-group clash are deferred to later batches, and pids lacking the batch's language wait for a batch
-that can use them. When no further full batch can be formed, the rest is dropped (``EpochPlan.dropped``, with
-the reasons in ``EpochPlan.drop_reasons``: see :data:`DROP_REASONS`).
+With several datasets each batch comes from one dataset ``d``, drawn with probability ``p(d) = n_d**T / sum_e
+n_e**T`` among the datasets that can still fill a batch (``n_d`` = number of pids, ``T`` = temperature). By
+default an epoch is one pass without replacement over the pids of every dataset, so each dataset's share of
+the epoch is ∝ its size whatever ``T`` (``T`` only orders the batches); with ``epoch_steps = N`` an epoch is
+``N`` batches, the shares follow ``n_d**T``, and a dataset whose pass cannot fill another batch starts a new
+pass (small datasets repeat, large ones are partly used; :data:`STEPS_DROP_REASONS`). A batch never holds a
+pid twice nor two pids of one ``group``; pids passed over for a group clash are deferred to later batches, and
+pids lacking the batch's language wait for a batch that can use them. When no further full batch can be
+formed, the rest is dropped (``EpochPlan.dropped``, with the reasons in ``EpochPlan.drop_reasons``: see
+:data:`DROP_REASONS`).
 Everything is drawn from one ``numpy.random.Generator`` seeded with ``(seed, epoch)``.
 
 The planner works on each corpus's integer view (:attr:`~hybrid_ir.data.corpus.ParallelCorpus.arrays`: group
@@ -78,13 +87,14 @@ Batch = tuple[BatchInfo, list[PairRef]]
 class EpochPlan(Sequence[Batch]):
     """The batches of one epoch, stored as integer arrays and read as a sequence of :data:`Batch`.
 
-    ``plan[i]`` builds batch ``i``'s :class:`BatchInfo` and :class:`PairRef` list on demand (a slice gives a
-    list of batches); :meth:`pairs` builds only part of a batch (a rank's slice). ``dropped[d]`` = unused pids
-    of dataset ``d``; ``drop_reasons[d]`` = ``{reason: count}`` over :data:`DROP_REASONS` (the counts sum to
-    ``dropped[d]``); ``passes[d]`` = passes over dataset ``d`` begun in the epoch (1 unless the epoch is a
-    number of steps). Arrays, one row per batch: ``kind`` (0 mono, 1 cross), ``dataset``, ``lang`` (mono
-    language's index in the dataset's ``languages``, -1 for cross); one row per batch and one column per pair:
-    ``pid`` (index into the dataset's ``pids``), ``q_lang`` and ``p_lang`` (indices into its ``languages``).
+    ``plan[i]`` builds batch ``i``'s :class:`BatchInfo` and :class:`PairRef` list on demand (a slice gives a list of
+    batches); :meth:`pairs` builds only part of a batch (a rank's slice). ``dropped[d]`` = unused pids of dataset
+    ``d``; ``drop_reasons[d]`` = ``{reason: count}`` over :data:`DROP_REASONS` (over :data:`STEPS_DROP_REASONS` for
+    an epoch of ``epoch_steps``; the counts sum to ``dropped[d]``); ``passes[d]`` = passes over dataset ``d`` begun
+    in the epoch (1 unless the epoch is a number of steps). Arrays, one row per batch: ``kind`` (0 mono, 1 cross),
+    ``dataset``, ``lang`` (mono language's index in the dataset's ``languages``, -1 for cross); one row per batch
+    and one column per pair: ``pid`` (index into the dataset's ``pids``), ``q_lang`` and ``p_lang`` (indices into
+    its ``languages``).
     Two plans are equal when they hold the same batches.
     """
 
