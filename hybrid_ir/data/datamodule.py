@@ -105,6 +105,8 @@ class PairDataset(Dataset):
     def __init__(self, corpora: Sequence[ParallelCorpus], tokenizer: TextTokenizer, use_cache: bool = True):
         self.corpora = list(corpora)
         self.stores = [open_token_store(corpus, tokenizer, use_cache) for corpus in self.corpora]
+        for corpus in self.corpora:
+            corpus.index_of  # noqa: B018 - built here, before DataLoader workers fork, so they share it
         self.lang_index = [{lang: col for col, lang in enumerate(c.languages)} for c in self.corpora]
         self.pad = tokenizer.pad
 
