@@ -28,6 +28,7 @@ BENCHMARKS = (
     "eval_scaling",
     "gradcache_memory",
     "data_pipeline",
+    "scale",
     "gpu_throughput",
     "gpu_gradcache",
 )

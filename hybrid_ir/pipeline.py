@@ -194,7 +194,8 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
     for usage in stats["dataset_usage"]:
         reasons = ", ".join(f"{k} {n}" for k, n in usage["drop_reasons"].items() if n) or "none dropped"
         lines.append(
-            f"{usage['name']}: {usage['batches']} batches, {usage['used_ids']} of {usage['ids']} ids used, "
+            f"{usage['name']}: {usage['batches']} batches ({usage['mono_batches']} mono), {usage['used_ids']} of "
+            f"{usage['ids']} ids used, "
             f"{usage['dropped_ids']} dropped ({reasons})"
         )
     val = stats.get("validation")

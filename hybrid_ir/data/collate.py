@@ -1,21 +1,15 @@
-"""Tokenisation (once per text, cached on disk) and collation (pad to the longest sequence in the batch)."""
+"""Tokenisation with the model's text conventions and collation (pad to the longest sequence in the batch)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
-
-from hybrid_ir.utils.io import atomic_write
-from hybrid_ir.utils.paths import cache_dir
-
-log = logging.getLogger(__name__)
 
 TextKind = Literal["query", "passage"]
 
@@ -77,30 +71,3 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, T
     ids = torch.tensor([list(s) + [pad_id] * (length - len(s)) for s in seqs], dtype=torch.long)
     mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs], dtype=torch.long)
     return ids.reshape(shape), mask.reshape(shape)
-
-
-def tokenize_cached(
-    tokenizer: TextTokenizer, texts: Iterable[str], kind: TextKind, tag: str, use_cache: bool = True
-) -> dict[str, list[int]]:
-    """Token ids for each unique text, computed once and cached under ``<cache>/tokenized``.
-
-    The cache key hashes the tokenizer fingerprint, ``kind``, ``tag`` (the dataset) and the texts themselves,
-    so any change to the data or the tokenizer gives a new entry.
-    """
-    unique = sorted(set(texts))
-    digest = hashlib.sha256()
-    digest.update(f"{tokenizer.fingerprint()}|{kind}|{tag}|".encode())
-    for t in unique:
-        digest.update(t.encode())
-        digest.update(b"\0")
-    path = cache_dir("tokenized") / f"{tag}-{kind}-{digest.hexdigest()[:20]}.pt"
-    if use_cache and path.exists():
-        try:
-            cached = torch.load(path, weights_only=True)
-            return dict(zip(unique, cached, strict=True))
-        except Exception as err:  # a stale or damaged cache entry is rebuilt, never trusted
-            log.warning("ignoring unreadable token cache %s (%s)", path, err)
-    ids = tokenizer(unique, kind) if unique else []
-    if use_cache:
-        atomic_write(path, lambda tmp: torch.save(ids, tmp))
-    return dict(zip(unique, ids, strict=True))

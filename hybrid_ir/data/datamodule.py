@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from hybrid_ir.data.collate import TextTokenizer, tokenize_cached
+from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.download import ensure_dataset
 from hybrid_ir.data.jsonl import load_jsonl_corpus
@@ -20,9 +20,11 @@ from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.samplers import (
     DROP_REASONS,
     MODES,
+    STEPS_DROP_REASONS,
     EpochPlan,
     HybridBatchSampler,
     PairRef,
+    batch_capacity,
     batch_kinds,
     batch_stats,
     capacity_note,
@@ -32,6 +34,7 @@ from hybrid_ir.data.samplers import (
     plan_epoch,
 )
 from hybrid_ir.data.split import hold_out
+from hybrid_ir.data.store import open_token_store
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import resolve_data_root
 
@@ -138,40 +141,50 @@ def plan_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> str:
             f"{usage['name']}: {usage['used_ids']} of {usage['ids']} ids used in {usage['batches']} batches"
         )
         if usage["dropped_ids"]:
-            why = "; ".join(f"{k}: {n}, {DROP_REASONS[k]}" for k, n in usage["drop_reasons"].items() if n)
+            texts = {**DROP_REASONS, **STEPS_DROP_REASONS}
+            why = "; ".join(f"{k}: {n}, {texts[k]}" for k, n in usage["drop_reasons"].items() if n)
             text += f", {usage['dropped_ids']} dropped ({why})"
         parts.append(text)
     return f"{len(plan)} batches; " + "; ".join(parts)
 
 
+def mono_share_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus], alpha: float) -> str:
+    """The realised share of mono batches of a plan, overall and per dataset, against ``alpha``, e.g.
+    ``mono share 0.62 of 40 batches (sampler.alpha=0.5); xquad-r 0.51 of 30; en-only 1.00 of 10 (one language)``.
+    A dataset of one language gives mono batches only, so the overall share exceeds ``alpha`` when one is mixed in.
+    """
+    parts = [f"mono share {plan.mono_share():.2f} of {len(plan)} batches (sampler.alpha={alpha})"]
+    for usage, corpus in zip(dataset_usage(plan, corpora), corpora, strict=True):
+        if usage["batches"]:
+            note = " (one language)" if len(corpus.languages) < 2 else ""
+            parts.append(
+                f"{usage['name']} {usage['mono_batches'] / usage['batches']:.2f} of {usage['batches']}{note}"
+            )
+    return "; ".join(parts)
+
+
 class PairDataset(Dataset):
-    """Maps a :class:`PairRef` to the token ids of its question and passage (tokenised once, up front)."""
+    """Maps a :class:`PairRef` to the token ids of its question and passage, read from each corpus's memory-mapped
+    :class:`~hybrid_ir.data.store.TokenStore` (built once per corpus and tokenizer; in memory without
+    ``use_cache``)."""
 
     def __init__(self, corpora: Sequence[ParallelCorpus], tokenizer: TextTokenizer, use_cache: bool = True):
         self.corpora = list(corpora)
-        self.q_ids: list[dict[str, list[int]]] = []
-        self.p_ids: list[dict[str, list[int]]] = []
+        self.stores = [open_token_store(corpus, tokenizer, use_cache) for corpus in self.corpora]
         for corpus in self.corpora:
-            pairs = [pair for by_pid in corpus.pairs.values() for pair in by_pid.values()]
-            tag = corpus.name.replace("/", "_")
-            self.q_ids.append(
-                tokenize_cached(tokenizer, (p.question for p in pairs), "query", tag, use_cache)
-            )
-            self.p_ids.append(
-                tokenize_cached(tokenizer, (p.passage for p in pairs), "passage", tag, use_cache)
-            )
+            corpus.index_of  # noqa: B018 - built here, before DataLoader workers fork, so they share it
+        self.lang_index = [{lang: col for col, lang in enumerate(c.languages)} for c in self.corpora]
         self.pad = tokenizer.pad
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.corpora)
 
     def __getitem__(self, ref: PairRef) -> dict[str, Any]:
-        corpus = self.corpora[ref.dataset]
-        question = corpus.pairs[ref.q_lang][ref.pid].question
-        passage = corpus.pairs[ref.p_lang][ref.pid].passage
+        store, langs = self.stores[ref.dataset], self.lang_index[ref.dataset]
+        i = self.corpora[ref.dataset].index_of[ref.pid]
         return {
-            "q": self.q_ids[ref.dataset][question],
-            "p": self.p_ids[ref.dataset][passage],
+            "q": store.ids(i, langs[ref.q_lang], 0),
+            "p": store.ids(i, langs[ref.p_lang], 1),
             "q_lang": ref.q_lang,
             "p_lang": ref.p_lang,
             "pid": ref.pid,
@@ -247,8 +260,10 @@ class ParallelQADataModule(L.LightningDataModule):
         mode: ``hybrid`` | ``mono`` | ``cross``; alpha: P(monolingual batch) for ``hybrid``.
         batch_size: the GLOBAL batch size (split evenly over DDP ranks).
         temperature: dataset-mixing exponent; seed: sampling seed.
+        epoch_steps: batches per epoch, datasets drawn ∝ size**temperature and repeated or partly used (see
+            :func:`~hybrid_ir.data.samplers.plan_epoch`); ``None``: one pass over every dataset.
         num_workers / pin_memory: DataLoader settings (workers help on GPU machines).
-        cache_tokens: keep token ids in the user cache (``<cache>/tokenized``).
+        cache_tokens: keep token ids in memory-mapped stores in the user cache (``<cache>/stores``).
         val: the validation set (``data.val``): ``fraction`` > 0 holds out that fraction of every training
             dataset's ids (:func:`~hybrid_ir.data.split.hold_out`, seeded by ``seed``), or ``datasets`` lists
             separate dataset specs; its batches are fixed (:meth:`val_plan`): ``passes`` sampler epochs of
@@ -265,6 +280,7 @@ class ParallelQADataModule(L.LightningDataModule):
         batch_size: int = 32,
         temperature: float = 1.0,
         seed: int = 0,
+        epoch_steps: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_tokens: bool = True,
@@ -275,7 +291,7 @@ class ParallelQADataModule(L.LightningDataModule):
         if mode not in MODES:
             raise ConfigError(f"sampler mode {mode!r} is not valid; choose one of {', '.join(MODES)}")
         try:
-            check_sampler_args(mode, batch_size, alpha, temperature, seed)
+            check_sampler_args(mode, batch_size, alpha, temperature, seed, epoch_steps)
         except ValueError as err:
             raise ConfigError(str(err)) from err
         if not datasets:
@@ -283,7 +299,7 @@ class ParallelQADataModule(L.LightningDataModule):
         self.specs = [dict(s) for s in datasets]
         self.root = root
         self.mode, self.alpha, self.batch_size = mode, alpha, batch_size
-        self.temperature, self.seed = temperature, seed
+        self.temperature, self.seed, self.epoch_steps = temperature, seed, epoch_steps
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.cache_tokens, self.download = cache_tokens, download
         self.tokenizer: TextTokenizer | None = None
@@ -351,6 +367,7 @@ class ParallelQADataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             on_plan=self._log_plan if rank == 0 else None,
+            epoch_steps=self.epoch_steps,
         )
 
     def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
@@ -358,6 +375,7 @@ class ParallelQADataModule(L.LightningDataModule):
         if epoch not in self._logged_epochs:
             self._logged_epochs.add(epoch)
             log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
+            log.info("epoch %d: %s", epoch, mono_share_summary(plan, self.corpora, self.alpha))
 
     def check_plan(self, world_size: int = 1) -> EpochPlan:
         """Plan epoch 0 (no model needed) and fail early when the batches cannot be what the config asks.
@@ -376,7 +394,12 @@ class ParallelQADataModule(L.LightningDataModule):
             raise ConfigError(str(err)) from err
         kinds = batch_kinds(self.mode, self.alpha)
         for d, n in enumerate(plan.batches_per_dataset(len(corpora))):
-            if n == 0:
+            # An epoch of epoch_steps batches may skip a small dataset by chance; only one that cannot fill a
+            # batch is an error.
+            fits = self.epoch_steps is not None and any(
+                batch_capacity(corpora[d], kind) >= self.batch_size for kind in kinds
+            )
+            if n == 0 and not fits:
                 raise ConfigError(
                     f"training dataset {corpora[d].name!r} (data.train.{d}) contributes no batch of "
                     f"data.batch_size={self.batch_size} {self.mode} pairs: {capacity_note(corpora[d], kinds)}. "

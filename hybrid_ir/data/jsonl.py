@@ -23,9 +23,11 @@ Keys:
 
 Hard negatives are read into :attr:`ParallelCorpus.negative_ids` / :attr:`ParallelCorpus.negatives`
 (training does not use them yet). Other keys are ignored. An ``(id, lang)`` pair may appear only once. Groups (see
-:class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``" and
-"same ``passage_id``": ids in one group never share a training batch, so a passage is never used as
-an in-batch negative for a question it (or a translation of it) answers.
+:class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``",
+"same ``passage_id``" and "identical ``passage`` text" (in any language, compared with runs of
+whitespace as one space; with or without a ``passage_id``, as the LAReQA loader groups identical
+answer sentences): ids in one group never share a training batch, so a passage is never used as an
+in-batch negative for a question it (or a translation or a copy of it) answers.
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ def _parse_list(obj: dict[str, Any], key: str, path: Path, record: str) -> tuple
     return tuple(value)
 
 
+def _passage_key(passage: str) -> str:
+    """``passage`` with runs of whitespace as one space and no outer whitespace (the text itself when it has
+    none to change, so the key shares its memory)."""
+    key = " ".join(passage.split())
+    return passage if key == passage else key
+
+
 def _parse_record(line: str, path: Path, lineno: int) -> dict[str, Any]:
     """Parse and type-check one JSONL line; return its fields with ``context`` defaulted to ``""`` and the
     hard-negative lists (if given) as tuples."""
@@ -152,6 +161,8 @@ def load_jsonl_corpus(
     file_ids: dict[str, str] = {}  # every id of the file (all languages) -> its first string
     negative_ids: dict[str, dict[str, tuple[str, ...]]] = {}
     negatives: dict[str, dict[str, tuple[str, ...]]] = {}
+    first_with_text: dict[str, str] = {}
+    same_text: list[tuple[str, str]] = []
     for lineno, text in read_lines(path, "JSONL file of training records"):
         rec = _parse_record(text, path, lineno)
         key = (rec["id"], rec["lang"])
@@ -178,6 +189,10 @@ def load_jsonl_corpus(
             negative_ids.setdefault(rec["lang"], {})[rec["id"]] = rec["negative_ids"]
         if "negatives" in rec:
             negatives.setdefault(rec["lang"], {})[rec["id"]] = rec["negatives"]
+        text = _passage_key(rec["passage"])
+        first = first_with_text.setdefault(text, rec["id"])
+        if first != rec["id"]:
+            same_text.append((first, rec["id"]))
     if not pairs:
         raise DataError(path, "file", "no records; expected one JSON object per line")
     if wanted is not None:
@@ -190,7 +205,7 @@ def load_jsonl_corpus(
         name=name,
         languages=sorted(pairs),
         pairs=pairs,
-        group=group_ids(ids, passage_ids.values()),
+        group=group_ids(ids, [*passage_ids.values(), *same_text]),
         source=str(path),
         negative_ids=negative_ids,
         negatives=negatives,

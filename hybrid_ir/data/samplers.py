@@ -8,23 +8,40 @@ Follows the hybrid batching of arXiv 2408.10536 (with the LAReQA X-X-mono and X-
   language pair uniformly among the ``k(k-1)`` ordered pairs of the ``k >= 2`` languages of its pid.
 * ``hybrid``: each batch is mono with probability ``alpha``, else cross. The kind is drawn from the
   same uniform number ``u`` in every mode (mono iff ``u < alpha``), so ``hybrid`` with ``alpha = 1``
-  gives exactly the ``mono`` plan and ``alpha = 0`` exactly the ``cross`` plan.
+  gives exactly the ``mono`` plan and ``alpha = 0`` exactly the ``cross`` plan. ``alpha`` is thus the
+  mono probability of a batch of a dataset that can fill both kinds. When the drawn kind cannot be
+  filled, the other kind is used: a dataset of one language (or whose ids all exist in one language)
+  gives mono batches only, and so does a dataset whose cross batches ran out near the end of its pass.
+  The realised share of mono batches (:meth:`EpochPlan.mono_share`, per dataset
+  :meth:`EpochPlan.mono_batches_per_dataset`) is therefore above ``alpha`` when such a dataset is mixed
+  in; the DataModule logs it every epoch.
 
-With several datasets each batch comes from one dataset ``d``, drawn with probability
-``p(d) = n_d**T / sum_e n_e**T`` among the datasets that can still fill a batch (``n_d`` = number of
-pids, ``T`` = temperature). An epoch is one pass without replacement over the pids of every
-dataset. A batch never holds a pid twice nor two pids of one ``group``; pids passed over for a
-group clash are deferred to later batches, and pids lacking the batch's language wait for a batch
-that can use them. When no further full batch can be formed, the rest is dropped (``EpochPlan.dropped``, with
-the reasons in ``EpochPlan.drop_reasons``: see :data:`DROP_REASONS`).
+With several datasets each batch comes from one dataset ``d``, drawn with probability ``p(d) = n_d**T / sum_e
+n_e**T`` among the datasets that can still fill a batch (``n_d`` = number of pids, ``T`` = temperature). By
+default an epoch is one pass without replacement over the pids of every dataset, so each dataset's share of
+the epoch is ∝ its size whatever ``T`` (``T`` only orders the batches); with ``epoch_steps = N`` an epoch is
+``N`` batches, the shares follow ``n_d**T``, and a dataset whose pass cannot fill another batch starts a new
+pass (small datasets repeat, large ones are partly used; :data:`STEPS_DROP_REASONS`). A batch never holds a
+pid twice nor two pids of one ``group``; pids passed over for a group clash are deferred to later batches, and
+pids lacking the batch's language wait for a batch that can use them. When no further full batch can be
+formed, the rest is dropped (``EpochPlan.dropped``, with the reasons in ``EpochPlan.drop_reasons``: see
+:data:`DROP_REASONS`).
 Everything is drawn from one ``numpy.random.Generator`` seeded with ``(seed, epoch)``.
+
+The planner works on each corpus's integer view (:attr:`~hybrid_ir.data.corpus.ParallelCorpus.arrays`: group
+number and language mask per pid index, built once per corpus) and keeps no Python object per pid: per dataset
+and epoch it holds a permutation, the permuted view and two flags per pid (used, deferred), and it reads each
+batch key's queue in windows with array operations. An :class:`EpochPlan` stores the batches as arrays (pid
+index, query and passage language index per pair) and builds :class:`PairRef` lists only for the batch asked
+for, so a plan takes a few bytes per pair. The arrays planner makes the same draws in the same order as the
+earlier per-pid planner, so a seed gives the same plans as before.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -39,6 +56,11 @@ DROP_REASONS = {
     "one_language": "exists in one language only (a cross-lingual batch needs two)",
     "group_clash": "shares its answer group with another left-over id (a batch holds one id per group)",
     "partial_batch": "left over when fewer distinct answer groups than one batch remained",
+}
+# Why an id was left out of an epoch of a fixed number of batches (``epoch_steps``).
+STEPS_DROP_REASONS = {
+    "one_language": DROP_REASONS["one_language"],
+    "not_drawn": "in no batch of this epoch (an epoch of sampler.epoch_steps batches uses part of a large dataset)",
 }
 
 
@@ -62,26 +84,91 @@ class BatchInfo(NamedTuple):
 Batch = tuple[BatchInfo, list[PairRef]]
 
 
-class EpochPlan(list):
-    """The batches of one epoch (a list of :data:`Batch`); ``dropped[d]`` = unused pids of dataset ``d`` and
-    ``drop_reasons[d]`` = ``{reason: count}`` over :data:`DROP_REASONS` (the counts sum to ``dropped[d]``)."""
+class EpochPlan(Sequence[Batch]):
+    """The batches of one epoch, stored as integer arrays and read as a sequence of :data:`Batch`.
+
+    ``plan[i]`` builds batch ``i``'s :class:`BatchInfo` and :class:`PairRef` list on demand (a slice gives a list of
+    batches); :meth:`pairs` builds only part of a batch (a rank's slice). ``dropped[d]`` = unused pids of dataset
+    ``d``; ``drop_reasons[d]`` = ``{reason: count}`` over :data:`DROP_REASONS` (over :data:`STEPS_DROP_REASONS` for
+    an epoch of ``epoch_steps``; the counts sum to ``dropped[d]``); ``passes[d]`` = passes over dataset ``d`` begun
+    in the epoch (1 unless the epoch is a number of steps). Arrays, one row per batch: ``kind`` (0 mono, 1 cross),
+    ``dataset``, ``lang`` (mono language's index in the dataset's ``languages``, -1 for cross); one row per batch
+    and one column per pair: ``pid`` (index into the dataset's ``pids``), ``q_lang`` and ``p_lang`` (indices into
+    its ``languages``).
+    Two plans are equal when they hold the same batches.
+    """
 
     def __init__(
         self,
-        batches: Sequence[Batch],
+        corpora: Sequence[ParallelCorpus],
+        kind: np.ndarray,
+        dataset: np.ndarray,
+        lang: np.ndarray,
+        pid: np.ndarray,
+        q_lang: np.ndarray,
+        p_lang: np.ndarray,
         dropped: Sequence[int],
-        drop_reasons: Sequence[Mapping[str, int]] | None = None,
+        drop_reasons: Sequence[Mapping[str, int]],
+        passes: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(batches)
-        self.dropped = list(dropped)
-        self.drop_reasons = [dict(r) for r in drop_reasons] if drop_reasons is not None else None
+        self.corpora = list(corpora)
+        self.kind, self.dataset, self.lang = kind, dataset, lang
+        self.pid, self.q_lang, self.p_lang = pid, q_lang, p_lang
+        self.dropped = [int(n) for n in dropped]
+        self.drop_reasons = [dict(r) for r in drop_reasons]
+        self.passes = list(passes) if passes is not None else [1] * len(self.corpora)
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @overload
+    def __getitem__(self, index: int) -> Batch: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Batch]: ...
+
+    def __getitem__(self, index: int | slice) -> Batch | list[Batch]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.info(index), self.pairs(index)
+
+    def info(self, index: int) -> BatchInfo:
+        """The :class:`BatchInfo` of batch ``index``."""
+        d = int(self.dataset[index])
+        if self.kind[index] == 0:
+            return BatchInfo("mono", d, self.corpora[d].languages[int(self.lang[index])])
+        return BatchInfo("cross", d, None)
+
+    def pairs(self, index: int, lo: int = 0, hi: int | None = None) -> list[PairRef]:
+        """Pairs ``lo:hi`` of batch ``index``."""
+        d = int(self.dataset[index])
+        pids, langs = self.corpora[d].pids, self.corpora[d].languages
+        rows = zip(
+            self.pid[index, lo:hi].tolist(),
+            self.q_lang[index, lo:hi].tolist(),
+            self.p_lang[index, lo:hi].tolist(),
+            strict=True,
+        )
+        return [PairRef(d, pids[i], langs[q], langs[p]) for i, q, p in rows]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(self[i] == other[i] for i in range(len(self)))
+
+    __hash__ = None  # type: ignore[assignment]
 
     def batches_per_dataset(self, n_datasets: int) -> list[int]:
         """Number of batches drawn from each of the ``n_datasets`` datasets."""
-        counts = [0] * n_datasets
-        for info, _ in self:
-            counts[info.dataset] += 1
-        return counts
+        return np.bincount(self.dataset, minlength=n_datasets).tolist()
+
+    def mono_batches_per_dataset(self, n_datasets: int) -> list[int]:
+        """Number of mono batches drawn from each of the ``n_datasets`` datasets."""
+        return np.bincount(self.dataset[self.kind == 0], minlength=n_datasets).tolist()
+
+    def mono_share(self) -> float:
+        """The realised share of mono batches in the plan (0.0 for an empty plan)."""
+        return float(np.mean(self.kind == 0)) if len(self) else 0.0
 
 
 def batch_kinds(mode: str, alpha: float) -> list[BatchKind]:
@@ -97,11 +184,10 @@ def batch_capacity(corpus: ParallelCorpus, kind: BatchKind) -> int:
     """The largest batch of ``kind`` that ``corpus`` can fill: the number of distinct answer groups among its
     ids in the best language (mono) or among its ids in >= 2 languages (cross). Ids whose answers coincide
     form one group, so this can be far below the number of ids."""
+    arrays = corpus.arrays
     if kind == "cross":
-        return len({corpus.group[pid] for pid in corpus.pids if len(corpus.langs_of(pid)) >= 2})
-    return max(
-        (len({corpus.group[pid] for pid in corpus.pairs[lang]}) for lang in corpus.languages), default=0
-    )
+        return len(np.unique(arrays.group[arrays.n_langs >= 2]))
+    return max((len(np.unique(arrays.group[has])) for has in arrays.has_lang.T), default=0)
 
 
 def check_global_batch_size(batch_size: object, world_size: int, key: str = "data.batch_size") -> None:
@@ -127,7 +213,9 @@ def check_global_batch_size(batch_size: object, world_size: int, key: str = "dat
         )
 
 
-def check_sampler_args(mode: str, batch_size: int, alpha: float, temperature: float, seed: int) -> None:
+def check_sampler_args(
+    mode: str, batch_size: int, alpha: float, temperature: float, seed: int, epoch_steps: int | None = None
+) -> None:
     """Raise ValueError naming the allowed values when any argument is out of range."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -139,134 +227,155 @@ def check_sampler_args(mode: str, batch_size: int, alpha: float, temperature: fl
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if epoch_steps is not None and (
+        isinstance(epoch_steps, bool) or not isinstance(epoch_steps, int) or epoch_steps < 1
+    ):
+        raise ValueError(
+            f"epoch_steps (sampler.epoch_steps) must be a positive number of batches, or null for one pass over "
+            f"every dataset, got {epoch_steps!r}"
+        )
+
+
+def _first_of_group(groups: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first occurrence of each value of ``groups``."""
+    first = np.zeros(len(groups), dtype=bool)
+    first[np.unique(groups, return_index=True)[1]] = True
+    return first
 
 
 class _Pool:
-    """Unused pids of one dataset for one epoch, with one queue per batch key.
+    """Unused pids of one dataset for one epoch, as arrays over the epoch's random order of its pids.
 
-    Key ``lang`` serves mono batches in ``lang``; key ``None`` serves cross batches (pids with >= 2
-    languages). Queues list positions in the epoch's random order; a pointer per queue marks how far
-    it has been read. Positions passed over for a group clash go to ``deferred`` and are offered first
-    to later batches, so every unused pid of a key is in ``deferred`` or after that key's pointer.
+    A *position* ``s`` is the ``s``-th pid of that order (``order[s]`` = its pid index). A batch key ``l``
+    (a language index) serves mono batches in language ``l``; key ``None`` serves cross batches (pids with >= 2
+    languages). The queue of a key is the positions usable under it, in order; ``pointer[key]`` marks how far
+    it has been read. Positions passed over for a group clash are deferred (``deferred``, in order, and flagged
+    in ``waiting``) and offered first to later batches, so every unused position of a key is deferred or at or
+    after that key's pointer.
     """
 
     def __init__(self, index: int, corpus: ParallelCorpus, rng: np.random.Generator) -> None:
+        arrays = corpus.arrays
         self.index = index
-        order = rng.permutation(len(corpus.pids)).tolist()
-        self.pids = [corpus.pids[i] for i in order]
-        langs_of: dict[str, list[str]] = {pid: [] for pid in self.pids}
-        for lang in corpus.languages:
-            for pid in corpus.pairs[lang]:
-                langs_of[pid].append(lang)
-        self.langs = [langs_of[pid] for pid in self.pids]
-        self.lang_sets = [frozenset(langs) for langs in self.langs]
-        self.group = []
-        for pid in self.pids:
-            if pid not in corpus.group:
-                raise ValueError(f"dataset {index} ({corpus.name}): pid {pid!r} has no entry in corpus.group")
-            self.group.append(corpus.group[pid])
-        self.queues: dict[str | None, list[int]] = {
-            lang: [i for i, s in enumerate(self.lang_sets) if lang in s] for lang in corpus.languages
-        }
-        self.queues[None] = [i for i, langs in enumerate(self.langs) if len(langs) >= 2]
-        self.pointer = dict.fromkeys(self.queues, 0)
-        self.dead: set[str | None] = set()
-        self.used = [False] * len(self.pids)
-        self.deferred: list[int] = []
-        self.mono_langs = list(corpus.languages)
+        self.order = rng.permutation(len(corpus.pids))
+        self.group = arrays.group[self.order]
+        self.has_lang = arrays.has_lang[self.order]
+        self.multi = arrays.n_langs[self.order] >= 2
+        self.used = np.zeros(len(self.order), dtype=bool)
+        self.waiting = np.zeros(len(self.order), dtype=bool)
+        self.deferred = np.empty(0, dtype=np.int64)
+        self.mono_langs = list(range(len(corpus.languages)))
+        self.pointer: dict[int | None, int] = dict.fromkeys([*self.mono_langs, None], 0)
+        self.dead: set[int | None] = set()
 
-    def _fits(self, i: int, key: str | None) -> bool:
-        """Whether position ``i`` can serve batch key ``key``."""
-        return len(self.langs[i]) >= 2 if key is None else key in self.lang_sets[i]
+    def _fits(self, key: int | None, positions: np.ndarray | slice) -> np.ndarray:
+        """Which of ``positions`` can serve batch key ``key``."""
+        return self.multi[positions] if key is None else self.has_lang[positions, key]
 
-    def take(self, key: str | None, size: int) -> list[int] | None:
+    def take(self, key: int | None, size: int) -> np.ndarray | None:
         """Remove and return ``size`` positions usable under ``key`` with distinct groups, or ``None``
-        (and mark ``key`` dead) when fewer exist. Greedy in priority order picks one pid per group, so
-        a failure means the unused pids of ``key`` span fewer than ``size`` groups; as pids are only
-        ever removed, ``key`` stays infeasible for the rest of the epoch."""
+        (and mark ``key`` dead) when fewer exist. Greedy in priority order (deferred positions, then the queue)
+        picks one pid per group, so a failure means the unused pids of ``key`` span fewer than ``size`` groups;
+        as pids are only ever removed, ``key`` stays infeasible for the rest of the epoch. The queue is read in
+        windows of growing length, each handled with array operations."""
         if key in self.dead:
             return None
-        picked: list[int] = []
-        groups: set[int] = set()
-        for i in self.deferred:
-            if len(picked) == size:
-                break
-            if not self.used[i] and self._fits(i, key) and self.group[i] not in groups:
-                picked.append(i)
-                groups.add(self.group[i])
-        waiting = set(self.deferred)
-        queue, j, skipped = self.queues[key], self.pointer[key], []
-        while len(picked) < size and j < len(queue):
-            i = queue[j]
-            j += 1
-            if self.used[i] or i in waiting:
-                continue
-            if self.group[i] in groups:
-                skipped.append(i)
-                continue
-            picked.append(i)
-            groups.add(self.group[i])
-        if len(picked) < size:
+        ready = self.deferred[self._fits(key, self.deferred)]
+        picked = [ready[_first_of_group(self.group[ready])][:size]]
+        taken_groups = self.group[picked[0]]
+        need = size - len(picked[0])
+        skipped: list[np.ndarray] = []
+        j, n, window = self.pointer[key], len(self.order), 2 * size + 64
+        while need > 0 and j < n:
+            hi = min(n, j + window)
+            free = self._fits(key, slice(j, hi)) & ~self.used[j:hi] & ~self.waiting[j:hi]
+            candidates = j + np.flatnonzero(free)
+            groups = self.group[candidates]
+            pick = _first_of_group(groups) & ~np.isin(groups, taken_groups)
+            hits = np.flatnonzero(pick)
+            if hits.size >= need:
+                cut = int(hits[need - 1]) + 1
+                candidates, pick, j = candidates[:cut], pick[:cut], int(candidates[cut - 1]) + 1
+            else:
+                j = hi
+            picked.append(candidates[pick])
+            skipped.append(candidates[~pick])
+            taken_groups = np.concatenate([taken_groups, groups[: len(pick)][pick]])
+            need -= int(pick.sum())
+            window *= 2
+        if need > 0:
             self.dead.add(key)
             return None
-        for i in picked:
-            self.used[i] = True
+        positions = np.concatenate(picked)
+        self.used[positions] = True
+        self.waiting[positions] = False
         self.pointer[key] = j
-        self.deferred = [i for i in self.deferred if not self.used[i]] + skipped
-        return picked
+        passed = np.concatenate(skipped) if skipped else self.deferred[:0]
+        self.waiting[passed] = True
+        self.deferred = np.concatenate([self.deferred[~self.used[self.deferred]], passed])
+        return positions
 
-    def live_mono_langs(self) -> list[str]:
-        """Languages that may still fill a mono batch (not yet found infeasible)."""
+    def live_mono_langs(self) -> list[int]:
+        """Language indices that may still fill a mono batch (not yet found infeasible)."""
         return [lang for lang in self.mono_langs if lang not in self.dead]
 
     def n_unused(self) -> int:
         """Number of pids not placed in any batch so far."""
-        return self.used.count(False)
+        return int(len(self.used) - np.count_nonzero(self.used))
 
     def drop_reasons(self, kinds: Sequence[BatchKind]) -> dict[str, int]:
-        """Why each unused pid was left out (see :data:`DROP_REASONS`), for the batch ``kinds`` in play."""
-        reasons = dict.fromkeys(DROP_REASONS, 0)
-        groups: set[int] = set()
-        for i, used in enumerate(self.used):
-            if used:
-                continue
-            if "mono" not in kinds and len(self.langs[i]) < 2:
-                reasons["one_language"] += 1
-            elif self.group[i] in groups:
-                reasons["group_clash"] += 1
-            else:
-                groups.add(self.group[i])
-                reasons["partial_batch"] += 1
-        return reasons
+        """Why each unused pid was left out (see :data:`DROP_REASONS`), for the batch ``kinds`` in play:
+        single-language pids when only cross batches are drawn, then one ``partial_batch`` per distinct
+        left-over group and ``group_clash`` for the others."""
+        unused = np.flatnonzero(~self.used)
+        single = np.zeros(len(unused), dtype=bool) if "mono" in kinds else ~self.multi[unused]
+        usable = unused[~single]
+        partial = len(np.unique(self.group[usable]))
+        return {
+            "one_language": int(single.sum()),
+            "group_clash": len(usable) - partial,
+            "partial_batch": partial,
+        }
 
 
-def _mono_batch(pool: _Pool, size: int, rng: np.random.Generator) -> Batch | None:
+class _Drawn(NamedTuple):
+    """One planned batch as arrays: kind (0 mono, 1 cross), mono language index (-1 cross), pid indices and
+    the query and passage language indices of its pairs."""
+
+    kind: int
+    lang: int
+    pid: np.ndarray
+    q_lang: np.ndarray
+    p_lang: np.ndarray
+
+
+def _mono_batch(pool: _Pool, size: int, rng: np.random.Generator) -> _Drawn | None:
     """A mono batch in a language drawn uniformly among the pool's languages that can still fill one."""
     while langs := pool.live_mono_langs():
         lang = langs[int(rng.integers(len(langs)))]
         picked = pool.take(lang, size)
         if picked is not None:
-            pairs = [PairRef(pool.index, pool.pids[i], lang, lang) for i in picked]
-            return BatchInfo("mono", pool.index, lang), pairs
+            same = np.full(size, lang, dtype=np.int8)
+            return _Drawn(0, lang, pool.order[picked], same, same)
     return None
 
 
-def _cross_batch(pool: _Pool, size: int, rng: np.random.Generator) -> Batch | None:
+def _cross_batch(pool: _Pool, size: int, rng: np.random.Generator) -> _Drawn | None:
     """A cross batch: per pid with languages L (k >= 2), q = L[a], p = (L without q)[b], a, b uniform."""
     picked = pool.take(None, size)
     if picked is None:
         return None
-    u = rng.random((len(picked), 2)).tolist()
-    pairs = []
-    for i, (ua, ub) in zip(picked, u, strict=True):
-        langs = pool.langs[i]
-        q = langs[int(ua * len(langs))]
-        others = [lang for lang in langs if lang != q]
-        pairs.append(PairRef(pool.index, pool.pids[i], q, others[int(ub * len(others))]))
-    return BatchInfo("cross", pool.index, None), pairs
+    u = rng.random((len(picked), 2))
+    has = pool.has_lang[picked]
+    k = has.sum(axis=1)
+    rows = np.arange(len(picked))
+    q = np.argmax(np.cumsum(has, axis=1) > (u[:, 0] * k).astype(np.int64)[:, None], axis=1)
+    has[rows, q] = False
+    p = np.argmax(np.cumsum(has, axis=1) > (u[:, 1] * (k - 1)).astype(np.int64)[:, None], axis=1)
+    return _Drawn(1, -1, pool.order[picked], q.astype(np.int8), p.astype(np.int8))
 
 
-def _next_batch(pool: _Pool, mode: str, alpha: float, size: int, rng: np.random.Generator) -> Batch | None:
+def _next_batch(pool: _Pool, mode: str, alpha: float, size: int, rng: np.random.Generator) -> _Drawn | None:
     """Draw the kind (mono iff ``u < alpha`` in hybrid mode) and build the batch; in hybrid mode fall
     back to the other kind when the drawn one cannot be filled (only the kinds with nonzero probability)."""
     u = rng.random()
@@ -288,16 +397,22 @@ def plan_epoch(
     seed: int,
     epoch: int,
     temperature: float = 1.0,
+    epoch_steps: int | None = None,
 ) -> EpochPlan:
     """All global batches of one epoch, deterministic in ``(seed, epoch)`` (see the module docstring).
 
-    Returns an :class:`EpochPlan`: a list of ``(BatchInfo, [PairRef] * batch_size)`` with the unused ids of
+    ``epoch_steps=None`` (exhaustive): one pass over every dataset. ``epoch_steps=N``: exactly ``N`` batches,
+    each from a dataset drawn with probability ∝ size**temperature among those that can fill a batch; a dataset
+    whose pass cannot fill another batch starts a new pass (a new random order), so small datasets repeat and
+    large ones are partly used. An id is then in at most one batch per pass, never twice in one batch.
+
+    Returns an :class:`EpochPlan`: a sequence of ``(BatchInfo, [PairRef] * batch_size)`` with the unused ids of
     each dataset and why they were left out. A dataset may contribute no batch (see
     :meth:`EpochPlan.batches_per_dataset`); the caller decides whether that is an error.
     Raises ValueError for invalid arguments or when not a single full batch can be formed (naming each
     dataset's :func:`batch_capacity`).
     """
-    check_sampler_args(mode, batch_size, alpha, temperature, seed)
+    check_sampler_args(mode, batch_size, alpha, temperature, seed, epoch_steps)
     if not corpora:
         raise ValueError("no training datasets given")
     if not isinstance(epoch, int) or epoch < 0:
@@ -305,26 +420,58 @@ def plan_epoch(
     rng = np.random.default_rng([seed, epoch])
     pools = [_Pool(d, corpus, rng) for d, corpus in enumerate(corpora)]
     weights = np.array([float(len(c)) ** temperature if len(c) else 0.0 for c in corpora])
-    batches: list[Batch] = []
-    while (live := np.flatnonzero(weights)).size:
+    passes = [1] * len(corpora)
+    fresh = [True] * len(corpora)  # the dataset's current pass has not given a batch yet
+    seen = [np.zeros(len(c), dtype=bool) for c in corpora]
+    drawn: list[_Drawn] = []
+    datasets: list[int] = []
+    while (live := np.flatnonzero(weights)).size and (epoch_steps is None or len(drawn) < epoch_steps):
         cdf = np.cumsum(weights[live])
         pick = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), live.size - 1)
-        pool = pools[int(live[pick])]
-        batch = _next_batch(pool, mode, alpha, batch_size, rng)
-        if batch is None:
-            weights[pool.index] = 0.0
+        d = int(live[pick])
+        batch = _next_batch(pools[d], mode, alpha, batch_size, rng)
+        if batch is None and epoch_steps is not None and not fresh[d]:
+            pools[d], fresh[d] = _Pool(d, corpora[d], rng), True
+            passes[d] += 1
+        elif batch is None:
+            weights[d] = 0.0
         else:
-            batches.append(batch)
+            drawn.append(batch)
+            datasets.append(d)
+            seen[d][batch.pid] = True
+            fresh[d] = False
     kinds = batch_kinds(mode, alpha)
-    if not batches:
+    if not drawn:
         raise ValueError(
             f"no full batch of {batch_size} {mode} pairs can be formed: "
             + "; ".join(capacity_note(c, kinds) for c in corpora)
             + ". Lower data.batch_size to at most the largest of these, or check the languages"
         )
     return EpochPlan(
-        batches, [pool.n_unused() for pool in pools], [pool.drop_reasons(kinds) for pool in pools]
+        corpora,
+        kind=np.array([b.kind for b in drawn], dtype=np.int8),
+        dataset=np.array(datasets, dtype=np.int32),
+        lang=np.array([b.lang for b in drawn], dtype=np.int16),
+        pid=np.stack([b.pid for b in drawn]).astype(np.int32 if max(map(len, corpora)) < 2**31 else np.int64),
+        q_lang=np.stack([b.q_lang for b in drawn]),
+        p_lang=np.stack([b.p_lang for b in drawn]),
+        dropped=[len(s) - int(np.count_nonzero(s)) for s in seen],
+        drop_reasons=[
+            pool.drop_reasons(kinds) if epoch_steps is None else _steps_drop_reasons(c, s, kinds)
+            for pool, c, s in zip(pools, corpora, seen, strict=True)
+        ],
+        passes=passes,
     )
+
+
+def _steps_drop_reasons(
+    corpus: ParallelCorpus, seen: np.ndarray, kinds: Sequence[BatchKind]
+) -> dict[str, int]:
+    """Why the ids outside ``seen`` were left out of an epoch of ``epoch_steps`` (see :data:`STEPS_DROP_REASONS`)."""
+    unseen = ~seen
+    single = unseen & (corpus.arrays.n_langs < 2) if "mono" not in kinds else np.zeros_like(unseen)
+    n_single = int(np.count_nonzero(single))
+    return {"one_language": n_single, "not_drawn": int(np.count_nonzero(unseen)) - n_single}
 
 
 def capacity_note(corpus: ParallelCorpus, kinds: Sequence[BatchKind]) -> str:
@@ -335,7 +482,7 @@ def capacity_note(corpus: ParallelCorpus, kinds: Sequence[BatchKind]) -> str:
         if kind == "mono":
             parts.append(f"at most {cap} pairs per mono batch (distinct answer groups in its best language)")
         else:
-            multi = sum(1 for pid in corpus.pids if len(corpus.langs_of(pid)) >= 2)
+            multi = int(np.count_nonzero(corpus.arrays.n_langs >= 2))
             parts.append(
                 f"at most {cap} pairs per cross batch (distinct answer groups among its {multi} ids "
                 f"in >= 2 of its languages {corpus.languages})"
@@ -356,6 +503,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
     ``state_dict`` / ``load_state_dict`` resume in the middle of an epoch at the next batch (batches
     already handed to a DataLoader's prefetch queue count as yielded). The sampler does its own
     sharding, so with Lightning set ``Trainer(use_distributed_sampler=False)``.
+    ``epoch_steps``: see :func:`plan_epoch` (``None``: one pass over every dataset per epoch).
     ``on_plan(epoch, plan)``, when given, is called once for every epoch plan the sampler computes (e.g. to
     log what the epoch uses and drops).
     """
@@ -371,8 +519,9 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         rank: int = 0,
         world_size: int = 1,
         on_plan: Callable[[int, EpochPlan], None] | None = None,
+        epoch_steps: int | None = None,
     ) -> None:
-        check_sampler_args(mode, global_batch_size, alpha, temperature, seed)
+        check_sampler_args(mode, global_batch_size, alpha, temperature, seed, epoch_steps)
         if not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
         check_global_batch_size(global_batch_size, world_size)
@@ -387,6 +536,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         self.alpha = alpha
         self.seed = seed
         self.temperature = temperature
+        self.epoch_steps = epoch_steps
         self.rank = rank
         self.world_size = world_size
         self.on_plan = on_plan
@@ -407,6 +557,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
                 self.seed,
                 epoch,
                 self.temperature,
+                self.epoch_steps,
             )
             while len(self._plans) >= 2:
                 del self._plans[next(iter(self._plans))]
@@ -435,7 +586,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
                 self.epoch, self.batches_yielded = epoch + 1, 0
             else:
                 self.batches_yielded = index + 1
-            yield plan[index][1][lo:hi]
+            yield plan.pairs(index, lo, hi)
 
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "batches_yielded", "seed"}``: enough to continue at the next batch."""
@@ -460,8 +611,10 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
 
 
 def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[dict[str, Any]]:
-    """Per dataset of ``plan``: ``{name, ids, used_ids, dropped_ids, drop_reasons, batches}`` (JSON-serialisable)."""
+    """Per dataset of ``plan``: ``{name, ids, used_ids, dropped_ids, drop_reasons, batches, mono_batches, passes}``
+    (JSON-serialisable; ``passes``: passes over the dataset begun in the epoch)."""
     batches = plan.batches_per_dataset(len(corpora))
+    mono = plan.mono_batches_per_dataset(len(corpora))
     reasons = plan.drop_reasons or [{} for _ in corpora]
     return [
         {
@@ -471,6 +624,8 @@ def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[di
             "dropped_ids": plan.dropped[d],
             "drop_reasons": reasons[d],
             "batches": batches[d],
+            "mono_batches": mono[d],
+            "passes": plan.passes[d],
         }
         for d, corpus in enumerate(corpora)
     ]
@@ -481,7 +636,8 @@ def batch_stats(
 ) -> dict[str, Any]:
     """Summary of a plan, JSON-serialisable.
 
-    Keys: ``batches``, ``pairs``, ``kinds`` ({mono, cross} -> batches), ``batches_per_dataset``,
+    Keys: ``batches``, ``pairs``, ``kinds`` ({mono, cross} -> batches), ``mono_share`` (realised share of mono
+    batches), ``batches_per_dataset``,
     ``mono_batches_per_lang``, ``languages`` and ``lang_pairs`` (``lang_pairs[i][j]`` = pairs with
     query language ``languages[i]`` and passage language ``languages[j]``), ``impure_pairs`` (pairs
     whose languages contradict their batch kind), ``duplicate_pids`` (repeats of a pid inside a batch),
@@ -520,6 +676,7 @@ def batch_stats(
         "batches": len(plan),
         "pairs": pairs,
         "kinds": kinds,
+        "mono_share": kinds["mono"] / len(plan) if len(plan) else 0.0,
         "batches_per_dataset": per_dataset,
         "mono_batches_per_lang": per_lang,
         "languages": list(languages),

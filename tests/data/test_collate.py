@@ -1,13 +1,11 @@
-"""pad_sequences, TextTokenizer (prefix, strip, truncation) and the on-disk token cache."""
+"""pad_sequences and TextTokenizer (prefix, strip, truncation, fingerprint)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
-from hybrid_ir.data.collate import TextTokenizer, pad_sequences, tokenize_cached
+from hybrid_ir.data.collate import TextTokenizer, pad_sequences
 
 LONG = " ".join(f"word{i}" for i in range(200))
 
@@ -15,12 +13,6 @@ LONG = " ".join(f"word{i}" for i in range(200))
 @pytest.fixture
 def tt(e5_tokenizer) -> TextTokenizer:
     return TextTokenizer(e5_tokenizer, query_prefix="query: ", passage_prefix="passage: ", max_length=16)
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "tokenized"
 
 
 def test_pad_sequences_by_hand() -> None:
@@ -67,79 +59,3 @@ def test_fingerprint_changes_with_the_settings(tt: TextTokenizer, e5_tokenizer) 
     assert tt.fingerprint() == same.fingerprint()
     assert tt.fingerprint() != TextTokenizer(e5_tokenizer, "query: ", "passage: ", 32).fingerprint()
     assert tt.fingerprint() != TextTokenizer(e5_tokenizer, "q: ", "passage: ", 16).fingerprint()
-
-
-class CountingTokenizer(TextTokenizer):
-    """Counts the texts it is asked to tokenise."""
-
-    calls: int = 0
-
-    def __call__(self, texts, kind):
-        self.calls += 1
-        return super().__call__(texts, kind)
-
-
-def _counting(e5_tokenizer) -> CountingTokenizer:
-    return CountingTokenizer(e5_tokenizer, "query: ", "passage: ", 16)
-
-
-TEXTS = ["Wo liegt Berlin?", "Who wrote Hamlet?", "Wo liegt Berlin?", "  ¿Dónde está Madrid? "]
-
-
-def test_cache_written_once_then_read(cache: Path, e5_tokenizer) -> None:
-    tok = _counting(e5_tokenizer)
-    first = tokenize_cached(tok, TEXTS, "query", "demo")
-    assert tok.calls == 1
-    assert set(first) == set(TEXTS)
-    for text in TEXTS:
-        assert first[text] == e5_tokenizer("query: " + text.strip())["input_ids"]
-    files = list(cache.iterdir())
-    assert len(files) == 1 and files[0].name.startswith("demo-query-")
-
-    second = tokenize_cached(tok, reversed(TEXTS), "query", "demo")
-    assert tok.calls == 1
-    assert second == first
-    assert list(cache.iterdir()) == files
-
-
-def test_cache_key_depends_on_kind_texts_and_tokenizer(cache: Path, e5_tokenizer) -> None:
-    tok = _counting(e5_tokenizer)
-    tokenize_cached(tok, TEXTS, "query", "demo")
-    passages = tokenize_cached(tok, TEXTS, "passage", "demo")
-    tokenize_cached(tok, [*TEXTS, "new text"], "query", "demo")
-    other = CountingTokenizer(e5_tokenizer, "query: ", "passage: ", 8)
-    tokenize_cached(other, TEXTS, "query", "demo")
-    assert tok.calls == 3 and other.calls == 1
-    assert len(list(cache.iterdir())) == 4
-    assert passages["Who wrote Hamlet?"] == e5_tokenizer("passage: Who wrote Hamlet?")["input_ids"]
-
-
-@pytest.mark.parametrize(
-    "damage",
-    [
-        lambda path: path.write_bytes(b"\x00garbage, not a torch file"),
-        lambda path: torch.save([[0, 2]], path),
-    ],
-    ids=["corrupted", "wrong-length"],
-)
-def test_damaged_cache_is_rebuilt(cache: Path, e5_tokenizer, damage) -> None:
-    tok = _counting(e5_tokenizer)
-    good = tokenize_cached(tok, TEXTS, "query", "demo")
-    (path,) = cache.iterdir()
-    damage(path)
-    rebuilt = tokenize_cached(tok, TEXTS, "query", "demo")
-    assert tok.calls == 2
-    assert rebuilt == good
-    assert tokenize_cached(tok, TEXTS, "query", "demo") == good
-    assert tok.calls == 2, "the rebuilt entry must have replaced the damaged file"
-
-
-def test_use_cache_false_writes_nothing(cache: Path, e5_tokenizer) -> None:
-    tok = _counting(e5_tokenizer)
-    out = tokenize_cached(tok, TEXTS, "query", "demo", use_cache=False)
-    assert set(out) == set(TEXTS)
-    assert not cache.exists() or not list(cache.iterdir())
-
-
-def test_no_texts(cache: Path, e5_tokenizer) -> None:
-    assert tokenize_cached(_counting(e5_tokenizer), [], "query", "empty") == {}

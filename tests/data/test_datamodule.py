@@ -357,6 +357,18 @@ def test_a_dataset_that_contributes_no_batch_is_an_error(tmp_path: Path) -> None
                            batch_size=4).check_plan()) > 0  # fmt: skip
 
 
+def test_an_epoch_of_steps_may_skip_a_small_dataset_but_not_one_that_cannot_fill_a_batch(
+    tmp_path: Path,
+) -> None:
+    small = _pairs_file(tmp_path / "small.jsonl", 40, ["de", "en"])
+    dm = _datamodule(datasets=[SPEC, {"name": "small", "format": "jsonl", "path": str(small)}], epoch_steps=1)
+    assert dm.check_plan().batches_per_dataset(2) == [1, 0]
+    tiny = _pairs_file(tmp_path / "tiny.jsonl", 5, ["de", "en"])
+    dm = _datamodule(datasets=[SPEC, {"name": "tiny", "format": "jsonl", "path": str(tiny)}], epoch_steps=1)
+    with pytest.raises(ConfigError, match=r"'tiny' \(data.train.1\) contributes no batch"):
+        dm.check_plan()
+
+
 def test_cross_batches_from_a_single_language_dataset_fail_with_the_reason(tmp_path: Path) -> None:
     one = _pairs_file(tmp_path / "one.jsonl", 40, ["en"])
     dm = _datamodule(
@@ -384,6 +396,26 @@ def test_each_epoch_plan_is_logged_with_used_and_dropped_ids(caplog: pytest.LogC
     with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
         dm.make_sampler(rank=1, world_size=2).plan(1)
     assert not caplog.messages, "only rank 0 logs the plan"
+
+
+def test_each_epoch_logs_its_realised_mono_share(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An English-only dataset gives mono batches only, so the realised share is logged next to alpha, per dataset."""
+    english = _pairs_file(tmp_path / "english.jsonl", 320, ["en"])
+    dm = _datamodule(
+        datasets=[SPEC, {"name": "english", "format": "jsonl", "path": str(english)}],
+        alpha=0.25,
+        epoch_steps=40,
+    )
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
+        plan = dm.make_sampler().plan(2)
+    (mono_xquad, mono_english) = plan.mono_batches_per_dataset(2)
+    (n_xquad, n_english) = plan.batches_per_dataset(2)
+    assert len(plan) == 40 and mono_english == n_english > 0
+    expected = (
+        f"epoch 2: mono share {plan.mono_share():.2f} of 40 batches (sampler.alpha=0.25); "
+        f"xquad-r {mono_xquad / n_xquad:.2f} of {n_xquad}; english 1.00 of {n_english} (one language)"
+    )
+    assert expected in caplog.messages
 
 
 def test_preview_reports_the_usage_of_each_dataset() -> None:

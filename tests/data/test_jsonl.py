@@ -178,3 +178,20 @@ def test_a_file_with_a_utf8_byte_order_mark_is_read(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     with_bom = load_jsonl_corpus(path, "mine")
     assert with_bom.pairs == plain.pairs and with_bom.group == plain.group
+
+
+def test_identical_passages_group_ids_without_a_passage_id(tmp_path):
+    """Records whose passage texts are identical (up to whitespace), in one language or across two, are one group
+    even without a ``passage_id``, so they never share a batch; distinct texts stay apart."""
+    lines = [
+        rec("a", "en", passage="The Rhine flows north."),
+        rec("b", "en", passage="The  Rhine flows north. "),
+        rec("c", "de", passage="Paris"),
+        rec("d", "fr", passage="Paris"),
+        rec("e", "en", passage="The Rhine flows south."),
+        rec("e", "de"),
+    ]
+    corpus = load_jsonl_corpus(write_lines(tmp_path, lines), "mine")
+    group = corpus.group
+    assert group["a"] == group["b"] and group["c"] == group["d"]
+    assert len({group["a"], group["c"], group["e"]}) == 3

@@ -474,3 +474,92 @@ def test_global_batch_rule(batch_size, world_size, message):
 def test_global_batch_rule_accepts_valid_sizes():
     for batch_size, world_size in [(2, 1), (2, 2), (8, 4)]:
         check_global_batch_size(batch_size, world_size)
+
+
+def test_corpus_arrays_match_the_corpus_and_are_built_once(sparse, grouped):
+    arrays = sparse.arrays
+    assert sparse.arrays is arrays
+    for i, pid in enumerate(sparse.pids):
+        assert [lang for lang, has in zip(sparse.languages, arrays.has_lang[i], strict=True) if has] == (
+            sparse.langs_of(pid)
+        )
+        assert arrays.n_langs[i] == len(sparse.langs_of(pid))
+        assert arrays.group[i] == sparse.group[pid]
+    broken = make_corpus(4, ["en"], name="broken")
+    del broken.group[broken.pids[2]]
+    with pytest.raises(
+        ValueError, match=r"corpus 'broken': pid 'broken-000002' has no entry in corpus.group"
+    ):
+        plan_epoch([broken], "mono", 2, 0.5, 0, 0)
+
+
+def test_plan_arrays_build_batches_on_demand(grouped, sparse):
+    """``plan[i]``, slices, iteration and a rank's :meth:`EpochPlan.pairs` all read the same arrays."""
+    corpora = [grouped, sparse]
+    plan = plan_epoch(corpora, "hybrid", 8, 0.5, seed=2, epoch=1)
+    assert plan.pid.shape == plan.q_lang.shape == plan.p_lang.shape == (len(plan), 8)
+    batches = list(plan)
+    assert plan[3:6] == batches[3:6] and plan[-1] == batches[-1]
+    for i in (0, len(plan) // 2, len(plan) - 1):
+        info, pairs = plan[i]
+        assert plan.info(i) == info and plan.pairs(i, 2, 6) == pairs[2:6]
+        corpus = corpora[info.dataset]
+        assert [ref.pid for ref in pairs] == [corpus.pids[j] for j in plan.pid[i]]
+    assert plan == batches and plan != batches[:-1]
+    mono = sum(info.kind == "mono" for info, _ in batches)
+    assert plan.mono_share() == mono / len(plan)
+
+
+def test_a_one_language_dataset_gives_mono_batches_only(full4):
+    """α is the mono probability of a batch of a dataset that can fill both kinds; an English-only dataset gives
+    mono batches only, so the realised share over the epoch is α for the multilingual dataset's batches and above
+    α overall, and the plan reports it."""
+    english = make_corpus(6000, ["en"], name="english")
+    plan = plan_epoch([full4, english], "hybrid", 8, 0.3, seed=6, epoch=0)
+    check_plan(plan, [full4, english], 8)
+    batches, mono = plan.batches_per_dataset(2), plan.mono_batches_per_dataset(2)
+    assert mono[1] == batches[1] == 750
+    assert binomial_ok(mono[0], batches[0], 0.3)
+    assert plan.mono_share() == sum(mono) / len(plan) > 0.5
+    stats = batch_stats(plan, sorted(set(full4.languages) | {"en"}), [full4, english])
+    assert stats["mono_share"] == plan.mono_share()
+    assert [u["mono_batches"] for u in stats["dataset_usage"]] == mono
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 1.0])
+def test_epoch_steps_shares_follow_tempered_size(temperature):
+    """With an epoch of N steps the datasets' shares of the whole epoch follow size**T (in one pass over each
+    they always follow size): the small dataset repeats (in a new pass), the large one is partly used."""
+    big = make_corpus(6000, ["en", "de"], name="big", group_sizes=[1, 2])
+    small = make_corpus(300, ["en", "de"], name="small", group_sizes=[1, 3])
+    steps = 1200
+    plan = plan_epoch(
+        [big, small], "hybrid", 4, 0.5, seed=8, epoch=0, temperature=temperature, epoch_steps=steps
+    )
+    assert len(plan) == steps
+    expected = 300**temperature / (6000**temperature + 300**temperature)
+    assert binomial_ok(plan.batches_per_dataset(2)[1], steps, expected)
+    for info, batch in plan:
+        check_batch(info, batch, [big, small], 4)
+    used = [Counter(ref.pid for info, batch in plan if info.dataset == d for ref in batch) for d in (0, 1)]
+    assert max(used[1].values()) <= plan.passes[1]
+    if expected * steps * 4 > 2 * len(small):
+        assert plan.passes[1] > 1 and max(used[1].values()) > 1
+    assert plan.passes[0] == 1 and plan.dropped[0] == len(big) - len(used[0]) > 0
+    assert plan.drop_reasons[0] == {"one_language": 0, "not_drawn": plan.dropped[0]}
+    again = plan_epoch(
+        [big, small], "hybrid", 4, 0.5, seed=8, epoch=0, temperature=temperature, epoch_steps=steps
+    )
+    assert again == plan
+
+
+def test_epoch_steps_leaves_the_exhaustive_epoch_unchanged_when_none(grouped, sparse):
+    corpora = [grouped, sparse]
+    plan = plan_epoch(corpora, "hybrid", 16, 0.5, seed=1, epoch=0)
+    assert plan.passes == [1, 1]
+    assert plan == plan_epoch(corpora, "hybrid", 16, 0.5, seed=1, epoch=0, epoch_steps=None)
+    sampler = HybridBatchSampler(corpora, "hybrid", 16, seed=1, epoch_steps=50)
+    assert len(sampler) == 50 == len(list(sampler))
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="epoch_steps"):
+            plan_epoch(corpora, "hybrid", 16, 0.5, 0, 0, epoch_steps=bad)

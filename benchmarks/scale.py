@@ -1,0 +1,319 @@
+"""Benchmark 9: the data layer at scale (issue 12), on a seeded synthetic parallel corpus.
+
+:func:`generate` writes ``N`` ids x 9 languages in the project's JSONL format: questions of 6-14 words and passages
+of 20-60, spans of XQuAD-R's paragraphs in Arabic, German, English, Spanish, Hindi, Russian, Thai, Turkish and
+Chinese (Latin, Arabic, Devanagari, Cyrillic, Thai and CJK scripts); one id in ten shares its passage with the id
+before it, so grouping by passage text is exercised. For each ``N`` two fresh worker processes (so that each peak
+resident memory is its own) measure:
+
+* ``data``: loading the JSONL (``load_s``), planning one epoch with the array planner (``plan_s``, hybrid, batch
+  32), building the token store with the tiny model's tokenizer from an empty cache (``store_build_s``) and mapping
+  the built store (``store_open_s``), the per-batch fetch (``fetch``: the 32 ``PairDataset`` lookups and the
+  padding collate of a batch, over the epoch's first batches) and the process's peak RSS;
+* ``train``: ``train.py model=tiny data=jsonl trainer.max_steps=5 callbacks=none logger=none`` as ``train.py``
+  builds it, with the store cached: time from composing the config to the first training step
+  (``start_to_first_step_s``), to the end of the 5 steps, and the process's peak RSS.
+
+Goals (issue 12, at 200 k ids): peak RSS of the training process <= 2.5 GB, start to first step <= 30 s, store
+build <= 10 min; per-batch fetch <= 2 ms at every N. ``planner``: the array planner alone (no texts) at 200 k and
+2 M ids, its time per epoch and peak RSS. ``--quick`` runs N = 2,000 (planner: 20,000).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from benchmarks.process import peak_rss_mb, run_worker, worker_main
+
+if TYPE_CHECKING:
+    from hybrid_ir.data.corpus import ParallelCorpus
+
+NAME = "scale"
+LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
+# Languages written without spaces between words: spans are cut in characters, this many per word.
+CHARS_PER_WORD = {"th": 5, "zh": 2}
+FULL = (20_000, 200_000)
+QUICK = (2_000,)
+PLAN_FULL = (200_000, 2_000_000)
+PLAN_QUICK = (20_000,)
+BATCH = 32
+CORPUS = "synthetic-scale"  # the dataset's name (its token store is removed after the run)
+FETCH_BATCHES = 200
+
+
+def _units(lang: str) -> tuple[list[str], str]:
+    """The words (characters for Thai and Chinese) of XQuAD-R's paragraphs in ``lang`` and their separator."""
+    from hybrid_ir.data.download import ensure_dataset
+    from hybrid_ir.data.lareqa_loader import parse_lareqa_file
+    from hybrid_ir.utils.paths import resolve_data_root
+
+    root = ensure_dataset(resolve_data_root(None), "xquad-r", LANGS)
+    text = " ".join(par.context for par in parse_lareqa_file(root / "xquad-r" / f"{lang}.json"))
+    if lang in CHARS_PER_WORD:
+        return [c for c in text if not c.isspace()], ""
+    return text.split(), " "
+
+
+def generate(path: Path, n_ids: int, seed: int = 0) -> Path:
+    """Write ``n_ids`` parallel ids x 9 languages as JSONL (see the module docstring); deterministic in ``seed``.
+
+    Each text is a span of XQuAD-R's paragraphs in its language (real words and scripts, so tokenisation costs
+    what it costs on real data) at a random offset: questions of 6-14 words ending in ``?``, passages of 20-60
+    words; one id in ten repeats the passage of the id before it (in every language)."""
+    rng = np.random.default_rng(seed)
+    q_len = rng.integers(6, 15, size=n_ids)
+    p_len = rng.integers(20, 61, size=n_ids)
+    shares = rng.random(n_ids) < 0.1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        for lang in LANGS:
+            units, sep = _units(lang)
+            scale = CHARS_PER_WORD.get(lang, 1)
+            lang_rng = np.random.default_rng([seed, LANGS.index(lang)])
+            starts = lang_rng.integers(len(units) - 61 * scale, size=(n_ids, 2))
+            passage = ""
+            for i in range(n_ids):
+                q0, p0 = int(starts[i, 0]), int(starts[i, 1])
+                question = sep.join(units[q0 : q0 + q_len[i] * scale]) + "?"
+                if not (i and shares[i]):
+                    passage = sep.join(units[p0 : p0 + p_len[i] * scale])
+                record = {"id": f"s{i:07d}", "lang": lang, "question": question, "passage": passage}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _tokenizer():
+    from benchmarks.harness import bench_config
+    from hybrid_ir.utils.instantiate import instantiate
+
+    return instantiate(bench_config(["model=tiny"]).model).text_tokenizer
+
+
+def measure_data(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` worker: load, plan, build and map the store, fetch batches (see the module docstring)."""
+    from hybrid_ir.data.datamodule import PairDataset
+    from hybrid_ir.data.jsonl import load_jsonl_corpus
+    from hybrid_ir.data.samplers import plan_epoch
+    from hybrid_ir.data.store import open_token_store, store_path
+
+    start = time.perf_counter()
+    corpus = load_jsonl_corpus(config["path"], CORPUS)
+    load_s = time.perf_counter() - start
+    rss_loaded = peak_rss_mb()
+    start = time.perf_counter()
+    corpus.arrays  # noqa: B018 - the integer view, built once per corpus
+    arrays_s = time.perf_counter() - start
+    start = time.perf_counter()
+    plan = plan_epoch([corpus], "hybrid", BATCH, 0.5, seed=0, epoch=1)
+    plan_s = time.perf_counter() - start
+    tokenizer = _tokenizer()
+    shutil.rmtree(store_path(corpus, tokenizer), ignore_errors=True)  # one left by an earlier run
+    start = time.perf_counter()
+    store = open_token_store(corpus, tokenizer)
+    store_build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    mapped = open_token_store(corpus, tokenizer)
+    store_open_s = time.perf_counter() - start
+    assert store.built and not mapped.built
+    dataset = PairDataset([corpus], tokenizer)
+    fetch = []
+    for i in range(min(FETCH_BATCHES, len(plan))):
+        start = time.perf_counter()
+        dataset.collate([dataset[ref] for ref in plan.pairs(i)])
+        fetch.append(time.perf_counter() - start)
+    store_mb = sum(f.stat().st_size for f in store.path.iterdir()) / 2**20
+    return {
+        "ids": len(corpus),
+        "pairs": sum(len(by) for by in corpus.pairs.values()),
+        "load_s": load_s,
+        "rss_after_load_mb": rss_loaded,
+        "arrays_s": arrays_s,
+        "plan_s": plan_s,
+        "batches_per_epoch": len(plan),
+        "store_build_s": store_build_s,
+        "store_open_s": store_open_s,
+        "store_mb": store_mb,
+        "store_tokens": int(store.offsets[-1]),
+        "fetch_median_ms": 1e3 * float(np.median(fetch)),
+        "fetch_p90_ms": 1e3 * float(np.percentile(fetch, 90)),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def measure_train(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``train`` worker: 5 steps of the tiny model as ``train.py`` builds them, the store already cached."""
+    import lightning as L
+
+    from benchmarks.harness import bench_config, build_training
+
+    class FirstStep(L.Callback):
+        def __init__(self) -> None:
+            self.at: float | None = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if self.at is None:
+                self.at = time.perf_counter()
+
+    start = time.perf_counter()
+    overrides = [
+        "model=tiny",
+        "data=jsonl",
+        f"data.train.0.path={config['path']}",
+        f"data.train.0.name={CORPUS}",
+        "trainer.max_steps=5",
+        "callbacks=none",
+        "logger=none",
+        "trainer.precision=32-true",
+    ]
+    first = FirstStep()
+    run = build_training(bench_config(overrides), [first])
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    end = time.perf_counter()
+    assert first.at is not None and run.trainer.global_step == 5
+    return {
+        "start_to_first_step_s": first.at - start,
+        "start_to_5_steps_s": end - start,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def planner_corpus(n_ids: int, seed: int = 0) -> ParallelCorpus:
+    """A corpus of ``n_ids`` ids x 9 languages for the planner alone: ids and their integer view (each id in a
+    language with probability 0.9 and in at least one; one id in ten in the group of the id before it), no texts
+    (a corpus with texts for 2 M ids would not fit in this machine's memory)."""
+    from hybrid_ir.data.corpus import CorpusArrays, ParallelCorpus
+
+    rng = np.random.default_rng(seed)
+    has_lang = rng.random((n_ids, len(LANGS))) < 0.9
+    has_lang[np.arange(n_ids), rng.integers(len(LANGS), size=n_ids)] = True
+    group = np.cumsum(rng.random(n_ids) >= 0.1) - 1
+    group[0] = 0
+    corpus = ParallelCorpus(
+        name="planner", languages=list(LANGS), pairs={lang: {} for lang in LANGS}, group={}
+    )
+    corpus.pids = [f"s{i:07d}" for i in range(n_ids)]
+    corpus.__dict__["arrays"] = CorpusArrays(
+        group=group, has_lang=has_lang, n_langs=has_lang.sum(1, dtype=np.int8)
+    )
+    return corpus
+
+
+def measure_plan(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``plan`` worker: one epoch of the array planner per mode at batch 32 on :func:`planner_corpus`."""
+    from hybrid_ir.data.samplers import plan_epoch
+
+    corpus = planner_corpus(config["n"])
+    rss_before = peak_rss_mb()
+    out: dict[str, Any] = {"ids": config["n"], "rss_before_plan_mb": rss_before}
+    for mode in ("hybrid", "mono", "cross"):
+        start = time.perf_counter()
+        plan = plan_epoch([corpus], mode, BATCH, 0.5, seed=0, epoch=1)
+        out[f"{mode}_plan_s"] = time.perf_counter() - start
+        out[f"{mode}_batches"] = len(plan)
+        del plan
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def work(config: dict[str, Any]) -> dict[str, Any]:
+    kind = config["kind"]
+    return (
+        measure_data(config)
+        if kind == "data"
+        else measure_train(config)
+        if kind == "train"
+        else measure_plan(config)
+    )
+
+
+def plan_cases(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The planner alone at each of ``sizes`` ids (see :func:`planner_corpus`), one worker process each."""
+    return [run_worker("benchmarks.scale", {"kind": "plan", "n": n}, timeout=1800) for n in sizes]
+
+
+def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Generate each size's corpus in a temporary folder, run both workers, remove the corpus and its store."""
+    from benchmarks.timing import goal
+
+    cases = []
+    for n in sizes or (QUICK if quick else FULL):
+        folder = Path(tempfile.mkdtemp(prefix="hybrid_ir_scale_"))
+        try:
+            start = time.perf_counter()
+            path = generate(folder / f"synthetic-{n}.jsonl", n)
+            generate_s = time.perf_counter() - start
+            data = run_worker("benchmarks.scale", {"kind": "data", "path": str(path)}, timeout=3600)
+            train = run_worker("benchmarks.scale", {"kind": "train", "path": str(path)}, timeout=3600)
+            cases.append(
+                {
+                    "n_ids": n,
+                    "file_mb": path.stat().st_size / 2**20,
+                    "generate_s": generate_s,
+                    "data": data,
+                    "train": train,
+                }
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            _remove_stores()
+    goals = []
+    for c in cases:
+        goals.append(
+            goal(f"{c['n_ids']} ids: fetch per batch (ms)", c["data"]["fetch_median_ms"], 2.0, False)
+        )
+        if c["n_ids"] >= 200_000:
+            goals += [
+                goal(f"{c['n_ids']} ids: training peak RSS (MB)", c["train"]["peak_rss_mb"], 2560.0, False),
+                goal(
+                    f"{c['n_ids']} ids: start to first step (s)",
+                    c["train"]["start_to_first_step_s"],
+                    30.0,
+                    False,
+                ),
+                goal(f"{c['n_ids']} ids: store build (s)", c["data"]["store_build_s"], 600.0, False),
+            ]
+    planner = plan_cases(PLAN_QUICK if quick else PLAN_FULL)
+    return {"precision": "32-true", "cases": cases, "planner": planner, "goals": goals}
+
+
+def _remove_stores() -> None:
+    """Remove the token stores of the synthetic corpus (they serve only this benchmark)."""
+    from hybrid_ir.utils.paths import cache_dir
+
+    for path in cache_dir("stores").glob(f"{CORPUS}-*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for c in result["cases"]:
+        d, t = c["data"], c["train"]
+        lines.append(
+            f"{c['n_ids']:>9} ids ({d['pairs']} pairs, {c['file_mb']:.0f} MB): load {d['load_s']:.1f} s, plan "
+            f"{d['plan_s']:.2f} s, store build {d['store_build_s']:.1f} s / open {1e3 * d['store_open_s']:.0f} ms "
+            f"({d['store_mb']:.0f} MB), fetch {d['fetch_median_ms']:.2f} ms/batch, data peak RSS "
+            f"{d['peak_rss_mb']:.0f} MB; train: first step {t['start_to_first_step_s']:.1f} s, 5 steps "
+            f"{t['start_to_5_steps_s']:.1f} s, peak RSS {t['peak_rss_mb']:.0f} MB"
+        )
+    for p in result.get("planner", []):
+        lines.append(
+            f"{p['ids']:>9} ids, planner alone: hybrid {p['hybrid_plan_s']:.1f} s, mono {p['mono_plan_s']:.1f} s, "
+            f"cross {p['cross_plan_s']:.1f} s per epoch ({p['hybrid_batches']} batches of {BATCH}); peak RSS "
+            f"{p['peak_rss_mb']:.0f} MB ({p['rss_before_plan_mb']:.0f} MB before planning)"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:], work)

@@ -1,0 +1,229 @@
+"""Memory-mapped token ids of a training corpus (one store per corpus and tokenizer).
+
+A store holds the token ids of every question and passage of a :class:`~hybrid_ir.data.corpus.ParallelCorpus`,
+each unique text once, in flat files that every process maps instead of holding Python lists:
+
+* ``tokens.bin``: all token ids (int32), one text after another;
+* ``offsets.bin``: int64 ``[n_texts + 1]``, text ``t`` is ``tokens[offsets[t]:offsets[t + 1]]``;
+* ``rows.bin``: int32 ``[ids, languages, 2]``, the text of the question (``0``) and of the passage (``1``) of
+  ``pids[i]`` in ``languages[l]`` (``-1`` where the id does not exist in that language);
+* ``meta.json``, written last: format version, key, the arrays' lengths and shapes.
+
+The store's key hashes the tokenizer's fingerprint (vocabulary, prefixes, max length) and the corpus (name,
+languages, every id with its texts), so a changed input or tokenizer gives a new store. It lives under
+``<cache>/stores/<name>-<key>/`` (``$HYBRID_IR_CACHE``, default ``~/.cache/hybrid_ir``). The first process to take
+the store's file lock builds it (texts tokenised in chunks; a fast tokenizer spreads each chunk over every core)
+into a temporary folder renamed into place when complete; the others wait on the lock, then map the finished
+files. So the DDP ranks and DataLoader workers of one machine build it once and share its pages. A store whose
+files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never trusted. With several
+machines, keep the cache node-local (each machine builds its own store) or build it once before the launch when
+the cache is on shared storage (file locks are not reliable on every network file system).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from hybrid_ir.data.collate import TextKind, TextTokenizer
+from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.utils.io import atomic_write_json
+from hybrid_ir.utils.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KINDS: tuple[TextKind, TextKind] = ("query", "passage")
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class TokenStore:
+    """The token ids of one corpus: ``ids(i, l, kind)`` is the token-id list of the question (``kind=0``) or the
+    passage (``kind=1``) of pid index ``i`` in language index ``l``. ``path`` is ``None`` for a store built in
+    memory; ``built`` says whether this process built it."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    rows: np.ndarray
+    path: Path | None = None
+    built: bool = False
+
+    def ids(self, pid_index: int, lang_index: int, kind: int) -> list[int]:
+        """Token ids of one text; raises KeyError when the id does not exist in that language."""
+        row = int(self.rows[pid_index, lang_index, kind])
+        if row < 0:
+            raise KeyError(f"pid index {pid_index} has no text in language index {lang_index}")
+        return self.tokens[self.offsets[row] : self.offsets[row + 1]].tolist()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A store on disk travels to another process (a spawned DataLoader worker) as its path and is mapped
+        there again, not copied."""
+        if self.path is None:
+            return super().__reduce__()
+        return _reopen, (self.path,)
+
+
+def _reopen(path: Path) -> TokenStore:
+    store = _map(path)
+    if store is None:
+        raise RuntimeError(f"the token store {path} is gone or damaged; rerun to rebuild it")
+    return store
+
+
+def store_key(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> str:
+    """A hash of everything the store's contents depend on: the tokenizer and every text of ``corpus``."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{tokenizer.fingerprint()}|{corpus.name}|".encode())
+    digest.update(json.dumps(corpus.languages).encode())
+    for pid in corpus.pids:
+        digest.update(f"\0{pid}".encode())
+        for lang in corpus.languages:
+            pair = corpus.pairs[lang].get(pid)
+            if pair is not None:
+                digest.update(f"\1{lang}\1{pair.question}\1{pair.passage}".encode())
+    return digest.hexdigest()[:24]
+
+
+def store_path(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> Path:
+    """Where the store of ``corpus`` and ``tokenizer`` lives: ``<cache>/stores/<name>-<key>``."""
+    return cache_dir("stores") / f"{corpus.name.replace('/', '_')}-{store_key(corpus, tokenizer)}"
+
+
+def open_token_store(
+    corpus: ParallelCorpus, tokenizer: TextTokenizer, use_cache: bool = True, chunk: int = CHUNK
+) -> TokenStore:
+    """The corpus's store: mapped from the cache when a valid one exists, else built (in memory when
+    ``use_cache`` is false). Concurrent callers on one machine build it once (see the module docstring)."""
+    if not use_cache:
+        buffer = io.BytesIO()
+        offsets, rows = _build_arrays(corpus, tokenizer, chunk, buffer)
+        return TokenStore(np.frombuffer(buffer.getbuffer(), dtype=np.int32), offsets, rows, built=True)
+    path = store_path(corpus, tokenizer)
+    with _locked(path.with_name(path.name + ".lock")):
+        store = _map(path)
+        if store is not None:
+            return store
+        if path.exists():
+            log.warning("rebuilding the damaged or incomplete token store %s", path)
+            shutil.rmtree(path)
+        _write(path, corpus, tokenizer, chunk)
+    store = _map(path)
+    if store is None:
+        raise RuntimeError(f"the token store {path} just built does not read back; is the disk full?")
+    return TokenStore(store.tokens, store.offsets, store.rows, path, built=True)
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (other processes wait), released on exit or process death."""
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _map(path: Path) -> TokenStore | None:
+    """Map a complete store, or ``None`` when it is missing, partial or does not match its ``meta.json``."""
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_VERSION:
+            return None
+        arrays = {}
+        for name, dtype in (("tokens", np.int32), ("offsets", np.int64), ("rows", np.int32)):
+            shape = tuple(meta[name])
+            file = path / f"{name}.bin"
+            if file.stat().st_size != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                return None
+            arrays[name] = (
+                np.memmap(file, dtype=dtype, mode="r", shape=shape)
+                if file.stat().st_size
+                else np.zeros(shape, dtype)
+            )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    offsets = arrays["offsets"]
+    if offsets[0] != 0 or offsets[-1] != len(arrays["tokens"]):
+        return None
+    return TokenStore(arrays["tokens"], offsets, arrays["rows"], path)
+
+
+def _write(path: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int) -> None:
+    """Build the store in a temporary folder next to ``path`` and rename it into place when complete."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with open(tmp / "tokens.bin", "wb") as out:
+            offsets, rows = _build_arrays(corpus, tokenizer, chunk, out)
+            out.flush()
+            os.fsync(out.fileno())
+        for name, array in (("offsets", offsets), ("rows", rows)):
+            with open(tmp / f"{name}.bin", "wb") as fh:
+                array.tofile(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        meta = {
+            "format": FORMAT_VERSION,
+            "corpus": corpus.name,
+            "languages": corpus.languages,
+            "tokens": [int(offsets[-1])],
+            "offsets": list(offsets.shape),
+            "rows": list(rows.shape),
+        }
+        atomic_write_json(tmp / "meta.json", meta)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("token store of %s: %d texts, %d tokens in %s", corpus.name, len(offsets) - 1, offsets[-1], path)
+
+
+def _build_arrays(
+    corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int, out: BinaryIO
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenise each unique question and passage once, in chunks of ``chunk`` texts, appending the ids (int32)
+    to ``out`` chunk by chunk; return ``(offsets, rows)``."""
+    rows = np.full((len(corpus.pids), len(corpus.languages), 2), -1, dtype=np.int32)
+    index = corpus.index_of
+    texts: list[list[str]] = [[], []]
+    for kind in (0, 1):
+        seen: dict[str, int] = {}
+        for col, lang in enumerate(corpus.languages):
+            for pid, pair in corpus.pairs[lang].items():
+                text = pair.question if kind == 0 else pair.passage
+                rows[index[pid], col, kind] = seen.setdefault(text, len(seen))
+        texts[kind] = list(seen)
+    rows[..., 1][rows[..., 1] >= 0] += len(texts[0])
+    lengths: list[np.ndarray] = []
+    total = sum(len(t) for t in texts)
+    done = 0
+    for kind, kind_texts in enumerate(texts):
+        for start in range(0, len(kind_texts), chunk):
+            ids = tokenizer(kind_texts[start : start + chunk], KINDS[kind])
+            lengths.append(np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids)))
+            out.write(
+                np.fromiter(
+                    (t for s in ids for t in s), dtype=np.int32, count=int(lengths[-1].sum())
+                ).tobytes()
+            )
+            done += len(ids)
+            if total > 10 * chunk and (done // chunk) % 10 == 0:
+                log.info("tokenising %s: %d of %d texts", corpus.name, done, total)
+    offsets = np.zeros(total + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return offsets, rows

@@ -1,0 +1,169 @@
+"""The memory-mapped token store: contents, reuse, keys, damage, concurrent builders, pickling."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid_ir.data.collate import TextTokenizer
+from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.jsonl import load_jsonl_corpus
+from hybrid_ir.data.store import open_token_store
+
+LANGS = ["de", "en", "zh"]
+
+
+class CountingTokenizer(TextTokenizer):
+    """Counts the texts it is asked to tokenise."""
+
+    texts: int = 0
+
+    def __call__(self, texts, kind):
+        self.texts += len(texts)
+        return super().__call__(texts, kind)
+
+
+def write_corpus(path: Path, n: int = 30, extra: str = "") -> Path:
+    """``n`` ids in de/en/zh (zh for every third id only); ids 0 and 1 share their passages (one group)."""
+    records = []
+    for i in range(n):
+        for lang in LANGS:
+            if lang == "zh" and i % 3:
+                continue
+            passage = f"Passage {min(i, 1)} in {lang}, some longer text {extra}" + " word" * (i % 7)
+            records.append(
+                {"id": f"q{i}", "lang": lang, "question": f"  Frage {i} {lang}?\n", "passage": passage}
+            )
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "stores"
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> ParallelCorpus:
+    return load_jsonl_corpus(write_corpus(tmp_path / "train.jsonl"), "mine")
+
+
+def tok(e5_tokenizer, max_length: int = 24) -> CountingTokenizer:
+    return CountingTokenizer(e5_tokenizer, "query: ", "passage: ", max_length)
+
+
+def assert_equals_direct_tokenisation(
+    store, corpus: ParallelCorpus, e5_tokenizer, max_length: int = 24
+) -> None:
+    for lang_index, lang in enumerate(corpus.languages):
+        for i, pid in enumerate(corpus.pids):
+            pair = corpus.pairs[lang].get(pid)
+            if pair is None:
+                with pytest.raises(KeyError):
+                    store.ids(i, lang_index, 0)
+                continue
+            for kind, prefix, text in ((0, "query: ", pair.question), (1, "passage: ", pair.passage)):
+                direct = e5_tokenizer(prefix + text.strip(), truncation=True, max_length=max_length)[
+                    "input_ids"
+                ]
+                assert store.ids(i, lang_index, kind) == direct
+
+
+def test_token_ids_equal_direct_tokenisation_and_the_store_is_reused(cache, corpus, e5_tokenizer) -> None:
+    tokenizer = tok(e5_tokenizer)
+    store = open_token_store(corpus, tokenizer, chunk=7)
+    assert store.built and store.path is not None and store.path.parent == cache
+    assert isinstance(store.tokens, np.memmap)
+    assert_equals_direct_tokenisation(store, corpus, e5_tokenizer)
+    unique = len({p.question for by in corpus.pairs.values() for p in by.values()}) + len(
+        {p.passage for by in corpus.pairs.values() for p in by.values()}
+    )
+    assert tokenizer.texts == unique < 2 * sum(len(by) for by in corpus.pairs.values())
+    again = open_token_store(corpus, tokenizer)
+    assert not again.built and again.path == store.path and tokenizer.texts == unique
+    assert_equals_direct_tokenisation(again, corpus, e5_tokenizer)
+
+
+def test_a_changed_input_or_tokenizer_gives_a_new_store(cache, corpus, tmp_path, e5_tokenizer) -> None:
+    first = open_token_store(corpus, tok(e5_tokenizer)).path
+    changed = load_jsonl_corpus(write_corpus(tmp_path / "changed.jsonl", extra="edited"), "mine")
+    second = open_token_store(changed, tok(e5_tokenizer))
+    shorter = open_token_store(corpus, tok(e5_tokenizer, max_length=8))
+    assert second.built and shorter.built
+    assert len({first, second.path, shorter.path}) == 3
+    assert_equals_direct_tokenisation(shorter, corpus, e5_tokenizer, max_length=8)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: os.truncate(path / "tokens.bin", (path / "tokens.bin").stat().st_size - 4),
+        lambda path: (path / "meta.json").unlink(),
+        lambda path: (path / "meta.json").write_text("{not json", encoding="utf-8"),
+        lambda path: (path / "offsets.bin").write_bytes(b"\0" * (path / "offsets.bin").stat().st_size),
+    ],
+    ids=["truncated", "no-meta", "bad-meta", "zeroed-offsets"],
+)
+def test_a_damaged_store_is_rebuilt(cache, corpus, e5_tokenizer, damage) -> None:
+    path = open_token_store(corpus, tok(e5_tokenizer)).path
+    damage(path)
+    rebuilt = open_token_store(corpus, tok(e5_tokenizer))
+    assert rebuilt.built and rebuilt.path == path
+    assert_equals_direct_tokenisation(rebuilt, corpus, e5_tokenizer)
+    assert not open_token_store(corpus, tok(e5_tokenizer)).built
+
+
+def test_without_the_cache_nothing_is_written(cache, corpus, e5_tokenizer) -> None:
+    store = open_token_store(corpus, tok(e5_tokenizer), use_cache=False)
+    assert store.path is None
+    assert_equals_direct_tokenisation(store, corpus, e5_tokenizer)
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_a_pickled_store_is_mapped_again_not_copied(cache, corpus, e5_tokenizer) -> None:
+    store = open_token_store(corpus, tok(e5_tokenizer))
+    payload = pickle.dumps(store)
+    assert len(payload) < 1000
+    copy = pickle.loads(payload)
+    assert isinstance(copy.tokens, np.memmap) and copy.path == store.path
+    assert_equals_direct_tokenisation(copy, corpus, e5_tokenizer)
+
+
+BUILD = """
+import sys
+from transformers import AutoTokenizer
+from hybrid_ir.data.collate import TextTokenizer
+from hybrid_ir.data.jsonl import load_jsonl_corpus
+from hybrid_ir.data.store import open_token_store
+tokenizer = TextTokenizer(AutoTokenizer.from_pretrained(sys.argv[1]), "query: ", "passage: ", 24)
+store = open_token_store(load_jsonl_corpus(sys.argv[2], "mine"), tokenizer, chunk=3)
+print(store.built, store.path)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_machine_build_the_store_once(cache, tmp_path, e5_dir, e5_tokenizer) -> None:
+    """Two ranks start together: one builds under the lock, the other waits and maps the finished store."""
+    data = write_corpus(tmp_path / "big.jsonl", n=300)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(e5_dir), str(data)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(built for built, _ in outputs) == ["False", "True"]
+    assert outputs[0][1] == outputs[1][1]
+    store = open_token_store(load_jsonl_corpus(data, "mine"), tok(e5_tokenizer))
+    assert not store.built and str(store.path) == outputs[0][1]
+    assert_equals_direct_tokenisation(store, load_jsonl_corpus(data, "mine"), e5_tokenizer)
