@@ -30,6 +30,7 @@ from hybrid_ir.data.samplers import (
     capacity_note,
     check_global_batch_size,
     check_sampler_args,
+    concat_plans,
     dataset_usage,
     plan_epoch,
 )
@@ -433,16 +434,7 @@ class ParallelQADataModule(L.LightningDataModule):
                 f"the validation set cannot fill a batch of data.val.batch_size={val['batch_size']} "
                 f"{val['mode']} pairs ({err}); lower data.val.batch_size, or hold out more ids (data.val.fraction)"
             ) from err
-        if len(plans) == 1:
-            return plans[0]
-        used: list[set[str]] = [set() for _ in corpora]
-        for plan in plans:
-            for info, refs in plan:
-                used[info.dataset].update(ref.pid for ref in refs)
-        return EpochPlan(
-            [batch for plan in plans for batch in plan],
-            [len(c) - len(u) for c, u in zip(corpora, used, strict=True)],
-        )
+        return plans[0] if len(plans) == 1 else concat_plans(plans)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """This rank's slice of every batch of :meth:`val_plan` (built once: Lightning asks every epoch), or no

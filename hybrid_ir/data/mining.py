@@ -33,7 +33,6 @@ from typing import Any, Literal
 import numpy as np
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
-from hybrid_ir.data.jsonl import group_ids
 from hybrid_ir.data.textfile import parse_json_object
 from hybrid_ir.evaluation.retrieval import IndexConfig, TextEncoder, VectorIndex, build_index, encode_corpus
 from hybrid_ir.utils.errors import ConfigError
@@ -77,19 +76,6 @@ class MineSettings:
                 f"{prefix}.top_k={self.top_k!r}: expected null (enough for the window) or an integer >= "
                 f"{prefix}.rank_max={self.rank_max}"
             )
-
-
-def mining_groups(corpus: ParallelCorpus) -> dict[str, int]:
-    """``group[pid]``: the corpus groups joined with the ids whose passage text is identical (any language)."""
-    by_group: dict[int, list[str]] = {}
-    for pid, g in corpus.group.items():
-        by_group.setdefault(g, []).append(pid)
-    by_text: dict[str, list[str]] = {}
-    for by_pid in corpus.pairs.values():
-        for pair in by_pid.values():
-            by_text.setdefault(pair.passage, []).append(pair.pid)
-    clusters = [*by_group.values(), *(ids for ids in by_text.values() if len(ids) > 1)]
-    return group_ids(corpus.pids, clusters)
 
 
 @dataclass
@@ -214,7 +200,7 @@ def mine_corpus(
     ``None`` settings take the defaults of :class:`IndexConfig` / :class:`EncodeSettings`."""
     index_cfg = index_cfg or IndexConfig()
     encoding = encoding or EncodeSettings()
-    groups = mining_groups(corpus)
+    groups = corpus.group  # ids sharing a passage_id or an identical passage text are one group
     if settings.pool == "language":
         pools = {
             lang: [corpus.pairs[lang][pid] for pid in sorted(corpus.pairs[lang])] for lang in corpus.languages

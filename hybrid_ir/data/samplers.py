@@ -171,6 +171,30 @@ class EpochPlan(Sequence[Batch]):
         return float(np.mean(self.kind == 0)) if len(self) else 0.0
 
 
+def concat_plans(plans: Sequence[EpochPlan]) -> EpochPlan:
+    """The batches of ``plans`` (of one set of corpora and one batch size) one after the other; ``dropped[d]``
+    counts the ids of dataset ``d`` that no plan uses (no ``drop_reasons``), ``passes`` sums the plans'."""
+    first = plans[0]
+    n = len(first.corpora)
+    joined = {k: np.concatenate([getattr(p, k) for p in plans]) for k in ("kind", "dataset", "lang")}
+    pid, q_lang, p_lang = (
+        np.concatenate([getattr(p, k) for p in plans]) for k in ("pid", "q_lang", "p_lang")
+    )
+    used = [np.unique(pid[joined["dataset"] == d]).size for d in range(n)]
+    return EpochPlan(
+        first.corpora,
+        joined["kind"],
+        joined["dataset"],
+        joined["lang"],
+        pid,
+        q_lang,
+        p_lang,
+        [len(c) - u for c, u in zip(first.corpora, used, strict=True)],
+        [{} for _ in range(n)],
+        [sum(p.passes[d] for p in plans) for d in range(n)],
+    )
+
+
 def batch_kinds(mode: str, alpha: float) -> list[BatchKind]:
     """The batch kinds ``mode`` can draw (hybrid: both unless ``alpha`` is 0 or 1)."""
     if mode == "mono" or (mode == "hybrid" and alpha >= 1.0):

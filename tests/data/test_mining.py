@@ -16,7 +16,6 @@ from hybrid_ir.data.mining import (
     MineSettings,
     build_pool,
     mine_corpus,
-    mining_groups,
     ranked_candidates,
     write_mined_jsonl,
 )
@@ -76,7 +75,7 @@ def corpus(tmp_path: Path):
 def brute_force_ranks(corpus, lang_pool: list[str], pid: str, lang: str) -> list[str]:
     """The representative ids by rank (1 first) for ``(pid, lang)``, from a full torch ranking."""
     enc = BagOfWordsEncoder()
-    groups = mining_groups(corpus)
+    groups = corpus.group
     pairs = [corpus.pairs[x][p] for x in lang_pool for p in sorted(corpus.pairs[x])]
     pool = build_pool(pairs, groups)
     q = enc.encode([corpus.pairs[lang][pid].question], "query")
@@ -86,11 +85,12 @@ def brute_force_ranks(corpus, lang_pool: list[str], pid: str, lang: str) -> list
     return [pool.ids[i] for i in ranked]
 
 
-def test_mining_groups_join_passage_ids_and_identical_texts(corpus) -> None:
-    groups = mining_groups(corpus)
-    assert groups["a"] == groups["c"] == groups["d"]  # passage_id (c) and identical text (d)
-    assert len({groups["a"], groups["b"], groups["f00"]}) == 3
-    assert corpus.group["a"] != corpus.group["d"]  # the loader's own groups stay as they were
+def test_the_loader_groups_shared_passage_ids_and_identical_texts(corpus) -> None:
+    # the miner excludes the positive's group as the loader forms it
+    assert (
+        corpus.group["a"] == corpus.group["c"] == corpus.group["d"]
+    )  # passage_id (c) and identical text (d)
+    assert len({corpus.group["a"], corpus.group["b"], corpus.group["f00"]}) == 3
 
 
 @pytest.mark.parametrize("pool", ["language", "all"])
@@ -107,7 +107,7 @@ def test_the_nearest_passage_outside_the_positive_group_is_mined(corpus, pool: s
 def test_the_positive_group_is_never_mined_and_the_window_is_respected(corpus, pool: str) -> None:
     settings = MineSettings(pool=pool, rank_min=3, rank_max=6, num_negatives=2, seed=3)
     result = mine_corpus(BagOfWordsEncoder(), corpus, settings, IndexConfig(kind="flat", device="cpu"))
-    groups = mining_groups(corpus)
+    groups = corpus.group
     assert len(result.negatives) == 2 * len(corpus.pids)
     for (pid, lang), ids in result.negatives.items():
         assert len(ids) == 2 and len(set(ids)) == 2
