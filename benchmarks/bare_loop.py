@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.timing import Batch, synchronize
-from hybrid_ir.data.datamodule import batch_to_device
+from hybrid_ir.data.dataset import batch_to_device
 from hybrid_ir.models.encoder import Encoder, autocast_context
 from hybrid_ir.models.gradcache import grad_cache_backward, row_chunks
 from hybrid_ir.models.loss import InfoNCELoss

@@ -99,9 +99,9 @@ def _tokenizer():
 
 def measure_data(config: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` worker: load, plan, build and map the store, fetch batches (see the module docstring)."""
-    from hybrid_ir.data.datamodule import PairDataset
+    from hybrid_ir.data.dataset import PairDataset
     from hybrid_ir.data.jsonl import load_jsonl_corpus
-    from hybrid_ir.data.samplers import plan_epoch
+    from hybrid_ir.data.planner import plan_epoch
     from hybrid_ir.data.store import open_token_store, store_path
 
     start = time.perf_counter()
@@ -208,7 +208,7 @@ def planner_corpus(n_ids: int, seed: int = 0) -> ParallelCorpus:
 
 def measure_plan(config: dict[str, Any]) -> dict[str, Any]:
     """The ``plan`` worker: one epoch of the array planner per mode at batch 32 on :func:`planner_corpus`."""
-    from hybrid_ir.data.samplers import plan_epoch
+    from hybrid_ir.data.planner import plan_epoch
 
     corpus = planner_corpus(config["n"])
     rss_before = peak_rss_mb()

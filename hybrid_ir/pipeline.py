@@ -6,31 +6,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.data.datamodule import ParallelQADataModule, check_val_config, load_corpus
+from hybrid_ir.config_checks import resolve_ckpt_path, resume_step_of, validate_train_config, world_size_of
+from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.loading import load_corpus
 from hybrid_ir.data.mining import EncodeSettings, MineSettings, mine_corpus, summary_lines, write_mined_jsonl
-from hybrid_ir.data.samplers import check_global_batch_size
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.retrieval import IndexConfig
 from hybrid_ir.evaluation.runner import Evaluator
-from hybrid_ir.models.encoder import SETTING_KEYS, Encoder, check_model_source, saved_settings
-from hybrid_ir.models.st_format import load_pooler_dense
-from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
+from hybrid_ir.models.encoder import Encoder, check_model_source
+from hybrid_ir.models.loading import load_encoder
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.hardware import accelerator_device, eval_precision
+from hybrid_ir.utils.hardware import eval_precision
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from hybrid_ir.utils.io import atomic_write_json
 
@@ -46,122 +44,6 @@ for _message in (
     ".*Total length of `list` across ranks is zero.*",
 ):
     warnings.filterwarnings("ignore", message=_message)
-
-
-def world_size_of(trainer_cfg: DictConfig) -> int:
-    """Ranks the trainer config asks for: devices × num_nodes (``devices: -1`` counts visible GPUs)."""
-    devices = trainer_cfg.get("devices", 1)
-    if devices in (-1, "auto", "-1"):
-        devices = max(1, torch.cuda.device_count()) if trainer_cfg.get("accelerator") == "gpu" else 1
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        devices = len(devices)
-    return int(devices) * int(trainer_cfg.get("num_nodes", 1) or 1)
-
-
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``"last"`` -> ``<output_dir>/checkpoints/last.ckpt`` (rerun with the same ``hydra.run.dir``); an explicit
-    path must exist and be a PyTorch checkpoint (a zip archive, as ``torch.save`` and Lightning write)."""
-    if not ckpt_path:
-        return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path).expanduser()
-    if not path.is_file():
-        hint = " (to resume, rerun with the old run's hydra.run.dir=<dir>)" if ckpt_path == "last" else ""
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(
-            f"ckpt_path={ckpt_path!r}: {path} is not a PyTorch checkpoint (not a torch.save zip archive); give a "
-            "<run>/checkpoints/*.ckpt file written by train.py, or ckpt_path=last"
-        )
-    return str(path)
-
-
-# Trainer settings that manual optimisation ignores or rejects, and the key that does the job here.
-MANUAL_OPTIMISATION_KEYS = {
-    "accumulate_grad_batches": (
-        1,
-        "module.grad_cache_chunk_size (GradCache: a large batch in bounded memory, with identical gradients) "
-        "or a larger data.batch_size",
-    ),
-    "gradient_clip_val": (
-        None,
-        "module.max_grad_norm (gradient-norm clipping, applied by our training step)",
-    ),
-    "gradient_clip_algorithm": (None, "module.max_grad_norm (gradient-norm clipping)"),
-    "val_check_interval": (
-        None,
-        "the zero-shot evaluation callback, which runs before training and after every epoch "
-        "(callbacks.zero_shot_eval); step-based evaluation is not supported",
-    ),
-}
-
-
-def resume_step_of(ckpt_path: str | None) -> int | None:
-    """The global step of the checkpoint a training run resumes from (``None``: a fresh run); a file that is
-    not a ``train.py`` checkpoint is a config error."""
-    if ckpt_path is None:
-        return None
-    try:
-        return checkpoint_global_step(ckpt_path)
-    except ValueError as err:
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: {err}; give a checkpoint written by train.py") from None
-
-
-def validate_train_config(cfg: DictConfig) -> None:
-    """Checks that need no model and no data: the global batch (``check_global_batch_size``), a finite training
-    length, Trainer settings that manual optimisation does not honour, mandatory data paths and a path-like
-    ``model.name_or_path``. The sampler and data settings are checked when the DataModule is built and
-    planned, the evaluation datasets by the evaluator's ``validate``."""
-    check_global_batch_size(cfg.data.batch_size, world_size_of(cfg.trainer))
-    trainer = cfg.trainer
-    for key, (default, use) in MANUAL_OPTIMISATION_KEYS.items():
-        value = trainer.get(key, default)
-        if value != default and not (key == "gradient_clip_val" and value == 0):
-            raise ConfigError(
-                f"trainer.{key}={value!r} is not supported: training uses manual optimisation, where Lightning "
-                f"does not apply it; use {use}"
-            )
-    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
-    if max_epochs == -1 and (max_steps is None or max_steps < 0):
-        raise ConfigError(
-            "trainer.max_epochs=-1 (train without an epoch limit) needs a finite trainer.max_steps (e.g. "
-            "trainer.max_steps=10000): the learning-rate schedule is laid out over the total number of steps"
-        )
-    for i, spec in enumerate(cfg.data.get("train") or []):
-        missing = (
-            [key for key in spec if OmegaConf.is_missing(spec, key)] if isinstance(spec, DictConfig) else []
-        )
-        if missing:
-            key = missing[0]
-            name = None if "name" in missing else spec.get("name")
-            example = "/path/to/pairs.jsonl" if key == "path" else "<value>"
-            raise ConfigError(
-                f"data.train.{i}.{key} is not set (dataset {name!r}); set it on the command line, e.g. "
-                f"data.train.{i}.{key}={example}"
-            )
-    check_model_source(cfg.model.name_or_path)
-    check_monitors(cfg)
-
-
-def check_monitors(cfg: DictConfig) -> None:
-    """A callback monitoring a validation metric (``val/...``) needs a validation set (``data.val``); one
-    monitoring a zero-shot metric (``eval/...``) selects on a test set, which gets a warning."""
-    val = check_val_config(cfg.data.get("val"), cfg.data.batch_size, cfg.data.get("train") or [])
-    for key, callback in (cfg.get("callbacks") or {}).items():
-        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
-        if not isinstance(monitor, str):
-            continue
-        if monitor.startswith("val/") and val is None:
-            raise ConfigError(
-                f"callbacks.{key} monitors {monitor}, which needs a validation set: set data.val.fraction "
-                "(e.g. data.val.fraction=0.1) or data.val.datasets"
-            )
-        if monitor.startswith("eval/"):
-            log.warning(
-                "callbacks.%s monitors the zero-shot metric %s: that selects on a test set, so its results "
-                "overstate the model; monitor val/loss (data.val) instead",
-                key,
-                monitor,
-            )
 
 
 def drop_logging_callbacks(callbacks: list[L.Callback], has_logger: bool) -> list[L.Callback]:
@@ -261,93 +143,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run = build_components(cfg, resume_step=resume_step_of(ckpt_path))
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("eval/")}
-
-
-def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """A ``train.py`` Lightning checkpoint, loaded with ``weights_only`` (a checkpoint never runs code)."""
-    return torch.load(ckpt_path, map_location="cpu", weights_only=True)
-
-
-def load_checkpoint_weights(encoder: Encoder, ckpt_path: str, state: dict[str, Any] | None = None) -> None:
-    """Copy the encoder weights of a ``train.py`` checkpoint (``state``, else read from ``ckpt_path``) into
-    ``encoder``."""
-    state = read_checkpoint(ckpt_path) if state is None else state
-    weights = {k[len("encoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
-    if not weights:
-        raise ConfigError(f"ckpt_path={ckpt_path!r} holds no encoder weights (is it a hybrid_ir checkpoint?)")
-    missing, unexpected = encoder.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"ckpt_path={ckpt_path!r} does not match model {encoder.name_or_path!r}: "
-            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; pick the model config it was trained with"
-        )
-
-
-def command_line_keys(overrides: Sequence[str], group: str = "model") -> set[str]:
-    """The keys under ``group`` that command-line ``overrides`` set (``model.max_length=64`` -> ``max_length``)."""
-    keys = set()
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.startswith(f"{group}."):
-            keys.add(key[len(group) + 1 :].split(".", 1)[0])
-    return keys
-
-
-def with_saved_settings(
-    model_cfg: dict[str, Any], saved: dict[str, Any], source: str, explicit: set[str]
-) -> dict[str, Any]:
-    """``model_cfg`` with the settings saved with the model (``saved``, read from ``source``) in place of the
-    config's; a key set on the command line (``explicit``) wins, with a log line saying so."""
-    out = dict(model_cfg)
-    for key, value in saved.items():
-        if key in explicit and key in model_cfg:
-            if model_cfg[key] != value:
-                log.info(
-                    "model.%s=%r (command line) overrides %r saved in %s", key, model_cfg[key], value, source
-                )
-            continue
-        if key in model_cfg and model_cfg[key] != value:
-            log.info("model.%s=%r from %s (the model config says %r)", key, value, source, model_cfg[key])
-        out[key] = value
-    return out
-
-
-def load_encoder(
-    cfg: DictConfig, ckpt_path: str | None, cli_overrides: Sequence[str] = ()
-) -> tuple[Encoder, str, int | None]:
-    """The encoder to use outside training: the model config's pretrained model, a directory
-    (``model.name_or_path``: ours, sentence-transformers or plain Hugging Face) or a checkpoint (``ckpt_path``),
-    with the settings saved with the directory or checkpoint (pooling, prefixes, max length; a ``model.*`` key
-    in ``cli_overrides`` wins), on ``trainer.accelerator``'s device. Returns ``(encoder, tag, step)``: ``tag`` is
-    ``pretrained`` for the model config's own model, else the directory or checkpoint path; ``step`` the
-    checkpoint's global step."""
-    device = accelerator_device(str(cfg.trainer.get("accelerator", "auto")))
-    model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)
-    explicit = command_line_keys(cli_overrides)
-    name_or_path = str(model_cfg["name_or_path"])
-    state = read_checkpoint(ckpt_path) if ckpt_path else None
-    tag, step = "pretrained", None
-    if state is not None:
-        saved = state.get("hybrid_ir", {}).get("encoder")
-        if saved:
-            settings = {k: saved[k] for k in SETTING_KEYS if k in saved}
-            model_cfg = with_saved_settings(model_cfg, settings, str(ckpt_path), explicit)
-        tag, step = str(ckpt_path), state.get("global_step")
-    else:
-        found = saved_settings(name_or_path)
-        if found:
-            model_cfg = with_saved_settings(model_cfg, *found, explicit)
-            if "random_init" not in explicit:
-                model_cfg["random_init"] = False  # a saved model is evaluated with its weights
-        if found or "name_or_path" in explicit or Path(name_or_path).expanduser().is_dir():
-            tag = name_or_path
-    pooler_dense = model_cfg.pop("pooler_dense", None)
-    encoder: Encoder = instantiate(model_cfg)
-    if pooler_dense:
-        load_pooler_dense(encoder.model, pooler_dense)
-    if state is not None:
-        load_checkpoint_weights(encoder, str(ckpt_path), state)
-    return encoder.to(device), tag, step
 
 
 def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from hybrid_ir import pipeline
 from hybrid_ir.models.encoder import ENCODER_CONFIG, Encoder
-from hybrid_ir.pipeline import command_line_keys, with_saved_settings
+from hybrid_ir.models.loading import command_line_keys, with_saved_settings
 from hybrid_ir.utils.instantiate import register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -90,7 +90,7 @@ def test_an_explicit_override_wins_and_says_so(
     evaluate, trained: Encoder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory = trained.save_pretrained(tmp_path / "encoder")
-    with caplog.at_level(logging.INFO, logger="hybrid_ir.pipeline"):
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.models.loading"):
         run = evaluate(f"model.name_or_path={directory}", "model.max_length=16")
     assert run.encoder.text_tokenizer.max_length == 16
     assert run.encoder.pooling == "cls"

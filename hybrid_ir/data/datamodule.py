@@ -3,252 +3,34 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
-from hybrid_ir.data.download import ensure_dataset
-from hybrid_ir.data.jsonl import load_jsonl_corpus
-from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
-from hybrid_ir.data.samplers import (
-    DROP_REASONS,
+from hybrid_ir.data.dataset import PairDataset, ResumableDataLoader, batch_to_device
+from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.plan import (
     MODES,
-    STEPS_DROP_REASONS,
     EpochPlan,
-    HybridBatchSampler,
-    PairRef,
     batch_capacity,
     batch_kinds,
-    batch_stats,
     capacity_note,
     check_global_batch_size,
     check_sampler_args,
     concat_plans,
-    dataset_usage,
-    plan_epoch,
 )
-from hybrid_ir.data.split import hold_out
-from hybrid_ir.data.store import open_token_store
+from hybrid_ir.data.plan_stats import batch_stats, mono_share_summary, plan_summary
+from hybrid_ir.data.planner import plan_epoch
+from hybrid_ir.data.samplers import HybridBatchSampler
+from hybrid_ir.data.split import check_val_config, hold_out
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.paths import resolve_data_root
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("lareqa", "jsonl")
-VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha", "passes")
-
-
-def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool = True) -> ParallelCorpus:
-    """Load one training dataset from its config ``spec``.
-
-    ``spec``: ``{name, format: lareqa | jsonl, languages: [..] | null, path: <file> (jsonl)}``. LAReQA data
-    is read from ``<root>/<name>/<lang>.json`` and downloaded into the cache when missing (``download``).
-    """
-    fmt = spec.get("format", "lareqa")
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"dataset {spec.get('name')!r}: format={fmt!r} is not valid; choose one of {FORMATS}"
-        )
-    if fmt == "jsonl":
-        if not spec.get("path"):
-            raise ConfigError(f"dataset {spec.get('name')!r}: format=jsonl needs a 'path' to the .jsonl file")
-        return load_jsonl_corpus(
-            Path(spec["path"]).expanduser(), spec.get("name", "jsonl"), spec.get("languages")
-        )
-    langs = list(spec.get("languages") or [])
-    if not langs:
-        raise ConfigError(f"dataset {spec.get('name')!r}: list its languages, e.g. languages: [en, de]")
-    base = resolve_data_root(root)
-    if download:
-        base = ensure_dataset(base, spec["name"], langs)
-    return load_lareqa_corpus(base, spec["name"], langs)
-
-
-def check_val_config(
-    val: Mapping[str, Any] | None, batch_size: int, train_specs: Sequence[Mapping[str, Any]] = ()
-) -> dict[str, Any] | None:
-    """The validation settings ``data.val`` with defaults filled in, or ``None`` when validation is off (no
-    ``fraction`` and no ``datasets``).
-
-    Raises:
-        ConfigError: an unknown key; both a fraction and datasets; a fraction outside (0, 1); a dataset without
-            a name, or one that is a training dataset (same name and path: its questions, or their
-            translations, are trained on); an invalid mode, alpha, seed or batch size.
-    """
-    if val is None:
-        return None
-    unknown = sorted(set(val) - set(VAL_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"data.val.{unknown[0]} is not a validation setting; the keys are {', '.join(VAL_KEYS)}"
-        )
-    fraction = val.get("fraction") or 0.0
-    datasets = [dict(spec) for spec in val.get("datasets") or []]
-    if not fraction and not datasets:
-        return None
-    if fraction and datasets:
-        raise ConfigError(
-            "data.val sets both fraction and datasets: hold out part of the training data (data.val.fraction) "
-            "or validate on separate datasets (data.val.datasets), not both"
-        )
-    if fraction and not 0.0 < float(fraction) < 1.0:
-        raise ConfigError(
-            f"data.val.fraction={fraction!r} must be in (0, 1): the share of each training dataset's ids held "
-            "out for validation (0 or null: none)"
-        )
-    for i, spec in enumerate(datasets):
-        if not spec.get("name"):
-            raise ConfigError(f"data.val.datasets.{i} has no name; give it the keys of a data.train entry")
-        for j, train in enumerate(train_specs):
-            if spec.get("name") == train.get("name") and spec.get("path") == train.get("path"):
-                raise ConfigError(
-                    f"data.val.datasets.{i} ({spec['name']!r}) is the training dataset data.train.{j}: its "
-                    "questions or their translations are trained on; use data.val.fraction to hold out part of it"
-                )
-    out = {
-        "fraction": float(fraction),
-        "datasets": datasets,
-        "seed": val.get("seed", 0),
-        "batch_size": val.get("batch_size") or batch_size,
-        "mode": val.get("mode", "hybrid"),
-        "alpha": val.get("alpha", 0.5),
-        "passes": val.get("passes", 1),
-    }
-    if isinstance(out["passes"], bool) or not isinstance(out["passes"], int) or out["passes"] < 1:
-        raise ConfigError(
-            f"data.val.passes={out['passes']!r} must be an integer >= 1: the sampler epochs over the validation "
-            "ids that make up the validation batches"
-        )
-    try:
-        check_sampler_args(out["mode"], out["batch_size"], out["alpha"], 1.0, out["seed"])
-    except ValueError as err:
-        raise ConfigError(f"data.val: {err}") from err
-    return out
-
-
-def plan_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> str:
-    """One line per plan: batches, then per dataset the ids used and dropped with the reasons, e.g.
-    ``37 batches; xquad-r: 1184 of 1190 ids used in 37 batches, 6 dropped (partial_batch: 6, <what it means>)``."""
-    parts = []
-    for usage in dataset_usage(plan, corpora):
-        text = (
-            f"{usage['name']}: {usage['used_ids']} of {usage['ids']} ids used in {usage['batches']} batches"
-        )
-        if usage["dropped_ids"]:
-            texts = {**DROP_REASONS, **STEPS_DROP_REASONS}
-            why = "; ".join(f"{k}: {n}, {texts[k]}" for k, n in usage["drop_reasons"].items() if n)
-            text += f", {usage['dropped_ids']} dropped ({why})"
-        parts.append(text)
-    return f"{len(plan)} batches; " + "; ".join(parts)
-
-
-def mono_share_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus], alpha: float) -> str:
-    """The realised share of mono batches of a plan, overall and per dataset, against ``alpha``, e.g.
-    ``mono share 0.62 of 40 batches (sampler.alpha=0.5); xquad-r 0.51 of 30; en-only 1.00 of 10 (one language)``.
-    A dataset of one language gives mono batches only, so the overall share exceeds ``alpha`` when one is mixed in.
-    """
-    parts = [f"mono share {plan.mono_share():.2f} of {len(plan)} batches (sampler.alpha={alpha})"]
-    for usage, corpus in zip(dataset_usage(plan, corpora), corpora, strict=True):
-        if usage["batches"]:
-            note = " (one language)" if len(corpus.languages) < 2 else ""
-            parts.append(
-                f"{usage['name']} {usage['mono_batches'] / usage['batches']:.2f} of {usage['batches']}{note}"
-            )
-    return "; ".join(parts)
-
-
-class PairDataset(Dataset):
-    """Maps a :class:`PairRef` to the token ids of its question and passage, read from each corpus's memory-mapped
-    :class:`~hybrid_ir.data.store.TokenStore` (built once per corpus and tokenizer; in memory without
-    ``use_cache``)."""
-
-    def __init__(self, corpora: Sequence[ParallelCorpus], tokenizer: TextTokenizer, use_cache: bool = True):
-        self.corpora = list(corpora)
-        self.stores = [open_token_store(corpus, tokenizer, use_cache) for corpus in self.corpora]
-        for corpus in self.corpora:
-            corpus.index_of  # noqa: B018 - built here, before DataLoader workers fork, so they share it
-        self.lang_index = [{lang: col for col, lang in enumerate(c.languages)} for c in self.corpora]
-        self.pad = tokenizer.pad
-
-    def __len__(self) -> int:
-        return sum(len(c) for c in self.corpora)
-
-    def __getitem__(self, ref: PairRef) -> dict[str, Any]:
-        store, langs = self.stores[ref.dataset], self.lang_index[ref.dataset]
-        i = self.corpora[ref.dataset].index_of[ref.pid]
-        return {
-            "q": store.ids(i, langs[ref.q_lang], 0),
-            "p": store.ids(i, langs[ref.p_lang], 1),
-            "q_lang": ref.q_lang,
-            "p_lang": ref.p_lang,
-            "pid": ref.pid,
-        }
-
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Pad queries and passages to the longest in the batch: ``{q,p}_input_ids``/``_attention_mask`` [b, L]."""
-        q_ids, q_mask = self.pad([it["q"] for it in items])
-        p_ids, p_mask = self.pad([it["p"] for it in items])
-        return {
-            "q_input_ids": q_ids,
-            "q_attention_mask": q_mask,
-            "p_input_ids": p_ids,
-            "p_attention_mask": p_mask,
-            "q_lang": [it["q_lang"] for it in items],
-            "p_lang": [it["p_lang"] for it in items],
-            "pid": [it["pid"] for it in items],
-            "mono": all(it["q_lang"] == it["p_lang"] for it in items),
-        }
-
-
-def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """A collated batch with its tensors on ``device`` (asynchronous copies where the device allows it) and its
-    other entries (languages, ids, the ``mono`` flag) as they are."""
-    non_blocking = device.type not in ("cpu", "mps")
-    return {
-        k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v for k, v in batch.items()
-    }
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader whose position can be saved and restored (Lightning's stateful-loader protocol).
-
-    ``progress()`` returns the training loop's ``(epoch, batches consumed in it)``. Every pass first selects the
-    loop's epoch on the batch sampler (Lightning calls ``set_epoch`` only on ``batch_sampler.sampler``, which
-    ours does not have), so epoch ``e`` plays the plan of ``(seed, e)`` from its first batch however the previous
-    pass ended (exhausted, or abandoned by ``limit_train_batches``), and a run restored mid-epoch continues at its
-    next batch. (The loop's batch count cannot place the sampler itself: at the first pass of an epoch it may
-    still hold the previous epoch's.) The saved position is the number of batches the loop has *consumed*, not
-    the number the loader has prefetched, so a resumed run continues with exactly the next unseen batch.
-    """
-
-    def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.progress = progress
-
-    def __iter__(self) -> Any:
-        if self.progress is not None:
-            self.batch_sampler.set_epoch(self.progress()[0])
-        return super().__iter__()
-
-    def state_dict(self) -> dict[str, int]:
-        sampler: HybridBatchSampler = self.batch_sampler
-        state = sampler.state_dict()
-        if self.progress is not None:
-            epoch, consumed = self.progress()
-            if consumed >= len(sampler.plan(epoch)):
-                epoch, consumed = epoch + 1, 0
-            state.update(epoch=epoch, batches_yielded=consumed)
-        return state
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.load_state_dict(state)
 
 
 class ParallelQADataModule(L.LightningDataModule):
@@ -262,7 +44,7 @@ class ParallelQADataModule(L.LightningDataModule):
         batch_size: the GLOBAL batch size (split evenly over DDP ranks).
         temperature: dataset-mixing exponent; seed: sampling seed.
         epoch_steps: batches per epoch, datasets drawn ∝ size**temperature and repeated or partly used (see
-            :func:`~hybrid_ir.data.samplers.plan_epoch`); ``None``: one pass over every dataset.
+            :func:`~hybrid_ir.data.planner.plan_epoch`); ``None``: one pass over every dataset.
         num_workers / pin_memory: DataLoader settings (workers help on GPU machines).
         cache_tokens: keep token ids in memory-mapped stores in the user cache (``<cache>/stores``).
         val: the validation set (``data.val``): ``fraction`` > 0 holds out that fraction of every training
@@ -382,7 +164,7 @@ class ParallelQADataModule(L.LightningDataModule):
         """Plan epoch 0 (no model needed) and fail early when the batches cannot be what the config asks.
 
         Raises:
-            ConfigError: the batch size breaks the rule of :func:`~hybrid_ir.data.samplers.check_global_batch_size`,
+            ConfigError: the batch size breaks the rule of :func:`~hybrid_ir.data.plan.check_global_batch_size`,
                 no full batch can be formed, or a configured dataset contributes no batch (naming the dataset
                 and the largest batch it can fill).
         """

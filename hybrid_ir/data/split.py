@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.plan import check_sampler_args
+from hybrid_ir.utils.errors import ConfigError
 
 VAL_SUFFIX = "-val"
 
@@ -70,3 +74,68 @@ def hold_out(corpus: ParallelCorpus, fraction: float, seed: int) -> tuple[Parall
         )
     kept = set(corpus.pids) - held
     return restrict(corpus, kept, corpus.name), restrict(corpus, held, corpus.name + VAL_SUFFIX)
+
+
+VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha", "passes")
+
+
+def check_val_config(
+    val: Mapping[str, Any] | None, batch_size: int, train_specs: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any] | None:
+    """The validation settings ``data.val`` with defaults filled in, or ``None`` when validation is off (no
+    ``fraction`` and no ``datasets``).
+
+    Raises:
+        ConfigError: an unknown key; both a fraction and datasets; a fraction outside (0, 1); a dataset without
+            a name, or one that is a training dataset (same name and path: its questions, or their
+            translations, are trained on); an invalid mode, alpha, seed or batch size.
+    """
+    if val is None:
+        return None
+    unknown = sorted(set(val) - set(VAL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"data.val.{unknown[0]} is not a validation setting; the keys are {', '.join(VAL_KEYS)}"
+        )
+    fraction = val.get("fraction") or 0.0
+    datasets = [dict(spec) for spec in val.get("datasets") or []]
+    if not fraction and not datasets:
+        return None
+    if fraction and datasets:
+        raise ConfigError(
+            "data.val sets both fraction and datasets: hold out part of the training data (data.val.fraction) "
+            "or validate on separate datasets (data.val.datasets), not both"
+        )
+    if fraction and not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(
+            f"data.val.fraction={fraction!r} must be in (0, 1): the share of each training dataset's ids held "
+            "out for validation (0 or null: none)"
+        )
+    for i, spec in enumerate(datasets):
+        if not spec.get("name"):
+            raise ConfigError(f"data.val.datasets.{i} has no name; give it the keys of a data.train entry")
+        for j, train in enumerate(train_specs):
+            if spec.get("name") == train.get("name") and spec.get("path") == train.get("path"):
+                raise ConfigError(
+                    f"data.val.datasets.{i} ({spec['name']!r}) is the training dataset data.train.{j}: its "
+                    "questions or their translations are trained on; use data.val.fraction to hold out part of it"
+                )
+    out = {
+        "fraction": float(fraction),
+        "datasets": datasets,
+        "seed": val.get("seed", 0),
+        "batch_size": val.get("batch_size") or batch_size,
+        "mode": val.get("mode", "hybrid"),
+        "alpha": val.get("alpha", 0.5),
+        "passes": val.get("passes", 1),
+    }
+    if isinstance(out["passes"], bool) or not isinstance(out["passes"], int) or out["passes"] < 1:
+        raise ConfigError(
+            f"data.val.passes={out['passes']!r} must be an integer >= 1: the sampler epochs over the validation "
+            "ids that make up the validation batches"
+        )
+    try:
+        check_sampler_args(out["mode"], out["batch_size"], out["alpha"], 1.0, out["seed"])
+    except ValueError as err:
+        raise ConfigError(f"data.val: {err}") from err
+    return out

@@ -14,14 +14,13 @@ import torch
 
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
-from hybrid_ir.data.datamodule import (
-    PairDataset,
-    ParallelQADataModule,
-    ResumableDataLoader,
-    check_val_config,
-    load_corpus,
-)
-from hybrid_ir.data.samplers import DROP_REASONS, HybridBatchSampler, PairRef, dataset_usage
+from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.dataset import PairDataset, ResumableDataLoader
+from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.plan import DROP_REASONS, PairRef
+from hybrid_ir.data.plan_stats import dataset_usage
+from hybrid_ir.data.samplers import HybridBatchSampler
+from hybrid_ir.data.split import check_val_config
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
 

@@ -13,17 +13,10 @@ from torch.utils.data import DataLoader
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
-from hybrid_ir.data.samplers import (
-    DROP_REASONS,
-    BatchInfo,
-    HybridBatchSampler,
-    PairRef,
-    batch_capacity,
-    batch_stats,
-    check_global_batch_size,
-    dataset_usage,
-    plan_epoch,
-)
+from hybrid_ir.data.plan import DROP_REASONS, BatchInfo, PairRef, batch_capacity, check_global_batch_size
+from hybrid_ir.data.plan_stats import batch_stats, dataset_usage
+from hybrid_ir.data.planner import plan_epoch
+from hybrid_ir.data.samplers import HybridBatchSampler
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 
+from hybrid_ir.config_checks import check_monitors
 from hybrid_ir.data import datamodule as datamodule_module
-from hybrid_ir.pipeline import check_monitors, evaluate, train
+from hybrid_ir.pipeline import evaluate, train
 from hybrid_ir.utils.errors import ConfigError, DataError
 
 from .conftest import Compose

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hybrid_ir.data.datamodule import load_corpus
-from hybrid_ir.data.samplers import plan_epoch
+from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.models.module import linear_warmup_decay
 from hybrid_ir.utils.paths import default_data_root
 from tests.helpers.batch_log import read_batch_log

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from hybrid_ir.models.encoder import Encoder
-from hybrid_ir.pipeline import load_checkpoint_weights
+from hybrid_ir.models.loading import load_checkpoint_weights
 from hybrid_ir.utils.checkpoint_io import AtomicCheckpointIO
 
 from .conftest import CONF, Compose

@@ -1,0 +1,135 @@
+"""Checks of a run's config that need no model and no data: ranks, checkpoints, trainer keys that manual
+optimisation rejects, callbacks that would select on a test metric."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hybrid_ir.data.plan import check_global_batch_size
+from hybrid_ir.data.split import check_val_config
+from hybrid_ir.models.encoder import check_model_source
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
+from hybrid_ir.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def world_size_of(trainer_cfg: DictConfig) -> int:
+    """Ranks the trainer config asks for: devices × num_nodes (``devices: -1`` counts visible GPUs)."""
+    devices = trainer_cfg.get("devices", 1)
+    if devices in (-1, "auto", "-1"):
+        devices = max(1, torch.cuda.device_count()) if trainer_cfg.get("accelerator") == "gpu" else 1
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        devices = len(devices)
+    return int(devices) * int(trainer_cfg.get("num_nodes", 1) or 1)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``"last"`` -> ``<output_dir>/checkpoints/last.ckpt`` (rerun with the same ``hydra.run.dir``); an explicit
+    path must exist and be a PyTorch checkpoint (a zip archive, as ``torch.save`` and Lightning write)."""
+    if not ckpt_path:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path).expanduser()
+    if not path.is_file():
+        hint = " (to resume, rerun with the old run's hydra.run.dir=<dir>)" if ckpt_path == "last" else ""
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r}: {path} is not a PyTorch checkpoint (not a torch.save zip archive); give a "
+            "<run>/checkpoints/*.ckpt file written by train.py, or ckpt_path=last"
+        )
+    return str(path)
+
+
+# Trainer settings that manual optimisation ignores or rejects, and the key that does the job here.
+MANUAL_OPTIMISATION_KEYS = {
+    "accumulate_grad_batches": (
+        1,
+        "module.grad_cache_chunk_size (GradCache: a large batch in bounded memory, with identical gradients) "
+        "or a larger data.batch_size",
+    ),
+    "gradient_clip_val": (
+        None,
+        "module.max_grad_norm (gradient-norm clipping, applied by our training step)",
+    ),
+    "gradient_clip_algorithm": (None, "module.max_grad_norm (gradient-norm clipping)"),
+    "val_check_interval": (
+        None,
+        "the zero-shot evaluation callback, which runs before training and after every epoch "
+        "(callbacks.zero_shot_eval); step-based evaluation is not supported",
+    ),
+}
+
+
+def resume_step_of(ckpt_path: str | None) -> int | None:
+    """The global step of the checkpoint a training run resumes from (``None``: a fresh run); a file that is
+    not a ``train.py`` checkpoint is a config error."""
+    if ckpt_path is None:
+        return None
+    try:
+        return checkpoint_global_step(ckpt_path)
+    except ValueError as err:
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: {err}; give a checkpoint written by train.py") from None
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Checks that need no model and no data: the global batch (``check_global_batch_size``), a finite training
+    length, Trainer settings that manual optimisation does not honour, mandatory data paths and a path-like
+    ``model.name_or_path``. The sampler and data settings are checked when the DataModule is built and
+    planned, the evaluation datasets by the evaluator's ``validate``."""
+    check_global_batch_size(cfg.data.batch_size, world_size_of(cfg.trainer))
+    trainer = cfg.trainer
+    for key, (default, use) in MANUAL_OPTIMISATION_KEYS.items():
+        value = trainer.get(key, default)
+        if value != default and not (key == "gradient_clip_val" and value == 0):
+            raise ConfigError(
+                f"trainer.{key}={value!r} is not supported: training uses manual optimisation, where Lightning "
+                f"does not apply it; use {use}"
+            )
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if max_epochs == -1 and (max_steps is None or max_steps < 0):
+        raise ConfigError(
+            "trainer.max_epochs=-1 (train without an epoch limit) needs a finite trainer.max_steps (e.g. "
+            "trainer.max_steps=10000): the learning-rate schedule is laid out over the total number of steps"
+        )
+    for i, spec in enumerate(cfg.data.get("train") or []):
+        missing = (
+            [key for key in spec if OmegaConf.is_missing(spec, key)] if isinstance(spec, DictConfig) else []
+        )
+        if missing:
+            key = missing[0]
+            name = None if "name" in missing else spec.get("name")
+            example = "/path/to/pairs.jsonl" if key == "path" else "<value>"
+            raise ConfigError(
+                f"data.train.{i}.{key} is not set (dataset {name!r}); set it on the command line, e.g. "
+                f"data.train.{i}.{key}={example}"
+            )
+    check_model_source(cfg.model.name_or_path)
+    check_monitors(cfg)
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback monitoring a validation metric (``val/...``) needs a validation set (``data.val``); one
+    monitoring a zero-shot metric (``eval/...``) selects on a test set, which gets a warning."""
+    val = check_val_config(cfg.data.get("val"), cfg.data.batch_size, cfg.data.get("train") or [])
+    for key, callback in (cfg.get("callbacks") or {}).items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if not isinstance(monitor, str):
+            continue
+        if monitor.startswith("val/") and val is None:
+            raise ConfigError(
+                f"callbacks.{key} monitors {monitor}, which needs a validation set: set data.val.fraction "
+                "(e.g. data.val.fraction=0.1) or data.val.datasets"
+            )
+        if monitor.startswith("eval/"):
+            log.warning(
+                "callbacks.%s monitors the zero-shot metric %s: that selects on a test set, so its results "
+                "overstate the model; monitor val/loss (data.val) instead",
+                key,
+                monitor,
+            )
