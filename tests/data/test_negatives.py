@@ -233,3 +233,13 @@ def test_too_few_ids_for_random_negatives_is_a_config_error_before_training(tmp_
         dm.check_plan()
     ok = ParallelQADataModule([spec], batch_size=4, cache_tokens=False, download=False, negatives_per_query=4)
     assert ok.preview()["negatives"]["sources"]["random"] == 4 * ok.preview()["pairs"]
+
+
+def test_a_resumed_sampler_continues_with_the_same_negatives(corpus: ParallelCorpus) -> None:
+    first = sampler(corpus, 2)
+    first.set_epoch(1)
+    it = iter(first)
+    next(it)
+    resumed = sampler(corpus, 2)
+    resumed.load_state_dict(first.state_dict())
+    assert list(resumed) == list(it)
