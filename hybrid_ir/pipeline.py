@@ -80,6 +80,14 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
             f"{usage['ids']} ids used, "
             f"{usage['dropped_ids']} dropped ({reasons})"
         )
+    negatives = stats.get("negatives")
+    if negatives is not None:
+        lines.append(
+            f"hard negatives: {negatives['count']} ({negatives['per_query']} per pair), "
+            f"{negatives['in_passage_lang_share']:.0%} in the pair's passage language, group clashes with a "
+            f"positive of the batch {negatives['group_clashes']}; sources "
+            + ", ".join(f"{k} {n}" for k, n in negatives["sources"].items())
+        )
     val = stats.get("validation")
     if val is not None:
         lines.append(

@@ -14,6 +14,7 @@ from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.dataset import PairDataset, ResumableDataLoader, batch_to_device
 from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.negatives import negative_stats
 from hybrid_ir.data.plan import (
     MODES,
     EpochPlan,
@@ -52,6 +53,9 @@ class ParallelQADataModule(L.LightningDataModule):
             separate dataset specs; its batches are fixed (:meth:`val_plan`): ``passes`` sampler epochs of
             ``batch_size`` pairs (``None``: ``batch_size``) drawn as ``mode`` / ``alpha``. ``None``, or neither a
             fraction nor datasets: no validation.
+        negatives_per_query: hard negatives per training pair (``data.negatives_per_query``), chosen from the
+            data's ``negative_ids`` / ``negatives`` in the pair's passage language
+            (:mod:`hybrid_ir.data.negatives`); 0: none (validation batches never carry any).
     """
 
     def __init__(
@@ -69,8 +73,19 @@ class ParallelQADataModule(L.LightningDataModule):
         cache_tokens: bool = True,
         download: bool = True,
         val: Mapping[str, Any] | None = None,
+        negatives_per_query: int = 0,
     ) -> None:
         super().__init__()
+        if (
+            isinstance(negatives_per_query, bool)
+            or not isinstance(negatives_per_query, int)
+            or negatives_per_query < 0
+        ):
+            raise ConfigError(
+                f"data.negatives_per_query={negatives_per_query!r}: give a whole number >= 0 of hard negatives per "
+                "training pair (0: in-batch negatives only)"
+            )
+        self.negatives_per_query = negatives_per_query
         if mode not in MODES:
             raise ConfigError(f"sampler mode {mode!r} is not valid; choose one of {', '.join(MODES)}")
         try:
@@ -123,6 +138,13 @@ class ParallelQADataModule(L.LightningDataModule):
                 log.info(
                     "training data %s: %d ids in %s", corpus.name, len(corpus), ", ".join(corpus.languages)
                 )
+                if self.negatives_per_query and not (corpus.negative_ids or corpus.negatives):
+                    log.warning(
+                        "data.negatives_per_query=%d: %s lists no negative_ids or negatives; its pairs get random "
+                        "ids of the passage language as negatives",
+                        self.negatives_per_query,
+                        corpus.name,
+                    )
             for corpus in self.val_corpora:
                 log.info(
                     "validation data %s: %d ids in %s", corpus.name, len(corpus), ", ".join(corpus.languages)
@@ -151,6 +173,7 @@ class ParallelQADataModule(L.LightningDataModule):
             world_size=world_size,
             on_plan=self._log_plan if rank == 0 else None,
             epoch_steps=self.epoch_steps,
+            negatives_per_query=self.negatives_per_query,
         )
 
     def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
@@ -188,10 +211,23 @@ class ParallelQADataModule(L.LightningDataModule):
                     f"data.batch_size={self.batch_size} {self.mode} pairs: {capacity_note(corpora[d], kinds)}. "
                     "Lower data.batch_size or remove the dataset from data.train"
                 )
+        self.negative_stats(plan, 0)
         if self.val is not None:
             check_global_batch_size(self.val["batch_size"], world_size, key="data.val.batch_size")
             self.val_plan()
         return plan
+
+    def negative_stats(self, plan: EpochPlan, epoch: int) -> dict[str, Any] | None:
+        """:func:`~hybrid_ir.data.negatives.negative_stats` of ``plan`` (``None`` without hard negatives).
+
+        Raises:
+            ConfigError: a batch's pairs cannot get ``data.negatives_per_query`` negatives each."""
+        if not self.negatives_per_query:
+            return None
+        try:
+            return negative_stats(plan, self.corpora, self.negatives_per_query, self.seed, epoch)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
 
     def val_plan(self) -> EpochPlan:
         """The validation batches, the same at every validation: the sampler's epochs ``0 … passes - 1`` (of
@@ -328,6 +364,9 @@ class ParallelQADataModule(L.LightningDataModule):
             epoch=epoch,
             datasets=[c.name for c in self.corpora],
         )
+        negatives = self.negative_stats(plan, epoch)
+        if negatives is not None:
+            stats["negatives"] = negatives
         if self.val is not None:
             languages = sorted({lang for c in self.val_corpora for lang in c.languages})
             stats["validation"] = batch_stats(self.val_plan(), languages, self.val_corpora)

@@ -22,7 +22,8 @@ from hybrid_ir.data.store import open_token_store
 class PairDataset(Dataset):
     """Maps a :class:`PairRef` to the token ids of its question and passage, read from each corpus's memory-mapped
     :class:`~hybrid_ir.data.store.TokenStore` (built once per corpus and tokenizer; in memory without
-    ``use_cache``)."""
+    ``use_cache``), and of its hard negatives if it carries any (a negative record's passage from the store, a
+    listed negative text tokenised as a passage when read)."""
 
     def __init__(self, corpora: Sequence[ParallelCorpus], tokenizer: TextTokenizer, use_cache: bool = True):
         self.corpora = list(corpora)
@@ -31,26 +32,38 @@ class PairDataset(Dataset):
             corpus.index_of  # noqa: B018 - built here, before DataLoader workers fork, so they share it
         self.lang_index = [{lang: col for col, lang in enumerate(c.languages)} for c in self.corpora]
         self.pad = tokenizer.pad
+        self.tokenize = tokenizer
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.corpora)
 
     def __getitem__(self, ref: PairRef) -> dict[str, Any]:
         store, langs = self.stores[ref.dataset], self.lang_index[ref.dataset]
-        i = self.corpora[ref.dataset].index_of[ref.pid]
-        return {
+        index_of = self.corpora[ref.dataset].index_of
+        i = index_of[ref.pid]
+        item = {
             "q": store.ids(i, langs[ref.q_lang], 0),
             "p": store.ids(i, langs[ref.p_lang], 1),
             "q_lang": ref.q_lang,
             "p_lang": ref.p_lang,
             "pid": ref.pid,
         }
+        if ref.negatives:
+            item["n"] = [
+                store.ids(index_of[neg.pid], langs[neg.lang], 1)
+                if neg.pid is not None
+                else self.tokenize([neg.text], "passage")[0]
+                for neg in ref.negatives
+            ]
+        return item
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Pad queries and passages to the longest in the batch: ``{q,p}_input_ids``/``_attention_mask`` [b, L]."""
+        """Pad queries and passages to the longest in the batch: ``{q,p}_input_ids``/``_attention_mask`` [b, L];
+        pairs with hard negatives add ``n_input_ids``/``n_attention_mask`` [b·k, L], query-major (rows
+        ``i·k … i·k + k - 1`` are pair ``i``'s)."""
         q_ids, q_mask = self.pad([it["q"] for it in items])
         p_ids, p_mask = self.pad([it["p"] for it in items])
-        return {
+        batch = {
             "q_input_ids": q_ids,
             "q_attention_mask": q_mask,
             "p_input_ids": p_ids,
@@ -60,6 +73,9 @@ class PairDataset(Dataset):
             "pid": [it["pid"] for it in items],
             "mono": all(it["q_lang"] == it["p_lang"] for it in items),
         }
+        if "n" in items[0]:
+            batch["n_input_ids"], batch["n_attention_mask"] = self.pad([n for it in items for n in it["n"]])
+        return batch
 
 
 def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:

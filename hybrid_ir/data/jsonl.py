@@ -22,7 +22,8 @@ Keys:
   that is not parallel), each non-empty.
 
 Hard negatives are read into :attr:`ParallelCorpus.negative_ids` / :attr:`ParallelCorpus.negatives`
-(training does not use them yet). Other keys are ignored. An ``(id, lang)`` pair may appear only once. Groups (see
+(training uses them with ``data.negatives_per_query``, see :mod:`hybrid_ir.data.negatives`). Other keys are
+ignored. An ``(id, lang)`` pair may appear only once. Groups (see
 :class:`~hybrid_ir.data.corpus.ParallelCorpus`) are the connected components of "same ``id``",
 "same ``passage_id``" and "identical ``passage`` text" (in any language, compared with runs of
 whitespace as one space; with or without a ``passage_id``, as the LAReQA loader groups identical

@@ -29,12 +29,14 @@ STEPS_DROP_REASONS = {
 
 
 class PairRef(NamedTuple):
-    """One training pair: question of ``pid`` in ``q_lang`` against its passage in ``p_lang``."""
+    """One training pair: question of ``pid`` in ``q_lang`` against its passage in ``p_lang``; ``negatives``: its
+    hard negatives (:class:`~hybrid_ir.data.negatives.NegativeRef`, none unless ``data.negatives_per_query`` > 0)."""
 
     dataset: int
     pid: str
     q_lang: str
     p_lang: str
+    negatives: tuple = ()
 
 
 class BatchInfo(NamedTuple):

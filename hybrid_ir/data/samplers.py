@@ -8,6 +8,7 @@ from typing import Any
 from torch.utils.data import Sampler
 
 from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.negatives import with_negatives
 from hybrid_ir.data.plan import EpochPlan, PairRef, check_global_batch_size, check_sampler_args
 from hybrid_ir.data.planner import plan_epoch
 
@@ -28,6 +29,8 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
     ``epoch_steps``: see :func:`plan_epoch` (``None``: one pass over every dataset per epoch).
     ``on_plan(epoch, plan)``, when given, is called once for every epoch plan the sampler computes (e.g. to
     log what the epoch uses and drops).
+    ``negatives_per_query`` (k): each pair carries k hard negatives chosen on the global batch by
+    :func:`~hybrid_ir.data.negatives.with_negatives` (0: none).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         world_size: int = 1,
         on_plan: Callable[[int, EpochPlan], None] | None = None,
         epoch_steps: int | None = None,
+        negatives_per_query: int = 0,
     ) -> None:
         check_sampler_args(mode, global_batch_size, alpha, temperature, seed, epoch_steps)
         if not isinstance(world_size, int) or world_size < 1:
@@ -59,6 +63,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         self.seed = seed
         self.temperature = temperature
         self.epoch_steps = epoch_steps
+        self.negatives_per_query = negatives_per_query
         self.rank = rank
         self.world_size = world_size
         self.on_plan = on_plan
@@ -108,7 +113,12 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
                 self.epoch, self.batches_yielded = epoch + 1, 0
             else:
                 self.batches_yielded = index + 1
-            yield plan.pairs(index, lo, hi)
+            if self.negatives_per_query:
+                refs = plan.pairs(index)
+                k = self.negatives_per_query
+                yield with_negatives(self.corpora, refs, k, self.seed, epoch, index)[lo:hi]
+            else:
+                yield plan.pairs(index, lo, hi)
 
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "batches_yielded", "seed"}``: enough to continue at the next batch."""

@@ -1,0 +1,131 @@
+"""Hard negatives from the data: for every pair of a global batch, ``k`` negative passages in the pair's passage
+language (``data.negatives_per_query``).
+
+The choice is a pure function of the corpus, the global batch and ``(seed, epoch, batch index)``, so it is the same
+on every rank (each rank keeps its slice of pairs with their negatives) and after a resume. For a pair
+``(pid, q_lang, p_lang)`` the negatives are, in this order of preference:
+
+1. ids listed in ``negative_ids`` of ``pid`` (its list in ``p_lang``, then in ``q_lang``) that exist in ``p_lang``
+   and whose answer group is none of the batch's positives' groups (so a negative never is, or translates, the
+   positive of any pair of the global batch), drawn at random among them;
+2. if fewer than ``k`` remain: the record's ``negatives`` texts in ``p_lang`` (none equal to a positive passage of
+   the batch);
+3. if still fewer: random ids of the corpus in ``p_lang`` outside the batch's groups (counted as ``random`` in
+   :func:`negative_stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.plan import EpochPlan, PairRef
+
+# Salt of the negatives' random stream, so it differs from the planner's stream of the same (seed, epoch).
+_SALT = 0x4E4547
+SOURCES = ("listed", "text", "random")
+
+
+class NegativeRef(NamedTuple):
+    """One hard negative in language ``lang``: the passage of record ``pid``, or (``pid`` is ``None``) the listed
+    passage ``text``. ``source`` is one of :data:`SOURCES`."""
+
+    pid: str | None
+    lang: str
+    text: str | None
+    source: str
+
+
+def choose_negatives(
+    corpus: ParallelCorpus, refs: Sequence[PairRef], k: int, seed: int, epoch: int, batch: int
+) -> list[tuple[NegativeRef, ...]]:
+    """``k`` negatives for each pair of the global batch ``refs`` (all of ``corpus``), in the pair's ``p_lang``
+    (see the module docstring for the rule).
+
+    Raises:
+        ValueError: the corpus has fewer than ``k`` ids in a pair's passage language outside the batch's groups.
+    """
+    rng = np.random.default_rng([seed, epoch, batch, _SALT])
+    excluded = {corpus.group[ref.pid] for ref in refs}
+    positives = {(ref.p_lang, corpus.pairs[ref.p_lang][ref.pid].passage) for ref in refs}
+    eligible: dict[str, np.ndarray] = {}
+    out = []
+    for ref in refs:
+        lang = ref.p_lang
+        listed = dict.fromkeys(
+            [
+                *corpus.negative_ids.get(lang, {}).get(ref.pid, ()),
+                *corpus.negative_ids.get(ref.q_lang, {}).get(ref.pid, ()),
+            ]
+        )
+        valid = [n for n in listed if n in corpus.pairs[lang] and corpus.group[n] not in excluded]
+        chosen = [NegativeRef(valid[i], lang, None, "listed") for i in rng.permutation(len(valid))[:k]]
+        if len(chosen) < k:
+            texts = [
+                t
+                for t in dict.fromkeys(corpus.negatives.get(lang, {}).get(ref.pid, ()))
+                if (lang, t) not in positives
+            ]
+            need = k - len(chosen)
+            chosen += [NegativeRef(None, lang, texts[i], "text") for i in rng.permutation(len(texts))[:need]]
+        if len(chosen) < k:
+            if lang not in eligible:
+                arrays = corpus.arrays
+                mask = arrays.has_lang[:, corpus.languages.index(lang)] & ~np.isin(
+                    arrays.group, np.fromiter(excluded, dtype=np.int64)
+                )
+                eligible[lang] = np.flatnonzero(mask)
+            taken = [corpus.index_of[n.pid] for n in chosen if n.pid is not None]
+            pool = np.setdiff1d(eligible[lang], taken)
+            need = k - len(chosen)
+            if len(pool) < need:
+                raise ValueError(
+                    f"data.negatives_per_query={k}: dataset {corpus.name!r} has only {len(pool)} ids in "
+                    f"{lang!r} outside the answer groups of a batch, too few to add {need} random negatives; "
+                    "lower data.negatives_per_query or data.batch_size"
+                )
+            picks = rng.choice(pool, size=need, replace=False)
+            chosen += [NegativeRef(corpus.pids[i], lang, None, "random") for i in picks.tolist()]
+        out.append(tuple(chosen))
+    return out
+
+
+def with_negatives(
+    corpora: Sequence[ParallelCorpus], refs: list[PairRef], k: int, seed: int, epoch: int, batch: int
+) -> list[PairRef]:
+    """The global batch ``refs`` with ``k`` negatives attached to each pair (``refs`` unchanged when ``k`` is 0)."""
+    if k == 0 or not refs:
+        return refs
+    chosen = choose_negatives(corpora[refs[0].dataset], refs, k, seed, epoch, batch)
+    return [ref._replace(negatives=negs) for ref, negs in zip(refs, chosen, strict=True)]
+
+
+def negative_stats(
+    plan: EpochPlan, corpora: Sequence[ParallelCorpus], k: int, seed: int, epoch: int
+) -> dict[str, Any]:
+    """The negatives of every batch of ``plan``: ``{per_query, count, in_passage_lang_share, group_clashes,
+    sources}``; ``group_clashes`` counts negatives of a group (or a text) of any positive of their batch and
+    ``sources`` counts each of :data:`SOURCES`."""
+    count = in_lang = clashes = 0
+    sources = dict.fromkeys(SOURCES, 0)
+    for index in range(len(plan)):
+        refs = with_negatives(corpora, plan.pairs(index), k, seed, epoch, index)
+        corpus = corpora[refs[0].dataset]
+        groups = {corpus.group[ref.pid] for ref in refs}
+        texts = {corpus.pairs[ref.p_lang][ref.pid].passage for ref in refs}
+        for ref in refs:
+            for neg in ref.negatives:
+                count += 1
+                in_lang += int(neg.lang == ref.p_lang)
+                sources[neg.source] += 1
+                clashes += int(corpus.group[neg.pid] in groups if neg.pid is not None else neg.text in texts)
+    return {
+        "per_query": k,
+        "count": count,
+        "in_passage_lang_share": in_lang / count if count else None,
+        "group_clashes": clashes,
+        "sources": sources,
+    }

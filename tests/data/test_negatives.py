@@ -1,0 +1,245 @@
+"""Hard negatives from the data (data.negatives_per_query): placement, exclusions, determinism, sharding, collation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+
+from hybrid_ir.data.collate import TextTokenizer
+from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.dataset import PairDataset
+from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.negatives import choose_negatives
+from hybrid_ir.data.plan import PairRef
+from hybrid_ir.data.samplers import HybridBatchSampler
+from hybrid_ir.utils.errors import ConfigError
+
+LANGS = ["de", "en", "es"]
+N = 24
+
+
+def write_parallel(path: Path) -> Path:
+    """``N`` ids in de/en/es (id 5 has no es; ids 0 and 1 share a passage_id, so one group), each listing the
+    four next ids as negative_ids; id 3 also lists negative texts in en."""
+    records = []
+    for i in range(N):
+        for lang in LANGS:
+            if i == 5 and lang == "es":
+                continue
+            rec: dict[str, Any] = {
+                "id": f"x{i}",
+                "lang": lang,
+                "question": f"question {i} {lang}?",
+                "passage": f"passage {i} {lang}.",
+                "negative_ids": [f"x{(i + j) % N}" for j in range(1, 5)],
+            }
+            if i in (0, 1):
+                rec["passage_id"] = "shared"
+            if i == 3 and lang == "en":
+                rec["negatives"] = ["a listed negative text.", "another listed negative."]
+            records.append(rec)
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def write_texts(path: Path, n: int = 8) -> Path:
+    """A one-language file whose records list only negative texts (no parallel ids)."""
+    records = [
+        {
+            "id": f"t{i}",
+            "lang": "en",
+            "question": f"text question {i}?",
+            "passage": f"text passage {i}.",
+            "negatives": [f"negative text {i} {j}." for j in range(3)],
+        }
+        for i in range(n)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> ParallelCorpus:
+    return load_corpus(
+        {"name": "par", "format": "jsonl", "path": str(write_parallel(tmp_path / "p.jsonl"))}, None
+    )
+
+
+@pytest.fixture
+def tokenizer(e5_tokenizer) -> TextTokenizer:
+    return TextTokenizer(e5_tokenizer, "query: ", "passage: ", max_length=32)
+
+
+def sampler(
+    corpus: ParallelCorpus, k: int, mode: str = "hybrid", seed: int = 0, **kw: Any
+) -> HybridBatchSampler:
+    return HybridBatchSampler([corpus], mode, 8, alpha=0.5, seed=seed, negatives_per_query=k, **kw)
+
+
+def epoch_batches(s: HybridBatchSampler, epoch: int = 0) -> list[list]:
+    s.set_epoch(epoch)
+    return list(s)
+
+
+@pytest.mark.parametrize("mode", ["mono", "cross", "hybrid"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_negatives_are_in_the_passage_language_and_clash_with_no_positive(
+    corpus: ParallelCorpus, k: int, mode: str
+) -> None:
+    listed = 0
+    for epoch in range(3):
+        for batch in epoch_batches(sampler(corpus, k, mode), epoch):
+            groups = {corpus.group[ref.pid] for ref in batch}
+            for ref in batch:
+                assert len(ref.negatives) == k
+                for neg in ref.negatives:
+                    assert neg.lang == ref.p_lang
+                    if neg.pid is None:
+                        assert neg.source == "text" and (ref.pid, ref.p_lang) == ("x3", "en")
+                        continue
+                    assert neg.pid in corpus.pairs[ref.p_lang]
+                    assert corpus.group[neg.pid] not in groups
+                    listed += neg.source == "listed"
+                    if neg.source == "listed":
+                        assert neg.pid in corpus.negative_ids[ref.p_lang][ref.pid]
+    assert listed > 0
+
+
+def test_listed_ids_that_are_in_the_batch_or_missing_in_the_language_are_skipped(
+    corpus: ParallelCorpus,
+) -> None:
+    """x4 lists x5..x8; in es, x5 does not exist and x6 is a positive of the batch: the listed candidates left
+    are x7 and x8, and with k=3 the third negative falls back to a random id outside the batch's groups."""
+    refs = [PairRef(0, "x4", "de", "es"), PairRef(0, "x6", "en", "es"), PairRef(0, "x0", "en", "es")]
+    for seed in range(5):
+        negs = choose_negatives(corpus, refs, 3, seed, 0, 0)[0]
+        assert {n.pid for n in negs if n.source == "listed"} == {"x7", "x8"}
+        (extra,) = [n for n in negs if n.source == "random"]
+        assert extra.pid not in {"x0", "x1", "x4", "x5", "x6", "x7", "x8"} and extra.lang == "es"
+
+
+def test_text_negatives_for_data_that_is_not_parallel(tmp_path: Path) -> None:
+    texts = load_corpus(
+        {"name": "txt", "format": "jsonl", "path": str(write_texts(tmp_path / "t.jsonl"))}, None
+    )
+    for batch in epoch_batches(HybridBatchSampler([texts], "mono", 4, negatives_per_query=2)):
+        for ref in batch:
+            assert [n.source for n in ref.negatives] == ["text", "text"]
+            assert {n.text for n in ref.negatives} <= set(texts.negatives["en"][ref.pid])
+
+
+def test_negatives_are_deterministic_for_a_seed(corpus: ParallelCorpus) -> None:
+    assert epoch_batches(sampler(corpus, 2, seed=4), 1) == epoch_batches(sampler(corpus, 2, seed=4), 1)
+    assert epoch_batches(sampler(corpus, 2, seed=4), 1) != epoch_batches(sampler(corpus, 2, seed=5), 1)
+
+
+def test_two_ranks_slices_concatenate_to_the_one_rank_batch(corpus: ParallelCorpus) -> None:
+    whole = epoch_batches(sampler(corpus, 2))
+    ranks = [epoch_batches(sampler(corpus, 2, rank=r, world_size=2)) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == whole
+
+
+def test_k0_batches_are_those_of_the_plan_without_negatives(corpus: ParallelCorpus, tokenizer) -> None:
+    s = sampler(corpus, 0, rank=1, world_size=2)
+    batches = epoch_batches(s)
+    assert batches == [s.plan(0).pairs(i, 4, 8) for i in range(len(s.plan(0)))]
+    dataset = PairDataset([corpus], tokenizer, use_cache=False)
+    batch = dataset.collate([dataset[ref] for ref in batches[0]])
+    assert not any(key.startswith("n_") for key in batch)
+
+
+def test_collated_negatives_are_query_major_passage_tokens(corpus: ParallelCorpus, tokenizer) -> None:
+    dataset = PairDataset([corpus], tokenizer, use_cache=False)
+    (refs, *_) = epoch_batches(sampler(corpus, 2, rank=0, world_size=2))
+    batch = dataset.collate([dataset[ref] for ref in refs])
+    assert batch["n_input_ids"].shape[0] == 2 * len(refs) == batch["n_attention_mask"].shape[0]
+    for i, ref in enumerate(refs):
+        for j, neg in enumerate(ref.negatives):
+            text = corpus.pairs[neg.lang][neg.pid].passage if neg.pid is not None else neg.text
+            expected = tokenizer([text], "passage")[0]
+            row = batch["n_input_ids"][i * 2 + j]
+            assert row[: len(expected)].tolist() == expected
+            assert batch["n_attention_mask"][i * 2 + j].sum().item() == len(expected)
+
+
+def datamodule(path: Path, k: Any) -> ParallelQADataModule:
+    spec = {"name": "par", "format": "jsonl", "path": str(path)}
+    return ParallelQADataModule(
+        [spec], batch_size=8, cache_tokens=False, download=False, negatives_per_query=k
+    )
+
+
+def test_preview_reports_the_negatives(tmp_path: Path) -> None:
+    preview = datamodule(write_parallel(tmp_path / "p.jsonl"), 2).preview()
+    stats = preview["negatives"]
+    assert stats["count"] == 2 * preview["pairs"] and stats["per_query"] == 2
+    assert stats["in_passage_lang_share"] == 1.0 and stats["group_clashes"] == 0
+    assert stats["sources"]["listed"] > 0 and sum(stats["sources"].values()) == stats["count"]
+    assert "negatives" not in datamodule(tmp_path / "p.jsonl", 0).preview()
+
+
+@pytest.mark.parametrize("k", [-1, 1.5, True])
+def test_a_bad_negatives_per_query_is_a_config_error(tmp_path: Path, k: Any) -> None:
+    with pytest.raises(ConfigError, match=r"data\.negatives_per_query"):
+        datamodule(tmp_path / "p.jsonl", k)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_e5_tokenizer")
+def test_train_with_one_negative_per_query_has_finite_loss(tmp_path: Path) -> None:
+    from hybrid_ir.pipeline import build_components
+    from hybrid_ir.utils.instantiate import compose_config
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    overrides = [
+        f"paths.output_dir={tmp_path}",
+        "model=tiny",
+        "data=jsonl",
+        f"data.train.0.path={write_parallel(tmp_path / 'p.jsonl')}",
+        "data.batch_size=8",
+        "data.negatives_per_query=1",
+        "logger=none",
+        "~callbacks.zero_shot_eval",
+        "trainer.precision=32-true",
+        "trainer.max_steps=3",
+    ]
+    run = build_components(compose_config(conf, "train", overrides))
+    seen: list[dict[str, Any]] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            seen.append({"loss": float(outputs["loss"]), "negatives": batch["n_input_ids"].shape[0]})
+
+    run.trainer.callbacks.append(Record())
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert len(seen) == 3
+    assert all(torch.isfinite(torch.tensor(s["loss"])) and s["negatives"] == 8 for s in seen)
+
+
+def test_too_few_ids_for_random_negatives_is_a_config_error_before_training(tmp_path: Path) -> None:
+    """8 ids without lists in batches of 4: at most 4 ids lie outside a batch's groups, so k=5 cannot be met."""
+    path = tmp_path / "plain.jsonl"
+    records = [{"id": f"i{n}", "lang": "en", "question": f"q {n}?", "passage": f"p {n}."} for n in range(8)]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    spec = {"name": "plain", "format": "jsonl", "path": str(path)}
+    dm = ParallelQADataModule([spec], batch_size=4, cache_tokens=False, download=False, negatives_per_query=5)
+    with pytest.raises(ConfigError, match=r"data\.negatives_per_query=5: dataset 'plain' has only 4 ids"):
+        dm.check_plan()
+    ok = ParallelQADataModule([spec], batch_size=4, cache_tokens=False, download=False, negatives_per_query=4)
+    assert ok.preview()["negatives"]["sources"]["random"] == 4 * ok.preview()["pairs"]
+
+
+def test_a_resumed_sampler_continues_with_the_same_negatives(corpus: ParallelCorpus) -> None:
+    first = sampler(corpus, 2)
+    first.set_epoch(1)
+    it = iter(first)
+    next(it)
+    resumed = sampler(corpus, 2)
+    resumed.load_state_dict(first.state_dict())
+    assert list(resumed) == list(it)
