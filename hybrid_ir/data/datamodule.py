@@ -318,12 +318,13 @@ class ParallelQADataModule(L.LightningDataModule):
             if max_steps < 0:
                 raise ConfigError("trainer.max_epochs=-1 (no epoch limit) needs a finite trainer.max_steps")
             return max_steps
-        sampler = self.make_sampler()
+        # An epoch of ``epoch_steps`` has exactly that many batches: no epoch needs planning to count them.
+        sampler = self.make_sampler() if self.epoch_steps is None else None
         total = 0
         for epoch in range(max_epochs):
             if 0 <= max_steps <= total:
                 break
-            batches = len(sampler.plan(epoch))
+            batches = self.epoch_steps if sampler is None else len(sampler.plan(epoch))
             total += min(
                 batches, limit_batches if isinstance(limit_batches, int) else int(batches * limit_batches)
             )

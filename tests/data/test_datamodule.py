@@ -243,6 +243,19 @@ def test_planned_steps_follow_the_epoch_plans(
     assert dm.planned_steps(max_epochs, max_steps, limit) == want
 
 
+def test_planned_steps_of_epochs_in_steps_need_no_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = _datamodule(epoch_steps=5)
+    assert len(dm.make_sampler().plan(0)) == 5
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("planned an epoch only to count its batches")
+
+    monkeypatch.setattr(dm, "make_sampler", refuse)
+    assert dm.planned_steps(3, -1, 1.0) == 15
+    assert dm.planned_steps(3, -1, 2) == 6
+    assert dm.planned_steps(3, 12, 1.0) == 12
+
+
 def test_planned_steps_need_a_bound() -> None:
     with pytest.raises(ConfigError, match="max_steps"):
         _datamodule().planned_steps(-1, -1)
