@@ -22,6 +22,8 @@ from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
 log = logging.getLogger(__name__)
 
 NonFinitePolicy = Literal["raise", "skip"]
+Schedule = Literal["linear", "constant"]
+SCHEDULES = ("linear", "constant")
 # validation metric -> the name it is logged under
 VAL_METRICS = {"loss": "val/loss", "accuracy_at_1": "val/acc@1", "mrr": "val/mrr"}
 
@@ -46,7 +48,8 @@ class BiEncoderModule(L.LightningModule):
     negatives only.
 
     Optimisation is manual (one code path for plain and GradCache steps): AdamW, linear warm-up then
-    linear decay to 0, gradient clipping by global norm, and a guard against non-finite losses.
+    linear decay to 0 (``schedule="linear"``) or a constant rate (``schedule="constant"``), gradient clipping by
+    global norm, and a guard against non-finite losses.
 
     Validation (when the DataModule has a validation set) runs the same forward pass and logs, per epoch, the
     mean over all validation queries of every rank: ``val/loss`` (the training loss, with the hard negatives
@@ -58,6 +61,7 @@ class BiEncoderModule(L.LightningModule):
         loss: the :class:`InfoNCELoss`.
         lr, weight_decay, betas, eps: AdamW (no decay on biases and LayerNorm weights).
         warmup_ratio: fraction of the total steps with linear warm-up (``warmup_steps`` overrides it).
+        schedule: after the warm-up, ``linear`` decays the rate to 0 at the last step; ``constant`` keeps it.
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
         grad_cache_chunk_size: embed in chunks of this many texts with GradCache (``None``: plain step).
         nonfinite: ``raise`` stops the run naming the step; ``skip`` drops the step's update and goes on.
@@ -73,6 +77,7 @@ class BiEncoderModule(L.LightningModule):
         eps: float = 1e-8,
         warmup_ratio: float = 0.1,
         warmup_steps: int | None = None,
+        schedule: Schedule = "linear",
         max_grad_norm: float | None = 1.0,
         grad_cache_chunk_size: int | None = None,
         nonfinite: NonFinitePolicy = "raise",
@@ -80,6 +85,8 @@ class BiEncoderModule(L.LightningModule):
         super().__init__()
         if nonfinite not in ("raise", "skip"):
             raise ConfigError(f"module.nonfinite={nonfinite!r} is not valid; choose 'raise' or 'skip'")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"module.schedule={schedule!r} is not valid; choose one of {', '.join(SCHEDULES)}")
         if grad_cache_chunk_size is not None and grad_cache_chunk_size < 1:
             raise ConfigError(
                 f"module.grad_cache_chunk_size must be >= 1 or null, got {grad_cache_chunk_size}"
@@ -222,7 +229,12 @@ class BiEncoderModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         total = max(1, self._total_steps())
         opt, sched = adamw_with_schedule(list(self.named_parameters()), self.hparams, total)
-        self._schedule = {"lr": self.hparams.lr, "warmup": warmup_steps(self.hparams, total), "total": total}
+        self._schedule = {
+            "lr": self.hparams.lr,
+            "warmup": warmup_steps(self.hparams, total),
+            "total": total,
+            "schedule": self.hparams.schedule,
+        }
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _total_steps(self) -> int:
@@ -261,7 +273,7 @@ class BiEncoderModule(L.LightningModule):
         if old is None or new is None or old == new:
             return
         sched = self.trainer.lr_scheduler_configs[0].scheduler
-        factor = linear_warmup_decay(int(new["warmup"]), int(new["total"]))(sched.last_epoch)
+        factor = lr_factor(new["schedule"], int(new["warmup"]), int(new["total"]))(sched.last_epoch)
         for group in sched.optimizer.param_groups:
             group["initial_lr"] = new["lr"]
             group["lr"] = new["lr"] * factor
@@ -330,6 +342,23 @@ def linear_warmup_decay(warmup: int, total: int):
     return factor
 
 
+def warmup_constant(warmup: int):
+    """LR multiplier at step s: (s + 1) / warmup while s < warmup, then 1."""
+
+    def factor(step: int) -> float:
+        return (step + 1) / warmup if step < warmup else 1.0
+
+    return factor
+
+
+def lr_factor(schedule: str, warmup: int, total: int):
+    """The multiplier of ``schedule``: :func:`linear_warmup_decay` (``linear``) or :func:`warmup_constant`
+    (``constant``)."""
+    if schedule == "constant":
+        return warmup_constant(warmup)
+    return linear_warmup_decay(warmup, total)
+
+
 def optimizer_param_groups(
     named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float
 ) -> list[dict[str, Any]]:
@@ -348,8 +377,9 @@ def adamw_with_schedule(
     named: Sequence[tuple[str, torch.nn.Parameter]], hparams: Mapping[str, Any], total_steps: int
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """The optimiser and schedule of :class:`BiEncoderModule`: AdamW over :func:`optimizer_param_groups` and
-    :func:`linear_warmup_decay` over ``total_steps``. ``hparams`` holds ``lr``, ``weight_decay``, ``betas``,
-    ``eps``, ``warmup_steps`` (``None``: ``ceil(warmup_ratio · total_steps)``) and ``warmup_ratio``."""
+    :func:`lr_factor` over ``total_steps``. ``hparams`` holds ``lr``, ``weight_decay``, ``betas``, ``eps``,
+    ``warmup_steps`` (``None``: ``ceil(warmup_ratio · total_steps)``), ``warmup_ratio`` and ``schedule``
+    (``linear`` when absent)."""
     opt = torch.optim.AdamW(
         optimizer_param_groups(named, hparams["weight_decay"]),
         lr=hparams["lr"],
@@ -357,7 +387,8 @@ def adamw_with_schedule(
         eps=hparams["eps"],
     )
     warmup = warmup_steps(hparams, total_steps)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(warmup, total_steps))
+    factor = lr_factor(hparams.get("schedule", "linear"), warmup, total_steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def warmup_steps(hparams: Mapping[str, Any], total_steps: int) -> int:

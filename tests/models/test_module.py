@@ -345,6 +345,20 @@ def test_adamw_with_schedule_reads_warmup_steps_or_ratio() -> None:
     assert by_steps.lr_lambdas[0](0) == pytest.approx(0.25)
 
 
+def test_constant_schedule_warms_up_then_keeps_the_rate() -> None:
+    named = [("w", torch.nn.Parameter(torch.ones(2, 2)))]
+    hp = {"lr": 1.0, "weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8, "warmup_ratio": 0.25}
+    _, sched = adamw_with_schedule(named, {**hp, "warmup_steps": None, "schedule": "constant"}, total_steps=8)
+    assert [sched.lr_lambdas[0](s) for s in range(10)] == pytest.approx([0.5, 1.0] + [1.0] * 8)
+    _, flat = adamw_with_schedule(named, {**hp, "warmup_steps": 0, "schedule": "constant"}, total_steps=8)
+    assert [flat.lr_lambdas[0](s) for s in range(8)] == pytest.approx([1.0] * 8)
+
+
+def test_unknown_schedule_lists_the_choices(tiny_encoder_factory) -> None:
+    with pytest.raises(ConfigError, match="linear, constant"):
+        BiEncoderModule(tiny_encoder_factory(), InfoNCELoss(), schedule="cosine")
+
+
 def test_configure_optimizers_schedule(tiny_encoder_factory) -> None:
     encoder = tiny_encoder_factory()
     _, config = _configured(encoder, total=20, lr=1e-3, warmup_ratio=0.1)
