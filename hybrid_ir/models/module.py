@@ -86,7 +86,9 @@ class BiEncoderModule(L.LightningModule):
         if nonfinite not in ("raise", "skip"):
             raise ConfigError(f"module.nonfinite={nonfinite!r} is not valid; choose 'raise' or 'skip'")
         if schedule not in SCHEDULES:
-            raise ConfigError(f"module.schedule={schedule!r} is not valid; choose one of {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                f"module.schedule={schedule!r} is not valid; choose one of {', '.join(SCHEDULES)}"
+            )
         if grad_cache_chunk_size is not None and grad_cache_chunk_size < 1:
             raise ConfigError(
                 f"module.grad_cache_chunk_size must be >= 1 or null, got {grad_cache_chunk_size}"
