@@ -1,4 +1,5 @@
-"""Mine hard negatives: ``python mine.py data=jsonl data.train.0.path=pairs.jsonl`` (see conf/mine.yaml)."""
+"""Mine hard negatives: ``python mine.py data=jsonl data.train.0.path=pairs.jsonl`` or ``python mine.py data=default``
+(see conf/mine.yaml)."""
 
 import hydra
 from omegaconf import DictConfig

@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid_ir.config_checks import resolve_ckpt_path, resume_step_of, validate_train_config, world_size_of
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.loading import load_corpus
-from hybrid_ir.data.mining import EncodeSettings, MineSettings, mine_corpus, summary_lines, write_mined_jsonl
+from hybrid_ir.data.mining import (
+    EncodeSettings,
+    MineSettings,
+    mine_corpus,
+    summary_lines,
+    write_corpus_mined,
+    write_mined_jsonl,
+)
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.retrieval import IndexConfig
@@ -175,7 +182,7 @@ def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, An
 
 
 def mine_dataset_spec(cfg: DictConfig) -> dict[str, Any]:
-    """The ``data.train`` entry that ``mine.dataset`` selects; it must be a JSONL dataset with a path."""
+    """The ``data.train`` entry that ``mine.dataset`` selects; a JSONL one must have a path."""
     specs = list(cfg.data.get("train") or [])
     index = cfg.mine.dataset
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(specs):
@@ -183,13 +190,9 @@ def mine_dataset_spec(cfg: DictConfig) -> dict[str, Any]:
             f"mine.dataset={index!r}: expected the position of a data.train entry, 0..{len(specs) - 1}"
         )
     spec = specs[index]
-    if spec.get("format", "lareqa") != "jsonl":
-        raise ConfigError(
-            f"mine.dataset={index}: data.train.{index} ({spec.get('name')!r}) has format "
-            f"{spec.get('format', 'lareqa')!r}; the miner reads JSONL training data: use data=jsonl "
-            f"data.train.{index}.path=/path/to/pairs.jsonl"
-        )
-    if OmegaConf.is_missing(spec, "path") or not spec.get("path"):
+    if spec.get("format", "lareqa") == "jsonl" and (
+        OmegaConf.is_missing(spec, "path") or not spec.get("path")
+    ):
         raise ConfigError(
             f"data.train.{index}.path is not set; set it on the command line, e.g. "
             f"data.train.{index}.path=/path/to/pairs.jsonl"
@@ -198,8 +201,10 @@ def mine_dataset_spec(cfg: DictConfig) -> dict[str, Any]:
 
 
 def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Mine hard negatives for a JSONL training file (:mod:`hybrid_ir.data.mining`) with the encoder of
-    :func:`load_encoder`; write the file with ``negative_ids`` and ``mine_stats.json``, print a summary."""
+    """Mine hard negatives for a training dataset (:mod:`hybrid_ir.data.mining`) with the encoder of
+    :func:`load_encoder`; write a JSONL file with ``negative_ids`` (a JSONL input copied with its keys, any
+    other dataset exported with its groups kept, see :func:`write_corpus_mined`) and ``mine_stats.json``, print
+    a summary."""
     output_dir = Path(cfg.paths.output_dir)
     mcfg = cfg.mine
     settings = MineSettings(
@@ -226,14 +231,18 @@ def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
         raise ConfigError(f"mine.dtype={mcfg.dtype!r}: expected float32 or float16")
     spec = mine_dataset_spec(cfg)
     check_model_source(cfg.model.name_or_path)
-    source = Path(spec["path"]).expanduser()
-    target = Path(mcfg.output).expanduser() if mcfg.output else output_dir / f"{source.stem}.mined.jsonl"
-    if target.resolve() == source.resolve():
+    is_jsonl = spec.get("format", "lareqa") == "jsonl"
+    source = Path(spec["path"]).expanduser() if is_jsonl else None
+    stem = source.stem if source is not None else spec.get("name", "train")
+    target = Path(mcfg.output).expanduser() if mcfg.output else output_dir / f"{stem}.mined.jsonl"
+    if source is not None and target.resolve() == source.resolve():
         raise ConfigError(
             f"mine.output={str(mcfg.output)!r} is the input file; write the mined file elsewhere"
         )
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    corpus = load_corpus(spec, None, download=False)
+    corpus = load_corpus(spec, cfg.data.get("root"), download=bool(cfg.data.get("download", False)))
+    if source is None:
+        source = Path(corpus.source)
     encoder, tag, step = load_encoder(cfg, ckpt_path, cli_overrides)
     encoding = EncodeSettings(
         batch_size=mcfg.batch_size,
@@ -245,7 +254,10 @@ def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
         keep_embeddings=bool(mcfg.keep_embeddings),
     )
     result = mine_corpus(encoder, corpus, settings, index_cfg, encoding)
-    counts = write_mined_jsonl(source, target, result.negatives)
+    if is_jsonl:
+        counts = write_mined_jsonl(source, target, result.negatives)
+    else:
+        counts = write_corpus_mined(corpus, target, result.negatives)
     print("\n".join(summary_lines(result, settings, counts, source, target)))
     stats = {
         "source": str(source),

@@ -33,7 +33,8 @@ in-batch negative for a question it (or a translation or a copy of it) answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.languages import check_lang, check_langs
 from hybrid_ir.data.textfile import parse_json_object, read_lines
 from hybrid_ir.utils.errors import DataError
+from hybrid_ir.utils.io import atomic_write
 
 REQUIRED_KEYS = ("id", "lang", "question", "passage")
 OPTIONAL_KEYS = ("context", "passage_id")
@@ -242,3 +244,47 @@ def _resolve_negative_ids(
     for by_pid in negative_ids.values():
         for pid, listed in by_pid.items():
             by_pid[pid] = tuple(file_ids[nid] for nid in listed)
+
+
+def write_corpus_jsonl(
+    corpus: ParallelCorpus,
+    path: str | Path,
+    extra: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+) -> int:
+    """Write every record of ``corpus`` to ``path`` (atomically) in this module's schema, so that any dataset
+    (e.g. a LAReQA one) can be used as JSONL; returns the number of records.
+
+    Records come language by language (sorted), each in the corpus's order, with ``id``, ``lang``,
+    ``question``, ``passage``, ``context``, ``passage_id`` = ``g<group>`` (the id's group in ``corpus.group``,
+    so :func:`load_jsonl_corpus` rebuilds these groups, unless identical passage texts join groups the corpus
+    kept apart), the corpus's ``negative_ids`` / ``negatives``, then the keys of ``extra[(id, lang)]``
+    (which replace those of the same name).
+    """
+    extra = extra or {}
+    count = 0
+
+    def write(tmp: str) -> None:
+        nonlocal count
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for lang in corpus.languages:
+                for pid, pair in corpus.pairs[lang].items():
+                    obj: dict[str, Any] = {
+                        "id": pid,
+                        "lang": lang,
+                        "question": pair.question,
+                        "passage": pair.passage,
+                        "context": pair.context,
+                        "passage_id": f"g{corpus.group[pid]}",
+                    }
+                    for key, lists in (
+                        ("negative_ids", corpus.negative_ids),
+                        ("negatives", corpus.negatives),
+                    ):
+                        if pid in lists.get(lang, {}):
+                            obj[key] = list(lists[lang][pid])
+                    obj.update(extra.get((pid, lang), {}))
+                    fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                    count += 1
+
+    atomic_write(path, write)
+    return count

@@ -1,4 +1,5 @@
-"""Hard-negative mining for JSONL training data (what ``mine.py`` runs).
+"""Hard-negative mining for training data (what ``mine.py`` runs): a JSONL file is copied with ``negative_ids``
+added, any other dataset (e.g. XQuAD-R) is exported to JSONL with them (:func:`write_corpus_mined`).
 
 For every record (a question and its positive passage in one language) the miner retrieves the top ``K``
 passages of a *pool* (the record's language, or all languages) by inner product, drops the positive's
@@ -33,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
+from hybrid_ir.data.jsonl import load_jsonl_corpus, write_corpus_jsonl
 from hybrid_ir.data.textfile import parse_json_object
 from hybrid_ir.evaluation.retrieval import IndexConfig, TextEncoder, VectorIndex, build_index, encode_corpus
 from hybrid_ir.utils.errors import ConfigError
@@ -299,6 +301,24 @@ def write_mined_jsonl(
     return counts
 
 
+def write_corpus_mined(
+    corpus: ParallelCorpus, target: Path, negatives: Mapping[tuple[str, str], tuple[str, ...]]
+) -> dict[str, int]:
+    """Export ``corpus`` (any format, e.g. LAReQA) to the JSONL file ``target`` with its groups as
+    ``passage_id`` and ``negative_ids`` set on every mined record (:func:`write_corpus_jsonl`), then read it back
+    to check that the JSONL loader rebuilds the same groups (so training on the file plans the same batches as
+    on ``corpus`` for a seed). Returns the counts of :func:`write_mined_jsonl` plus ``merged_groups``: how many
+    of the corpus's groups the file loses because identical passage texts join them (0 when it matches)."""
+    extra = {key: {"negative_ids": list(ids)} for key, ids in negatives.items()}
+    records = write_corpus_jsonl(corpus, target, extra)
+    replaced = sum(
+        1 for lang, by_pid in corpus.negative_ids.items() for pid in by_pid if (pid, lang) in negatives
+    )
+    reloaded = load_jsonl_corpus(target, corpus.name)
+    merged = len(set(corpus.group.values())) - len(set(reloaded.group.values()))
+    return {"records": records, "mined": len(negatives), "replaced": replaced, "merged_groups": merged}
+
+
 def summary_lines(
     result: MineResult, settings: MineSettings, counts: Mapping[str, int], source: Path, target: Path
 ) -> list[str]:
@@ -313,6 +333,14 @@ def summary_lines(
         f"top K per pool (K of the pool's passages, index): {top_k}",
         f"{counts['mined']} of {counts['records']} records mined"
         + (f" ({counts['replaced']} had negative_ids, replaced)" if counts["replaced"] else ""),
+        *(
+            [
+                f"WARNING: identical passage texts join {counts['merged_groups']} of the dataset's answer groups "
+                "in the written file, so training on it plans other batches than on the dataset"
+            ]
+            if counts.get("merged_groups")
+            else []
+        ),
         f"{'lang':<6}{'records':>9}{'negatives':>11}{'mean':>7}{'short':>7}{'none':>6}",
     ]
     for lang, s in result.stats.items():

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hybrid_ir.data import jsonl
 from hybrid_ir.data.jsonl import group_ids, load_jsonl_corpus
+from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
+from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.utils.errors import DataError
+from hybrid_ir.utils.instantiate import compose_config
+from hybrid_ir.utils.paths import default_data_root
+from tests.helpers.lareqa import write_toy_lareqa
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def rec(pid: str, lang: str, **extra) -> dict:
@@ -195,3 +203,83 @@ def test_identical_passages_group_ids_without_a_passage_id(tmp_path):
     group = corpus.group
     assert group["a"] == group["b"] and group["c"] == group["d"]
     assert len({group["a"], group["c"], group["e"]}) == 3
+
+
+# ---------------------------------------------------------------- exporting a corpus (e.g. LAReQA) to JSONL
+
+MODES = ("hybrid", "mono", "cross")
+
+
+def assert_same_corpus(exported, original) -> None:
+    """The reloaded export holds the original's ids, languages, texts, groups and integer view."""
+    assert exported.pids == original.pids and exported.languages == original.languages
+    for lang in original.languages:
+        assert exported.pairs[lang] == original.pairs[lang]
+    assert exported.group == original.group
+    np.testing.assert_array_equal(exported.arrays.group, original.arrays.group)
+    np.testing.assert_array_equal(exported.arrays.has_lang, original.arrays.has_lang)
+
+
+def test_a_lareqa_corpus_exported_to_jsonl_reloads_with_its_groups_and_plans(tmp_path):
+    original = load_lareqa_corpus(write_toy_lareqa(tmp_path), "toy", ["de", "en", "es"])
+    # the toy data has multi-id groups (shared answer sentences, a repeated text) and an id missing in 2 languages
+    assert original.group["p0b"] == original.group["p0c"] and original.group["p0a"] == original.group["p1a"]
+    assert original.langs_of("p7c") == ["de"]
+    path = tmp_path / "toy.jsonl"
+    assert jsonl.write_corpus_jsonl(original, path) == sum(len(by_pid) for by_pid in original.pairs.values())
+    exported = load_jsonl_corpus(path, "toy")
+    assert_same_corpus(exported, original)
+    for mode in MODES:
+        for seed in (0, 1, 2):
+            assert plan_epoch([exported], mode, 4, 0.5, seed, 0) == plan_epoch(
+                [original], mode, 4, 0.5, seed, 0
+            )
+
+
+def test_export_writes_the_corpus_negatives_and_the_extra_keys(tmp_path):
+    source = write_lines(
+        tmp_path,
+        [
+            rec("a", "en", negative_ids=["b"], negatives=["text"]),
+            rec("b", "en", negative_ids=["a"]),
+            rec("a", "de"),
+            rec("c", "de", passage_id="P"),  # c and d: one group only by their passage_id
+            rec("d", "de", passage_id="P"),
+        ],
+    )
+    original = load_jsonl_corpus(source, "toy")
+    assert original.group["c"] == original.group["d"] != original.group["a"]
+    path = tmp_path / "out.jsonl"
+    jsonl.write_corpus_jsonl(
+        original, path, {("b", "en"): {"negative_ids": ["c"]}, ("a", "de"): {"score": 1}}
+    )
+    lines = {(obj["id"], obj["lang"]): obj for obj in map(json.loads, path.read_text().splitlines())}
+    assert lines[("a", "en")]["negative_ids"] == ["b"] and lines[("a", "en")]["negatives"] == ["text"]
+    assert lines[("b", "en")]["negative_ids"] == ["c"]  # extra keys replace the corpus's
+    assert lines[("a", "de")]["score"] == 1 and "negative_ids" not in lines[("a", "de")]
+    assert (
+        lines[("a", "de")]["passage_id"]
+        == lines[("a", "en")]["passage_id"]
+        != lines[("b", "en")]["passage_id"]
+    )
+    assert_same_corpus(load_jsonl_corpus(path, "toy"), original)
+
+
+def test_xquad_r_of_data_default_round_trips_with_the_same_batches(tmp_path):
+    """The training data of ``data=default`` (XQuAD-R, nine languages), exported to JSONL, plans the same batches
+    (batch size 32, as the replication) for every seed and batch composition."""
+    spec = compose_config(CONF, "train", ["data=default"]).data.train[0]
+    assert spec.format == "lareqa"
+    if not (default_data_root() / spec.name / "en.json").is_file():
+        pytest.skip(f"{spec.name} not found under {default_data_root()}")
+    original = load_lareqa_corpus(default_data_root(), spec.name, spec.languages)
+    path = tmp_path / "xquad-r.jsonl"
+    jsonl.write_corpus_jsonl(original, path)
+    exported = load_jsonl_corpus(path, spec.name)
+    assert_same_corpus(exported, original)
+    for mode in MODES:
+        for seed in (0, 1, 2):
+            plan = plan_epoch([exported], mode, 32, 0.5, seed, 0)
+            assert plan == plan_epoch([original], mode, 32, 0.5, seed, 0)
+            if mode == "hybrid":
+                assert len(plan) == 37

@@ -11,17 +11,21 @@ import torch
 
 from hybrid_ir.data import mining
 from hybrid_ir.data.jsonl import load_jsonl_corpus
+from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.mining import (
     EncodeSettings,
     MineSettings,
     build_pool,
     mine_corpus,
     ranked_candidates,
+    summary_lines,
+    write_corpus_mined,
     write_mined_jsonl,
 )
 from hybrid_ir.evaluation.retrieval import IndexConfig, VectorIndex
 from hybrid_ir.utils.errors import ConfigError
 from tests.helpers.fakes import BagOfWordsEncoder
+from tests.helpers.lareqa import write_lareqa, write_toy_lareqa
 
 FILLER = [
     "river stone bridge",
@@ -206,6 +210,39 @@ def test_written_file_keeps_every_field_and_reads_back(corpus, tmp_path: Path) -
         assert after["negative_ids"] == list(result.negatives[(after["id"], after["lang"])])
     back = load_jsonl_corpus(target, "toy")
     assert back.negative_ids["en"]["a"] == result.negatives[("a", "en")]
+
+
+def test_a_lareqa_corpus_is_written_with_its_records_groups_and_negatives(tmp_path: Path) -> None:
+    corpus = load_lareqa_corpus(write_toy_lareqa(tmp_path / "data"), "toy", ["de", "en", "es"])
+    settings = MineSettings(rank_min=1, rank_max=4, num_negatives=2)
+    result = mine_corpus(BagOfWordsEncoder(), corpus, settings, IndexConfig(device="cpu"))
+    target = tmp_path / "out" / "toy.mined.jsonl"
+    counts = write_corpus_mined(corpus, target, result.negatives)
+    assert counts == {"records": 70, "mined": 70, "replaced": 0, "merged_groups": 0}
+    back = load_jsonl_corpus(target, "toy")
+    assert back.group == corpus.group and back.pairs == corpus.pairs
+    assert {
+        (pid, lang): ids for lang, by_pid in back.negative_ids.items() for pid, ids in by_pid.items()
+    } == {key: ids for key, ids in result.negatives.items() if ids}
+    lines = summary_lines(result, settings, counts, Path(corpus.source), target)
+    assert not any("WARNING" in line for line in lines)
+
+
+def test_texts_identical_across_languages_merge_groups_and_the_summary_warns(tmp_path: Path) -> None:
+    """The LAReQA loader joins identical answer texts within a language only, the JSONL loader in any language:
+    a text shared by q1 (en) and q2 (de) is one group in the written file, two in the corpus."""
+    for lang, qid in (("en", "q1"), ("de", "q2")):
+        write_lareqa(tmp_path, "toy", lang, [(["Paris.", f"Other {lang}."], [(qid, 0), ("q3", 1)])])
+    corpus = load_lareqa_corpus(tmp_path, "toy", ["de", "en"])
+    assert corpus.group["q1"] != corpus.group["q2"]
+    target = tmp_path / "toy.mined.jsonl"
+    counts = write_corpus_mined(corpus, target, {})
+    assert counts == {"records": 4, "mined": 0, "replaced": 0, "merged_groups": 1}
+    result = mining.MineResult({}, {}, {}, {})
+    lines = summary_lines(result, MineSettings(), counts, Path(corpus.source), target)
+    assert any(
+        "WARNING: identical passage texts join 1 of the dataset's answer groups" in line for line in lines
+    )
 
 
 @pytest.mark.parametrize(
