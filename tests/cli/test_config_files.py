@@ -51,3 +51,17 @@ def test_no_experiment_keeps_the_models_own_settings(model: str, max_length: int
     assert cfg.model.max_length == max_length and cfg.eval.max_qids is None
     cpu = composed("train", f"model={model}", "experiment=cpu")
     assert cpu.model.max_length == 64 and cpu.eval.max_qids == 100
+
+
+def test_replication_negatives_is_the_replication_on_a_mined_file_with_one_negative() -> None:
+    """Only the training data (the mined export of the same XQuAD-R languages), k = 1 and a tag differ."""
+    plain = OmegaConf.to_container(composed("train", "experiment=replication"))
+    mined = OmegaConf.to_container(
+        composed("train", "experiment=replication_negatives", "data.train.0.path=/m.jsonl")
+    )
+    source, target = plain["data"].pop("train"), mined["data"].pop("train")
+    assert [{**t, "format": "lareqa", "path": None} for t in target] == [{**s, "path": None} for s in source]
+    assert target[0]["format"] == "jsonl" and target[0]["path"] == "/m.jsonl"
+    assert (plain["data"].pop("negatives_per_query"), mined["data"].pop("negatives_per_query")) == (0, 1)
+    assert mined.pop("tags") == [*plain.pop("tags"), "negatives"]
+    assert mined == plain

@@ -136,10 +136,48 @@ def test_mine_writes_negative_ids_the_loader_reads_back(tmp_path: Path) -> None:
     assert not (out / "embeddings").exists()
 
 
+def test_mine_exports_a_lareqa_dataset_whose_dry_run_plans_the_same_batches_with_negatives(
+    tmp_path: Path,
+) -> None:
+    """Mining a LAReQA dataset writes a JSONL file of all its records with negative_ids; training on it with
+    experiment=replication_negatives plans the batches of experiment=replication, each pair with a listed
+    negative in its passage language."""
+    from tests.helpers.lareqa import write_toy_lareqa
+
+    data = write_toy_lareqa(tmp_path / "data")
+    toy = ["data.train.0.name=toy", "data.train.0.languages=[de,en,es]", "data.batch_size=4"]
+    out = tmp_path / "mined"
+    args = ["mine.py", "model=tiny", "trainer.precision=32-true", "data=default", f"data.root={data}"]
+    args += ["data.download=false", *toy[:2], "mine.rank_min=2", "mine.rank_max=8", "mine.num_negatives=2"]
+    proc = run([*args, f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"mined {data / 'toy'} -> {out / 'toy.mined.jsonl'}" in proc.stdout
+    assert "70 of 70 records mined" in proc.stdout and "WARNING" not in proc.stdout
+    assert any(line.split()[:4] == ["en", "23", "46", "2.00"] for line in proc.stdout.splitlines())
+    assert json.loads((out / "mine_stats.json").read_text())["counts"]["merged_groups"] == 0
+    stats = {}
+    for name, extra in [
+        ("plain", ["experiment=replication", f"data.root={data}", "data.download=false"]),
+        ("negatives", ["experiment=replication_negatives", f"data.train.0.path={out / 'toy.mined.jsonl'}"]),
+    ]:
+        proc = run(["train.py", "dry_run=true", *extra, *toy, f"hydra.run.dir={tmp_path / name}"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        stats[name] = json.loads((tmp_path / name / "batch_stats.json").read_text())
+    negatives = stats["negatives"].pop("negatives")
+    assert stats["negatives"] == stats["plain"] and stats["plain"]["batches"] >= 5
+    sources = negatives.pop("sources")
+    count = 4 * stats["plain"]["batches"]
+    assert negatives == {"per_query": 1, "count": count, "in_passage_lang_share": 1.0, "group_clashes": 0}
+    # mined ids serve (a random id only where both listed ones clash with the batch or lack the language)
+    assert sources["listed"] + sources["random"] == count and sources["listed"] > 0.8 * count
+
+
 def test_mine_config_errors_name_the_key(tmp_path: Path) -> None:
-    proc = run(["mine.py", "model=tiny", "data=default", f"hydra.run.dir={tmp_path}"], tmp_path)
+    args = ["mine.py", "model=tiny", "data=default", f"data.root={tmp_path}", "data.download=false"]
+    proc = run([*args, f"hydra.run.dir={tmp_path}"], tmp_path)
     assert proc.returncode != 0
-    assert "the miner reads JSONL training data: use data=jsonl data.train.0.path=" in proc.stderr
+    assert f"file not found under data root {tmp_path}" in proc.stderr
+    assert "Loading weights" not in proc.stderr + proc.stdout  # the data is checked before the model loads
     proc = run(["mine.py", "model=tiny", "mine.rank_max=5", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert "mine.rank_max=5 is below mine.rank_min=10" in proc.stderr
     proc = run(["mine.py", "model=tiny", f"hydra.run.dir={tmp_path}"], tmp_path)
