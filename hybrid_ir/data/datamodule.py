@@ -23,6 +23,7 @@ from hybrid_ir.data.plan import (
     capacity_note,
     check_global_batch_size,
     check_sampler_args,
+    check_training_length,
     concat_plans,
 )
 from hybrid_ir.data.plan_stats import batch_stats, mono_share_summary, plan_summary
@@ -314,9 +315,8 @@ class ParallelQADataModule(L.LightningDataModule):
         """Training steps a run will take: the batches of epochs ``0 .. max_epochs - 1`` (each epoch's own plan,
         at most ``limit_batches`` of them: a count, or a fraction as Lightning's ``limit_train_batches``),
         capped at ``max_steps`` (``-1``: no cap). ``max_epochs`` of ``None`` or ``-1`` needs a ``max_steps``."""
+        check_training_length(max_epochs, max_steps)
         if max_epochs is None or max_epochs < 0:
-            if max_steps < 0:
-                raise ConfigError("trainer.max_epochs=-1 (no epoch limit) needs a finite trainer.max_steps")
             return max_steps
         # An epoch of ``epoch_steps`` has exactly that many batches: no epoch needs planning to count them.
         sampler = self.make_sampler() if self.epoch_steps is None else None

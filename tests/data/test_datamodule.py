@@ -17,7 +17,7 @@ from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.dataset import PairDataset, ResumableDataLoader
 from hybrid_ir.data.loading import load_corpus
-from hybrid_ir.data.plan import DROP_REASONS, PairRef
+from hybrid_ir.data.plan import DROP_REASONS, PairRef, check_training_length
 from hybrid_ir.data.plan_stats import dataset_usage
 from hybrid_ir.data.samplers import HybridBatchSampler
 from hybrid_ir.data.split import check_val_config
@@ -256,9 +256,13 @@ def test_planned_steps_of_epochs_in_steps_need_no_plan(monkeypatch: pytest.Monke
     assert dm.planned_steps(3, 12, 1.0) == 12
 
 
-def test_planned_steps_need_a_bound() -> None:
-    with pytest.raises(ConfigError, match="max_steps"):
-        _datamodule().planned_steps(-1, -1)
+@pytest.mark.parametrize("max_epochs", [-1, None])
+def test_planned_steps_need_a_bound_with_the_config_checks_message(max_epochs: int | None) -> None:
+    with pytest.raises(ConfigError, match=r"e\.g\. trainer\.max_steps=10000") as planned:
+        _datamodule().planned_steps(max_epochs, -1)
+    with pytest.raises(ConfigError) as checked:
+        check_training_length(max_epochs, -1)
+    assert str(planned.value) == str(checked.value)
 
 
 def _datamodule(**kwargs: Any) -> ParallelQADataModule:
