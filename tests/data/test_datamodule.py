@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from hybrid_ir.data import samplers as samplers_module
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.datamodule import ParallelQADataModule
@@ -254,6 +255,29 @@ def test_planned_steps_of_epochs_in_steps_need_no_plan(monkeypatch: pytest.Monke
     assert dm.planned_steps(3, -1, 1.0) == 15
     assert dm.planned_steps(3, -1, 2) == 6
     assert dm.planned_steps(3, 12, 1.0) == 12
+
+
+def test_an_exhaustive_epoch_is_planned_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sampler.epoch_steps=null: counting an epoch's batches needs its plan; the checks, the schedule's step
+    # count (computed more than once) and the training sampler share it.
+    planned: list[int] = []
+    plan_epoch = samplers_module.plan_epoch
+
+    def counting(*args: Any) -> Any:
+        planned.append(args[5])  # the epoch
+        return plan_epoch(*args)
+
+    monkeypatch.setattr(samplers_module, "plan_epoch", counting)
+    dm = _datamodule()
+    dm.check_plan()
+    steps = dm.planned_steps(2, -1, 1.0)
+    assert dm.planned_steps(2, -1, 1.0) == steps
+    sampler = dm.make_sampler()
+    assert steps == len(sampler.plan(0)) + len(sampler.plan(1))
+    assert planned == [0, 1]
+    # Counting more epochs than the samplers keep plans plans each once; the counts are kept.
+    assert dm.planned_steps(4, -1, 1.0) == dm.planned_steps(4, -1, 1.0)
+    assert planned == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("max_epochs", [-1, None])
