@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.data.plan import check_global_batch_size
+from hybrid_ir.data.plan import check_global_batch_size, check_training_length
 from hybrid_ir.data.split import check_val_config
 from hybrid_ir.models.encoder import check_model_source
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
@@ -91,12 +91,7 @@ def validate_train_config(cfg: DictConfig) -> None:
                 f"trainer.{key}={value!r} is not supported: training uses manual optimisation, where Lightning "
                 f"does not apply it; use {use}"
             )
-    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
-    if max_epochs == -1 and (max_steps is None or max_steps < 0):
-        raise ConfigError(
-            "trainer.max_epochs=-1 (train without an epoch limit) needs a finite trainer.max_steps (e.g. "
-            "trainer.max_steps=10000): the learning-rate schedule is laid out over the total number of steps"
-        )
+    check_training_length(trainer.get("max_epochs"), trainer.get("max_steps", -1))
     for i, spec in enumerate(cfg.data.get("train") or []):
         missing = (
             [key for key in spec if OmegaConf.is_missing(spec, key)] if isinstance(spec, DictConfig) else []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,8 @@ def build_components(
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or dry-run) as configured; returns the last evaluation's scalars (for sweepers)."""
+    """Train (or dry-run) as configured; returns the last zero-shot evaluation's (``eval/...``) and validation's
+    (``val/...``) scalars; a sweeper optimises :func:`sweep_objective` of them."""
     output_dir = Path(cfg.paths.output_dir)
     validate_train_config(cfg)
     if cfg.get("dry_run"):
@@ -157,7 +158,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     run = build_components(cfg, resume_step=resume_step_of(ckpt_path))
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
-    return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("eval/")}
+    return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith(("eval/", "val/"))}
+
+
+def sweep_objective(metrics: Mapping[str, float]) -> float | None:
+    """What a sweep minimises (``hydra/sweeper=optuna``): the last validation loss ``val/loss`` of a run with
+    ``data.val``; ``None`` without one. Never a zero-shot metric (``eval/...``): those are the test sets, and
+    choosing hyper-parameters on them overstates the result."""
+    value = metrics.get("val/loss")
+    return None if value is None else float(value)
 
 
 def evaluate(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:

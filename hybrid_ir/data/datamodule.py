@@ -23,6 +23,7 @@ from hybrid_ir.data.plan import (
     capacity_note,
     check_global_batch_size,
     check_sampler_args,
+    check_training_length,
     concat_plans,
 )
 from hybrid_ir.data.plan_stats import batch_stats, mono_share_summary, plan_summary
@@ -106,6 +107,11 @@ class ParallelQADataModule(L.LightningDataModule):
         self._loader: ResumableDataLoader | None = None
         self._pending_loader_state: dict[str, int] | None = None
         self._logged_epochs: set[int] = set()
+        # Shared by every sampler made here (a plan depends on the settings above, the seed and the epoch only),
+        # with the batch count of every epoch planned: an epoch is planned once for the checks, the schedule's
+        # step count and training, unless more epochs were planned since than the samplers keep.
+        self._plans: dict[tuple[int, int], EpochPlan] = {}
+        self._plan_lengths: dict[tuple[int, int], int] = {}
         self.val = check_val_config(val, batch_size, self.specs)
         self.val_corpora: list[ParallelCorpus] = []
         self.val_dataset: PairDataset | None = None
@@ -174,10 +180,20 @@ class ParallelQADataModule(L.LightningDataModule):
             on_plan=self._log_plan if rank == 0 else None,
             epoch_steps=self.epoch_steps,
             negatives_per_query=self.negatives_per_query,
+            plans=self._plans,
         )
 
+    def _plan_length(self, epoch: int) -> int:
+        """Batches in ``epoch``'s plan: ``epoch_steps``, or the plan's length (planned once per seed and epoch)."""
+        if self.epoch_steps is not None:
+            return self.epoch_steps
+        key = (self.seed, epoch)
+        if key not in self._plan_lengths:
+            self._plan_lengths[key] = len(self.make_sampler().plan(epoch))
+        return self._plan_lengths[key]
+
     def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
-        """Log an epoch's :func:`plan_summary` once (plans are recomputed when a sampler is rebuilt)."""
+        """Log an epoch's :func:`plan_summary` once (a plan no sampler keeps any more is computed again)."""
         if epoch not in self._logged_epochs:
             self._logged_epochs.add(epoch)
             log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
@@ -314,17 +330,14 @@ class ParallelQADataModule(L.LightningDataModule):
         """Training steps a run will take: the batches of epochs ``0 .. max_epochs - 1`` (each epoch's own plan,
         at most ``limit_batches`` of them: a count, or a fraction as Lightning's ``limit_train_batches``),
         capped at ``max_steps`` (``-1``: no cap). ``max_epochs`` of ``None`` or ``-1`` needs a ``max_steps``."""
+        check_training_length(max_epochs, max_steps)
         if max_epochs is None or max_epochs < 0:
-            if max_steps < 0:
-                raise ConfigError("trainer.max_epochs=-1 (no epoch limit) needs a finite trainer.max_steps")
             return max_steps
-        # An epoch of ``epoch_steps`` has exactly that many batches: no epoch needs planning to count them.
-        sampler = self.make_sampler() if self.epoch_steps is None else None
         total = 0
         for epoch in range(max_epochs):
             if 0 <= max_steps <= total:
                 break
-            batches = self.epoch_steps if sampler is None else len(sampler.plan(epoch))
+            batches = self._plan_length(epoch)
             total += min(
                 batches, limit_batches if isinstance(limit_batches, int) else int(batches * limit_batches)
             )

@@ -203,6 +203,17 @@ def check_global_batch_size(batch_size: object, world_size: int, key: str = "dat
         )
 
 
+def check_training_length(max_epochs: int | None, max_steps: int | None) -> None:
+    """A run has an end the learning-rate schedule is laid out over: ``trainer.max_epochs`` of ``-1`` or
+    ``null`` (no epoch limit) needs a finite ``trainer.max_steps``. Raises ConfigError naming both keys."""
+    if (max_epochs is None or max_epochs < 0) and (max_steps is None or max_steps < 0):
+        raise ConfigError(
+            f"trainer.max_epochs={'null' if max_epochs is None else max_epochs} (train without an epoch limit) "
+            "needs a finite trainer.max_steps (e.g. trainer.max_steps=10000): the learning-rate schedule is "
+            "laid out over the total number of steps"
+        )
+
+
 def check_sampler_args(
     mode: str, batch_size: int, alpha: float, temperature: float, seed: int, epoch_steps: int | None = None
 ) -> None:

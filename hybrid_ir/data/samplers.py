@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from torch.utils.data import Sampler
@@ -11,6 +11,9 @@ from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.negatives import with_negatives
 from hybrid_ir.data.plan import EpochPlan, PairRef, check_global_batch_size, check_sampler_args
 from hybrid_ir.data.planner import plan_epoch
+
+# Epoch plans a sampler keeps (an epoch's plan holds arrays of every pair it uses).
+KEPT_PLANS = 2
 
 
 class HybridBatchSampler(Sampler[list[PairRef]]):
@@ -31,6 +34,9 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
     log what the epoch uses and drops).
     ``negatives_per_query`` (k): each pair carries k hard negatives chosen on the global batch by
     :func:`~hybrid_ir.data.negatives.with_negatives` (0: none).
+    ``plans``: where computed plans are kept, by ``(seed, epoch)``, the last :data:`KEPT_PLANS` of them; samplers
+    of the same data and settings may share one (a DataModule's samplers do), so an epoch one of them planned
+    is not planned again (default: the sampler's own).
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         on_plan: Callable[[int, EpochPlan], None] | None = None,
         epoch_steps: int | None = None,
         negatives_per_query: int = 0,
+        plans: MutableMapping[tuple[int, int], EpochPlan] | None = None,
     ) -> None:
         check_sampler_args(mode, global_batch_size, alpha, temperature, seed, epoch_steps)
         if not isinstance(world_size, int) or world_size < 1:
@@ -69,10 +76,10 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         self.on_plan = on_plan
         self.epoch = 0
         self.batches_yielded = 0
-        self._plans: dict[tuple[int, int], EpochPlan] = {}
+        self._plans = {} if plans is None else plans
 
     def plan(self, epoch: int | None = None) -> EpochPlan:
-        """The global plan of ``epoch`` (default: the current one); the last two plans are cached."""
+        """The global plan of ``epoch`` (default: the current one); the last :data:`KEPT_PLANS` plans are kept."""
         epoch = self.epoch if epoch is None else epoch
         key = (self.seed, epoch)
         if key not in self._plans:
@@ -86,7 +93,7 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
                 self.temperature,
                 self.epoch_steps,
             )
-            while len(self._plans) >= 2:
+            while len(self._plans) >= KEPT_PLANS:
                 del self._plans[next(iter(self._plans))]
             self._plans[key] = plan
             if self.on_plan is not None:

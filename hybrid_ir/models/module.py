@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.gradcache import grad_cache_backward, row_chunks
 from hybrid_ir.models.loss import InfoNCELoss, positives_first
+from hybrid_ir.utils.csv_logger import ResumableCSVLogger
 from hybrid_ir.utils.distributed import gather_with_grad, world_info
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
@@ -249,6 +250,10 @@ class BiEncoderModule(L.LightningModule):
         return planned(trainer.max_epochs, trainer.max_steps, trainer.limit_train_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The CSV file must hold every row this checkpoint covers before the file exists (a resume trusts it).
+        for logger in self.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.write_before_checkpoint(self.trainer)
         checkpoint["hybrid_ir"] = {
             "base_model": self.encoder.name_or_path,
             "encoder": self.encoder.settings(),

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import torch
 
+from hybrid_ir.data import samplers as samplers_module
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.dataset import PairDataset, ResumableDataLoader
 from hybrid_ir.data.loading import load_corpus
-from hybrid_ir.data.plan import DROP_REASONS, PairRef
+from hybrid_ir.data.plan import DROP_REASONS, PairRef, check_training_length
 from hybrid_ir.data.plan_stats import dataset_usage
 from hybrid_ir.data.samplers import HybridBatchSampler
 from hybrid_ir.data.split import check_val_config
@@ -256,9 +257,36 @@ def test_planned_steps_of_epochs_in_steps_need_no_plan(monkeypatch: pytest.Monke
     assert dm.planned_steps(3, 12, 1.0) == 12
 
 
-def test_planned_steps_need_a_bound() -> None:
-    with pytest.raises(ConfigError, match="max_steps"):
-        _datamodule().planned_steps(-1, -1)
+def test_an_exhaustive_epoch_is_planned_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sampler.epoch_steps=null: counting an epoch's batches needs its plan; the checks, the schedule's step
+    # count (computed more than once) and the training sampler share it.
+    planned: list[int] = []
+    plan_epoch = samplers_module.plan_epoch
+
+    def counting(*args: Any) -> Any:
+        planned.append(args[5])  # the epoch
+        return plan_epoch(*args)
+
+    monkeypatch.setattr(samplers_module, "plan_epoch", counting)
+    dm = _datamodule()
+    dm.check_plan()
+    steps = dm.planned_steps(2, -1, 1.0)
+    assert dm.planned_steps(2, -1, 1.0) == steps
+    sampler = dm.make_sampler()
+    assert steps == len(sampler.plan(0)) + len(sampler.plan(1))
+    assert planned == [0, 1]
+    # Counting more epochs than the samplers keep plans plans each once; the counts are kept.
+    assert dm.planned_steps(4, -1, 1.0) == dm.planned_steps(4, -1, 1.0)
+    assert planned == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("max_epochs", [-1, None])
+def test_planned_steps_need_a_bound_with_the_config_checks_message(max_epochs: int | None) -> None:
+    with pytest.raises(ConfigError, match=r"e\.g\. trainer\.max_steps=10000") as planned:
+        _datamodule().planned_steps(max_epochs, -1)
+    with pytest.raises(ConfigError) as checked:
+        check_training_length(max_epochs, -1)
+    assert str(planned.value) == str(checked.value)
 
 
 def _datamodule(**kwargs: Any) -> ParallelQADataModule:

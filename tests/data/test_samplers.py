@@ -13,7 +13,14 @@ from torch.utils.data import DataLoader
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
-from hybrid_ir.data.plan import DROP_REASONS, BatchInfo, PairRef, batch_capacity, check_global_batch_size
+from hybrid_ir.data.plan import (
+    DROP_REASONS,
+    BatchInfo,
+    PairRef,
+    batch_capacity,
+    check_global_batch_size,
+    check_training_length,
+)
 from hybrid_ir.data.plan_stats import batch_stats, dataset_usage
 from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.data.samplers import HybridBatchSampler
@@ -467,6 +474,16 @@ def test_global_batch_rule(batch_size, world_size, message):
 def test_global_batch_rule_accepts_valid_sizes():
     for batch_size, world_size in [(2, 1), (2, 2), (8, 4)]:
         check_global_batch_size(batch_size, world_size)
+
+
+@pytest.mark.parametrize(("max_epochs", "shown"), [(-1, "-1"), (None, "null")])
+def test_an_endless_run_needs_max_steps(max_epochs: int | None, shown: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"trainer\.max_epochs={shown} .* needs a finite trainer\.max_steps"
+    ):
+        check_training_length(max_epochs, -1)
+    for bounded in [(max_epochs, 0), (max_epochs, 10), (0, -1), (3, None)]:
+        check_training_length(*bounded)
 
 
 def test_corpus_arrays_match_the_corpus_and_are_built_once(sparse, grouped):

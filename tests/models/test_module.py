@@ -27,7 +27,7 @@ from hybrid_ir.models.module import (
     positive_ranks,
 )
 from hybrid_ir.utils.errors import ConfigError
-from tests.helpers.ddp import spawn
+from tests.helpers.ddp import AGENT_STORE_ENV, spawn
 
 QUESTIONS = [
     "Who wrote the novel War and Peace?",
@@ -439,7 +439,7 @@ def _ddp_worker(
     """One of ``WORLD`` externally launched Lightning DDP ranks: loss and first-step gradients of a plain and a
     GradCache step on this rank's slice of each global batch (k negatives per query)."""
     os.environ.update(
-        MASTER_ADDR="127.0.0.1",
+        AGENT_STORE_ENV,
         MASTER_PORT=str(port),
         NODE_RANK="0",
         LOCAL_RANK=str(rank),

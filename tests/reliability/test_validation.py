@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybrid_ir.pipeline import build_components, train
+from hybrid_ir.pipeline import build_components, sweep_objective, train
 
 from .conftest import Compose
 from .runs import csv_table
@@ -82,7 +82,10 @@ def test_early_stopping_continues_from_the_checkpoint_on_resume(
     # resumed, the best val/loss of epoch 0 comes from the checkpoint: epoch 1 does not beat it by 100, so the
     # run stops there (a fresh early-stopping state would take epoch 1 as its first best and run epoch 2)
     cfg = compose(*RUN, *stop_at_once, "ckpt_path=last")
-    train(cfg)
+    scalars = train(cfg)
     rows = csv_table(Path(cfg.paths.output_dir))
     assert [int(r["epoch"]) for r in rows if r.get("val/loss")] == [0, 1]
+    # a sweep minimises the last validation loss, never a zero-shot (test) metric
+    last_val_loss = float([r for r in rows if r.get("val/loss")][-1]["val/loss"])
+    assert sweep_objective(scalars) == pytest.approx(last_val_loss, abs=1e-6)
     assert max(int(r["epoch"]) for r in rows if r.get("epoch")) == 1

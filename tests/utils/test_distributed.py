@@ -6,6 +6,7 @@ torch._dynamo), so the GradCache DDP case lives here rather than in tests/models
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -55,11 +56,23 @@ def _single_process(symmetric: bool) -> tuple[float, dict[str, torch.Tensor]]:
     return loss.item(), _grads(model)
 
 
+def _port_is_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
+    # The rendezvous port must be held from before the workers start: a port picked free and released could be
+    # taken by another process before rank 0 binds it (a gloo abort seen once).
+    held = _port_is_taken(port)
     with gloo_group(rank, port, WORLD):
         model = DistributedDataParallel(_encoder())
         x = {k: v[rank * LOCAL : (rank + 1) * LOCAL] for k, v in _features().items()}
-        result: dict[str, object] = {"world_info": world_info()}
+        result: dict[str, object] = {"world_info": world_info(), "port_held": held}
         for name, symmetric in VARIANTS.items():
             model.zero_grad(set_to_none=True)
             q = _embed(model, x["q"])
@@ -98,6 +111,10 @@ def _spawn(fn, out_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return _spawn(_worker, tmp_path_factory.mktemp("ddp"))
+
+
+def test_the_rendezvous_port_is_held_while_the_workers_start(ddp_results: list[dict]) -> None:
+    assert [res["port_held"] for res in ddp_results] == [True] * WORLD
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
