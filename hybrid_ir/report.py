@@ -14,7 +14,8 @@ Significance: for each pair of groups and each metric, per-query values are aver
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
 ``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
 ``sampler.alpha=0,0.25,0.5,0.75,1``, or ``seed``): rows in the order of ``KEY`` and ``report_<KEY>.png``, each
-metric against it.
+metric against it. ``--each-eval`` reports every evaluation of a run, not only its last (a run evaluated after
+each epoch gives one row per epoch, ``<group> @ <tag>``, compared query by query like any other row).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +113,10 @@ def read_job(path: Path, keep_seed: bool = False) -> Job:
     )
 
 
-def find_jobs(roots: Sequence[Path], x: str | None = None) -> list[Job]:
+def find_jobs(roots: Sequence[Path], x: str | None = None, each_eval: bool = False) -> list[Job]:
     """All job directories (those with a ``metrics.json``) under ``roots``, sorted by path; with ``x="seed"``
-    (a sweep over seeds) each seed is its own group."""
+    (a sweep over seeds) each seed is its own group. With ``each_eval`` a trained job becomes one job per
+    evaluation after training, grouped as ``<group> @ <tag>`` (see :func:`each_evaluation`)."""
     paths = sorted({p.parent for root in roots for p in Path(root).rglob(METRICS_FILE)})
     if not paths:
         raise FileNotFoundError(f"no {METRICS_FILE} under {', '.join(map(str, roots))}")
@@ -124,7 +126,19 @@ def find_jobs(roots: Sequence[Path], x: str | None = None) -> list[Job]:
         common = set.intersection(*(set(j.overrides) for j in trained))
         for job in trained:
             job.group = ",".join(o for o in job.overrides if o not in common) or job.group
+    if each_eval:
+        jobs = [part for job in jobs for part in each_evaluation(job)]
     return jobs
+
+
+def each_evaluation(job: Job) -> list[Job]:
+    """A trained job as one job per evaluation after training (its ``pretrained`` record kept in each, so each
+    is compared with its own start); a ``pretrained`` job, or one evaluated once, is returned as it is."""
+    before = [rec for rec in job.records if rec["tag"] == PRETRAINED]
+    after = [rec for rec in job.records if rec["tag"] != PRETRAINED]
+    if job.group == PRETRAINED or len(after) < 2:
+        return [job]
+    return [replace(job, group=f"{job.group} @ {rec['tag']}", records=[*before, rec]) for rec in after]
 
 
 def scalar(record: dict, dataset: str, metric: str) -> float:
@@ -321,11 +335,16 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def write_report(
-    roots: Sequence[Path], dataset: str | None, out: Path, n_resamples: int = 10000, x: str | None = None
+    roots: Sequence[Path],
+    dataset: str | None,
+    out: Path,
+    n_resamples: int = 10000,
+    x: str | None = None,
+    each_eval: bool = False,
 ) -> dict:
     """Write ``report.csv``, ``report.md``, ``significance.json`` and ``report.png`` into ``out`` (and
-    ``report_<x>.png`` for a sweep over the override ``x``)."""
-    jobs = find_jobs(roots, x)
+    ``report_<x>.png`` for a sweep over the override ``x``); ``each_eval``: a row per evaluation of a run."""
+    jobs = find_jobs(roots, x, each_eval)
     dataset = dataset or next(iter(jobs[0].record()["datasets"]))
     rows = summary_rows(jobs, dataset, x)
     sig = significance_rows(jobs, dataset, n_resamples=n_resamples)
@@ -361,8 +380,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--x", default=None, metavar="KEY", help="a numeric override the runs sweep, e.g. sampler.alpha"
     )
+    parser.add_argument(
+        "--each-eval", action="store_true", help="a row per evaluation of a run (e.g. after each epoch)"
+    )
     args = parser.parse_args(argv)
-    result = write_report(args.roots, args.dataset, args.out or args.roots[0], args.n_resamples, args.x)
+    out = args.out or args.roots[0]
+    result = write_report(args.roots, args.dataset, out, args.n_resamples, args.x, args.each_eval)
     print(result["markdown"])
 
 

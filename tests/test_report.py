@@ -210,3 +210,41 @@ def test_sweep_over_seeds(tmp_path: Path, seed_override: str) -> None:
     assert [(r["x"], r["n"]) for r in trained] == [(0.0, 1), (1.0, 1), (2.0, 1)]
     assert [r["map_mono"][0] for r in trained] == pytest.approx([0.5, 0.6, 0.7])
     assert (tmp_path / "out" / "report_seed.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_eval_gives_a_row_per_evaluation_compared_query_by_query(tmp_path: Path) -> None:
+    # one run evaluated after epochs 0 and 1: by default only its last evaluation is reported; with each_eval
+    # both, each with its own per-query values and its change from the run's own pretrained record
+    make_job(
+        tmp_path,
+        "0",
+        ["trainer.max_epochs=2", "seed=0"],
+        {"map_mono": 0.5, "map_cross": 0.4, "map_multi": 0.3},
+        [0.5] * 12,
+    )
+    job = tmp_path / "0"
+    records = json.loads((job / "metrics.json").read_text())
+    later = {**records[1]["datasets"]["ds"]["scalars"], "map_multi": 0.45}
+    records.append({"tag": "epoch1", "step": 10, "datasets": {"ds": {"scalars": later}}})
+    (job / "metrics.json").write_text(json.dumps(records))
+    columns = {
+        "qid": QIDS,
+        "lang": ["en"] * 12,
+        "setting": ["multi"] * 12,
+        "target": ["multi"] * 12,
+        "ap": [0.9] * 12,
+        "ap_at_k": [0.9] * 12,
+        "rank_distance": [1.0] * 12,
+    }
+    write_per_query(per_query_path(job, "ds", "epoch1"), columns)
+    assert [r["group"] for r in summary_rows(find_jobs([tmp_path]), "ds")] == [
+        "pretrained",
+        "trainer.max_epochs=2",
+    ]
+    jobs = find_jobs([tmp_path], each_eval=True)
+    rows = {r["group"]: r for r in summary_rows(jobs, "ds")}
+    assert rows["trainer.max_epochs=2 @ epoch0"]["map_multi"][0] == pytest.approx(0.3)
+    assert rows["trainer.max_epochs=2 @ epoch1"]["map_multi"][0] == pytest.approx(0.45)
+    assert rows["trainer.max_epochs=2 @ epoch1"]["delta"]["map_multi"][0] == pytest.approx(0.45 - 0.1)
+    sig = [r for r in significance_rows(jobs, "ds", n_resamples=200) if r["metric"] == "map_multi"]
+    assert len(sig) == 1 and sig[0]["mean_diff"] == pytest.approx(0.5 - 0.9)
