@@ -221,7 +221,11 @@ class _Source:
             if col in have:
                 wanted.append(col)
             elif key in REQUIRED_KEYS or key in self.spec.columns:
-                how = f"columns.{key} maps it to {col!r}" if key in self.spec.columns else f"key {key!r}"
+                how = (
+                    f"columns.{key} maps schema key {key!r} to it"
+                    if key in self.spec.columns
+                    else f"schema key {key!r}"
+                )
                 raise ConfigError(
                     f"{file}: no column {col!r} ({how}); its columns are {list(have)}. Map each schema key to "
                     f"one of them with data.train.<i>.columns (schema keys: {list(KEYS)})"
@@ -235,19 +239,16 @@ class _Source:
             for lineno, text in iter_lines(path, "JSONL file of training records"):
                 yield path, f"line {lineno}", parse_json_object(text, path, lineno, REQUIRED_KEYS)
             return
-        for file in self.files:
-            have = self.columns_of(file)
-            wanted = self.check_columns(file, have)
+        for file in [Path(self.spec.path)] if self.dataset is not None else self.files:
+            wanted = self.check_columns(file, self.columns_of(file))
             if self.dataset is not None:
                 batches = self.dataset.data.table.select(wanted).to_batches(max_chunksize=BATCH_ROWS)
-                where = self.spec.path
             else:
                 batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-                where = file
             row = 0
             for batch in batches:
                 for record in batch.to_pylist():
-                    yield Path(where), f"row {row}", {k: v for k, v in record.items() if v is not None}
+                    yield file, f"row {row}", {k: v for k, v in record.items() if v is not None}
                     row += 1
 
 
@@ -279,7 +280,9 @@ def _write(path: Path, key: str, source: _Source) -> None:
                     raise DataError(
                         file, where, f"duplicate (id, lang) = {pair!r}, first seen on {first_seen[pair]}"
                     )
-                first_seen[pair] = where if len(source.files) == 1 else f"{where} of {file}"
+                first_seen[pair] = (
+                    where if spec.format != "parquet" or len(source.files) == 1 else f"{where} of {file}"
+                )
                 if wanted is not None and rec["lang"] not in wanted:
                     continue
                 pid = rec["id"]
