@@ -184,14 +184,18 @@ def _build_arrays(
     to ``out`` chunk by chunk; return ``(offsets, rows)``."""
     table, table_rows = corpus.text_rows()
     present = table_rows >= 0
-    take = pa.array(table_rows[present], pa.int64())
+    row_ids = table_rows[present]
     rows = np.full((*table_rows.shape, 2), -1, dtype=np.int32)
-    uniques = []
+    uniques: list[pa.Array] = []
     for kind, column in enumerate(("question", "passage")):
-        texts = table.column(column).take(take).cast(pa.large_string()).combine_chunks()
+        texts, positions = table.column(column), row_ids
+        if len(row_ids) != len(texts):  # the corpus keeps some of the table's rows: encode only those
+            texts, positions = texts.take(pa.array(row_ids, pa.int64())), np.arange(len(row_ids))
+        # one dictionary for all chunks (Arrow's encoder keeps its memo across them), no copy of the column
         encoded = texts.dictionary_encode()
-        rows[..., kind][present] = encoded.indices.to_numpy() + sum(len(u) for u in uniques)
-        uniques.append(encoded.dictionary)
+        codes = np.concatenate([np.zeros(0, np.int64), *(c.indices.to_numpy() for c in encoded.chunks)])
+        rows[..., kind][present] = codes[positions] + sum(len(u) for u in uniques)
+        uniques.append(encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string()))
     lengths: list[np.ndarray] = []
     total = sum(len(u) for u in uniques)
     done = 0
