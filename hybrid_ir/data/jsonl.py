@@ -29,6 +29,9 @@ ignored. An ``(id, lang)`` pair may appear only once. Groups (see
 whitespace as one space; with or without a ``passage_id``, as the LAReQA loader groups identical
 answer sentences): ids in one group never share a training batch, so a passage is never used as an
 in-batch negative for a question it (or a translation or a copy of it) answers.
+
+The same schema is read from Parquet files and saved ``datasets`` datasets, with a column mapping, and every input is
+read once into a cached record table (:mod:`hybrid_ir.data.table`); the checks here apply to each record.
 """
 
 from __future__ import annotations

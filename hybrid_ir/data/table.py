@@ -70,6 +70,7 @@ KEYS = (*REQUIRED_KEYS, *OPTIONAL_KEYS, *NEGATIVE_KEYS)
 SCHEMA = pa.schema([(key, pa.list_(pa.string()) if key in NEGATIVE_KEYS else pa.string()) for key in KEYS])
 BATCH_ROWS = 50_000
 _TEXT_KINDS = ("question", "passage")
+_VIEWS = ("index_of", "arrays", "pairs", "group", "negative_ids", "negatives")  # cached on the instance
 
 
 @dataclass(frozen=True)
@@ -514,6 +515,10 @@ class TableCorpus(ParallelCorpus):
 
     def __repr__(self) -> str:
         return f"TableCorpus({self.name!r}, {len(self)} ids in {self.languages}, table={self.table.path})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for a spawned DataLoader worker) without the views built on demand: they are rebuilt there."""
+        return {k: v for k, v in self.__dict__.items() if k not in _VIEWS}
 
     def __eq__(self, other: object) -> bool:
         return self is other

@@ -180,7 +180,7 @@ def test_a_damaged_table_is_rebuilt(cache, tmp_path, damage) -> None:
     assert not open_record_table(spec).built
 
 
-def test_a_pickled_table_corpus_maps_its_table_again(cache, tmp_path) -> None:
+def test_a_pickled_table_and_corpus_map_the_table_again(cache, tmp_path) -> None:
     corpus = load_corpus(
         {"name": "m", "format": "jsonl", "path": str(write_jsonl(tmp_path / "t.jsonl", records()))}, None
     )
@@ -188,6 +188,13 @@ def test_a_pickled_table_corpus_maps_its_table_again(cache, tmp_path) -> None:
     assert len(payload) < 1000
     copy = pickle.loads(payload)
     assert copy.path == corpus.table.path and copy.table.to_pylist() == corpus.table.table.to_pylist()
+    assert corpus.pairs["en"]["q001"].question == "Frage 1 in en?"  # the views exist now; a pickle drops them
+    twin = pickle.loads(pickle.dumps(corpus))
+    assert (
+        twin.table.path == corpus.table.path
+        and twin.pairs == corpus.pairs
+        and list(twin.pids) == list(corpus.pids)
+    )
 
 
 def test_a_wrong_column_name_lists_the_input_columns(cache, tmp_path) -> None:
