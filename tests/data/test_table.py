@@ -245,6 +245,18 @@ def test_duplicates_and_unknown_negative_ids_across_parquet_files(cache, tmp_pat
     assert f"first seen on row 0 of {folder / 'a.parquet'}" in str(info.value)
 
 
+def test_a_saved_dataset_dict_asks_for_one_split(cache, tmp_path) -> None:
+    import datasets
+
+    split = datasets.Dataset.from_dict(as_columns(records(5)))
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(
+        ConfigError, match=r"holds the splits \['test', 'train'\]; point path at one split's folder"
+    ):
+        load_corpus({"name": "m", "format": "hf", "path": str(tmp_path / "dd")}, None)
+    assert len(load_corpus({"name": "m", "format": "hf", "path": str(tmp_path / "dd" / "train")}, None)) == 5
+
+
 def test_missing_inputs_and_hub_names_without_download(cache, tmp_path) -> None:
     with pytest.raises(DataError, match="not found; expected a Parquet file"):
         load_corpus({"name": "m", "format": "parquet", "path": str(tmp_path / "none.parquet")}, None)
