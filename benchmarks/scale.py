@@ -6,12 +6,14 @@ Chinese (Latin, Arabic, Devanagari, Cyrillic, Thai and CJK scripts); one id in t
 before it, so grouping by passage text is exercised. For each ``N`` two fresh worker processes (so that each peak
 resident memory is its own) measure:
 
-* ``data``: loading the JSONL (``load_s``), planning one epoch with the array planner (``plan_s``, hybrid, batch
+* ``data``: building the JSONL's record table from an empty cache (``table_build_s``, its peak RSS
+  ``table_build_peak_rss_mb``; the peak mark is then reset), loading the corpus from the cached table (``load_s``,
+  ``rss_after_load_mb``), planning one epoch with the array planner (``plan_s``, hybrid, batch
   32), building the token store with the tiny model's tokenizer from an empty cache (``store_build_s``) and mapping
   the built store (``store_open_s``), the per-batch fetch (``fetch``: the 32 ``PairDataset`` lookups and the
   padding collate of a batch, over the epoch's first batches) and the process's peak RSS;
 * ``train``: ``train.py model=tiny data=jsonl trainer.max_steps=5 callbacks=none logger=none`` as ``train.py``
-  builds it, with the store cached: time from composing the config to the first training step
+  builds it, with the record table and the store cached: time from composing the config to the first training step
   (``start_to_first_step_s``), to the end of the 5 steps, and the process's peak RSS.
 
 Goals (issue 12, at 200 k ids): peak RSS of the training process <= 2.5 GB, start to first step <= 30 s, store
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.process import peak_rss_mb, run_worker, worker_main
+from benchmarks.process import peak_rss_mb, reset_peak_rss, run_worker, worker_main
 
 if TYPE_CHECKING:
     from hybrid_ir.data.corpus import ParallelCorpus
@@ -103,7 +105,15 @@ def measure_data(config: dict[str, Any]) -> dict[str, Any]:
     from hybrid_ir.data.jsonl import load_jsonl_corpus
     from hybrid_ir.data.planner import plan_epoch
     from hybrid_ir.data.store import open_token_store, store_path
+    from hybrid_ir.data.table import TableInput, open_record_table
 
+    start = time.perf_counter()
+    table = open_record_table(TableInput("jsonl", Path(config["path"])))
+    table_build_s = time.perf_counter() - start
+    assert table.built
+    del table
+    table_build_rss = peak_rss_mb()
+    reset_peak_rss()
     start = time.perf_counter()
     corpus = load_jsonl_corpus(config["path"], CORPUS)
     load_s = time.perf_counter() - start
@@ -130,7 +140,11 @@ def measure_data(config: dict[str, Any]) -> dict[str, Any]:
         dataset.collate([dataset[ref] for ref in plan.pairs(i)])
         fetch.append(time.perf_counter() - start)
     store_mb = sum(f.stat().st_size for f in store.path.iterdir()) / 2**20
+    table_mb = sum(f.stat().st_size for f in corpus.table.path.iterdir()) / 2**20
     return {
+        "table_build_s": table_build_s,
+        "table_build_peak_rss_mb": table_build_rss,
+        "table_mb": table_mb,
         "ids": len(corpus),
         "pairs": sum(len(by) for by in corpus.pairs.values()),
         "load_s": load_s,
@@ -263,7 +277,7 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
             )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-            _remove_stores()
+            _remove_caches()
     goals = []
     for c in cases:
         goals.append(
@@ -284,15 +298,16 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
     return {"precision": "32-true", "cases": cases, "planner": planner, "goals": goals}
 
 
-def _remove_stores() -> None:
-    """Remove the token stores of the synthetic corpus (they serve only this benchmark)."""
+def _remove_caches() -> None:
+    """Remove the token stores and record tables of the synthetic corpora (they serve only this benchmark)."""
     from hybrid_ir.utils.paths import cache_dir
 
-    for path in cache_dir("stores").glob(f"{CORPUS}-*"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+    for pattern, folder in ((f"{CORPUS}-*", "stores"), ("synthetic-*", "tables")):
+        for path in cache_dir(folder).glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def summary(result: dict[str, Any]) -> list[str]:
@@ -300,7 +315,8 @@ def summary(result: dict[str, Any]) -> list[str]:
     for c in result["cases"]:
         d, t = c["data"], c["train"]
         lines.append(
-            f"{c['n_ids']:>9} ids ({d['pairs']} pairs, {c['file_mb']:.0f} MB): load {d['load_s']:.1f} s, plan "
+            f"{c['n_ids']:>9} ids ({d['pairs']} pairs, {c['file_mb']:.0f} MB): table build {d['table_build_s']:.1f} s "
+            f"({d['table_mb']:.0f} MB), load {d['load_s']:.1f} s, plan "
             f"{d['plan_s']:.2f} s, store build {d['store_build_s']:.1f} s / open {1e3 * d['store_open_s']:.0f} ms "
             f"({d['store_mb']:.0f} MB), fetch {d['fetch_median_ms']:.2f} ms/batch, data peak RSS "
             f"{d['peak_rss_mb']:.0f} MB; train: first step {t['start_to_first_step_s']:.1f} s, 5 steps "

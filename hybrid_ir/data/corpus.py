@@ -8,17 +8,22 @@ Two views of a parallel QA dataset:
   LAReQA data several questions share one answer sentence), so a batch never holds two pairs
   whose passages are the same or translations of each other. Its integer view
   :attr:`ParallelCorpus.arrays` (:class:`CorpusArrays`), built once per corpus, is what the batch
-  planner works on.
+  planner works on. Built from dicts (the LAReQA loader, tests) it holds its pairs in memory; read from a
+  training input it is a :class:`~hybrid_ir.data.table.TableCorpus` over a memory-mapped record table, with the
+  same accessors.
 * :class:`RetrievalBenchmark` (evaluation): LAReQA-style queries, a candidate pool of every sentence
   of every context in every language, and for each query id the relevant candidate per language.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,49 @@ class ParallelCorpus:
     def arrays(self) -> CorpusArrays:
         """The integer view of this corpus, built on first use and kept (the corpus must not change after)."""
         return CorpusArrays.of(self)
+
+    def text_rows(self) -> tuple[pa.Table, np.ndarray]:
+        """The texts as a table with ``question`` and ``passage`` columns and ``rows[i, l]``, the row of ``pids[i]``
+        in ``languages[l]`` (``-1`` where absent): what the token store tokenises."""
+        index = self.index_of
+        rows = np.full((len(self.pids), len(self.languages)), -1, dtype=np.int64)
+        questions: list[str] = []
+        passages: list[str] = []
+        for col, lang in enumerate(self.languages):
+            for pid, pair in self.pairs.get(lang, {}).items():
+                rows[index[pid], col] = len(questions)
+                questions.append(pair.question)
+                passages.append(pair.passage)
+        texts = {"question": pa.array(questions, pa.string()), "passage": pa.array(passages, pa.string())}
+        return pa.table(texts), rows
+
+    def content_key(self) -> str:
+        """A hash of the corpus's languages and every id with its texts (what a token store depends on)."""
+        digest = hashlib.sha256(json.dumps(self.languages).encode())
+        for pid in self.pids:
+            digest.update(f"\0{pid}".encode())
+            for lang in self.languages:
+                pair = self.pairs[lang].get(pid)
+                if pair is not None:
+                    digest.update(f"\1{lang}\1{pair.question}\1{pair.passage}".encode())
+        return digest.hexdigest()[:24]
+
+    def subset(self, index: np.ndarray, name: str) -> ParallelCorpus:
+        """The corpus limited to the ids at positions ``index`` of :attr:`pids` (every language), named ``name``;
+        languages left without an id are dropped, and so are the hard negatives."""
+        keep = {self.pids[i] for i in np.asarray(index).tolist()}
+        pairs = {
+            lang: {pid: pair for pid, pair in by_pid.items() if pid in keep}
+            for lang, by_pid in self.pairs.items()
+        }
+        pairs = {lang: by_pid for lang, by_pid in pairs.items() if by_pid}
+        return ParallelCorpus(
+            name=name,
+            languages=sorted(pairs),
+            pairs=pairs,
+            group={pid: g for pid, g in self.group.items() if pid in keep},
+            source=self.source,
+        )
 
 
 @dataclass(frozen=True)

@@ -8,34 +8,53 @@ from typing import Any
 
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.download import ensure_dataset
-from hybrid_ir.data.jsonl import load_jsonl_corpus
 from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
+from hybrid_ir.data.table import INPUT_FORMATS, TableInput, table_corpus
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import resolve_data_root
 
-FORMATS = ("lareqa", "jsonl")
+FORMATS = ("lareqa", *INPUT_FORMATS)
 
 
 def load_corpus(spec: Mapping[str, Any], root: str | Path | None, download: bool = True) -> ParallelCorpus:
     """Load one training dataset from its config ``spec``.
 
-    ``spec``: ``{name, format: lareqa | jsonl, languages: [..] | null, path: <file> (jsonl)}``. LAReQA data
-    is read from ``<root>/<name>/<lang>.json`` and downloaded into the cache when missing (``download``).
+    ``spec``: ``{name, format: lareqa | jsonl | parquet | hf, languages: [..] | null, path, columns}``. LAReQA data
+    is read from ``<root>/<name>/<lang>.json`` and downloaded into the cache when missing (``download``). The other
+    formats are read from ``path`` into a cached record table (:mod:`hybrid_ir.data.table`), ``columns`` mapping
+    schema keys to the input's column names; ``hf`` takes a hub name for ``path`` only with ``download``.
     """
+    name = spec.get("name")
     fmt = spec.get("format", "lareqa")
     if fmt not in FORMATS:
-        raise ConfigError(
-            f"dataset {spec.get('name')!r}: format={fmt!r} is not valid; choose one of {FORMATS}"
-        )
-    if fmt == "jsonl":
+        raise ConfigError(f"dataset {name!r}: format={fmt!r} is not valid; choose one of {FORMATS}")
+    if fmt in INPUT_FORMATS:
         if not spec.get("path"):
-            raise ConfigError(f"dataset {spec.get('name')!r}: format=jsonl needs a 'path' to the .jsonl file")
-        return load_jsonl_corpus(
-            Path(spec["path"]).expanduser(), spec.get("name", "jsonl"), spec.get("languages")
+            what = {"jsonl": "the .jsonl file", "parquet": "a .parquet file or a folder of them"}.get(
+                fmt, "a folder written by Dataset.save_to_disk"
+            )
+            raise ConfigError(f"dataset {name!r}: format={fmt} needs a 'path' to {what}")
+        columns = spec.get("columns") or {}
+        if not isinstance(columns, Mapping) or not all(isinstance(v, str) for v in columns.values()):
+            raise ConfigError(
+                f"dataset {name!r}: columns={columns!r} must map schema keys to the input's column names, "
+                "e.g. columns: {question: query, passage: positive}"
+            )
+        source = TableInput(
+            fmt,
+            Path(str(spec["path"])).expanduser(),
+            columns=dict(columns),
+            languages=spec.get("languages"),
+            download=download,
+            split=spec.get("split") or "train",
         )
+        try:
+            return table_corpus(source, name or fmt)
+        except ConfigError as err:
+            raise ConfigError(f"dataset {name!r} ({fmt}): {err}") from None
     langs = list(spec.get("languages") or [])
     if not langs:
-        raise ConfigError(f"dataset {spec.get('name')!r}: list its languages, e.g. languages: [en, de]")
+        raise ConfigError(f"dataset {name!r}: list its languages, e.g. languages: [en, de]")
     base = resolve_data_root(root)
     if download:
         base = ensure_dataset(base, spec["name"], langs)

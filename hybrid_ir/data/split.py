@@ -31,49 +31,38 @@ def group_members(corpus: ParallelCorpus) -> list[list[str]]:
     return sorted((sorted(ids) for ids in members.values()), key=lambda ids: ids[0])
 
 
-def restrict(corpus: ParallelCorpus, pids: set[str], name: str) -> ParallelCorpus:
-    """``corpus`` limited to the ids ``pids`` (every language), named ``name``; languages left without an id
-    are dropped."""
-    pairs = {
-        lang: {pid: pair for pid, pair in by_pid.items() if pid in pids}
-        for lang, by_pid in corpus.pairs.items()
-    }
-    pairs = {lang: by_pid for lang, by_pid in pairs.items() if by_pid}
-    return ParallelCorpus(
-        name=name,
-        languages=sorted(pairs),
-        pairs=pairs,
-        group={pid: g for pid, g in corpus.group.items() if pid in pids},
-        source=corpus.source,
-    )
-
-
 def hold_out(corpus: ParallelCorpus, fraction: float, seed: int) -> tuple[ParallelCorpus, ParallelCorpus]:
     """Split ``corpus`` into ``(train, val)``, holding out about ``fraction`` of its ids as whole answer groups.
 
-    The groups (:func:`group_members`) are shuffled with ``numpy.random.default_rng(seed)`` and taken in that
-    order until at least ``ceil(fraction · ids)`` ids are held out, so ``val`` exceeds that target by less than
-    the largest group. ``val`` is named ``<name>-val``.
+    The groups (:func:`group_members`: ordered by their smallest id) are shuffled with
+    ``numpy.random.default_rng(seed)`` and taken in that order until at least ``ceil(fraction · ids)`` ids are held
+    out, so ``val`` exceeds that target by less than the largest group. ``val`` is named ``<name>-val``. Works on
+    the corpus's integer view (its ids are sorted, so the smallest id of a group is its first position).
 
     Raises:
         ValueError: ``fraction`` is not in (0, 1), or the split leaves either side without an id.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the validation fraction must be in (0, 1), got {fraction!r}")
-    groups = group_members(corpus)
+    group = corpus.arrays.group
+    numbers, first, number_of = np.unique(group, return_index=True, return_inverse=True)
+    rank = np.empty(len(numbers), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(numbers))  # groups ordered by their smallest id
+    group_rank = rank[number_of.reshape(-1)]
+    sizes = np.bincount(group_rank, minlength=len(numbers))
     target = math.ceil(fraction * len(corpus))
-    held: set[str] = set()
-    for index in np.random.default_rng(seed).permutation(len(groups)):
-        if len(held) >= target:
-            break
-        held.update(groups[index])
-    if len(held) == len(corpus):
+    order = np.random.default_rng(seed).permutation(len(numbers))
+    taken = int(np.searchsorted(np.cumsum(sizes[order]), target)) + 1
+    held = np.isin(group_rank, order[:taken])
+    if held.all():
         raise ValueError(
             f"{corpus.name}: holding out {fraction} of its {len(corpus)} ids as whole answer groups leaves no id "
-            f"to train on ({len(groups)} groups)"
+            f"to train on ({len(numbers)} groups)"
         )
-    kept = set(corpus.pids) - held
-    return restrict(corpus, kept, corpus.name), restrict(corpus, held, corpus.name + VAL_SUFFIX)
+    return (
+        corpus.subset(np.flatnonzero(~held), corpus.name),
+        corpus.subset(np.flatnonzero(held), corpus.name + VAL_SUFFIX),
+    )
 
 
 VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha", "passes")

@@ -9,42 +9,43 @@ each unique text once, in flat files that every process maps instead of holding 
   ``pids[i]`` in ``languages[l]`` (``-1`` where the id does not exist in that language);
 * ``meta.json``, written last: format version, key, the arrays' lengths and shapes.
 
-The store's key hashes the tokenizer's fingerprint (vocabulary, prefixes, max length) and the corpus (name,
-languages, every id with its texts), so a changed input or tokenizer gives a new store. It lives under
+The store's key hashes the tokenizer's fingerprint (vocabulary, prefixes, max length) and the corpus (name and
+content key: for a corpus read from a training input, its record table's key and the ids it keeps; for one built in
+memory, every id with its texts), so a changed input or tokenizer gives a new store without hashing the texts at
+every start. It lives under
 ``<cache>/stores/<name>-<key>/`` (``$HYBRID_IR_CACHE``, default ``~/.cache/hybrid_ir``). The first process to take
 the store's file lock builds it (texts tokenised in chunks; a fast tokenizer spreads each chunk over every core)
 into a temporary folder renamed into place when complete; the others wait on the lock, then map the finished
 files. So the DDP ranks and DataLoader workers of one machine build it once and share its pages. A store whose
 files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never trusted. With several
 machines, keep the cache node-local (each machine builds its own store) or build it once before the launch when
-the cache is on shared storage (file locks are not reliable on every network file system).
+the cache is on shared storage (file locks are not reliable on every network file system). The record tables the
+stores are built from live beside them, under ``<cache>/tables`` (:mod:`hybrid_ir.data.table`), with the same rules.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
 
 from hybrid_ir.data.collate import TextKind, TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
-from hybrid_ir.utils.io import atomic_write_json
+from hybrid_ir.utils.io import atomic_write_json, file_lock
 from hybrid_ir.utils.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS: tuple[TextKind, TextKind] = ("query", "passage")
 CHUNK = 4096
 
@@ -84,16 +85,11 @@ def _reopen(path: Path) -> TokenStore:
 
 
 def store_key(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> str:
-    """A hash of everything the store's contents depend on: the tokenizer and every text of ``corpus``."""
-    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{tokenizer.fingerprint()}|{corpus.name}|".encode())
-    digest.update(json.dumps(corpus.languages).encode())
-    for pid in corpus.pids:
-        digest.update(f"\0{pid}".encode())
-        for lang in corpus.languages:
-            pair = corpus.pairs[lang].get(pid)
-            if pair is not None:
-                digest.update(f"\1{lang}\1{pair.question}\1{pair.passage}".encode())
-    return digest.hexdigest()[:24]
+    """A hash of everything the store's contents depend on: the tokenizer, the corpus's name and its content key
+    (:meth:`~hybrid_ir.data.corpus.ParallelCorpus.content_key`: its record table's key and ids for a table corpus,
+    every text for one in memory)."""
+    blob = f"v{FORMAT_VERSION}|{tokenizer.fingerprint()}|{corpus.name}|{corpus.content_key()}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def store_path(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> Path:
@@ -111,7 +107,7 @@ def open_token_store(
         offsets, rows = _build_arrays(corpus, tokenizer, chunk, buffer)
         return TokenStore(np.frombuffer(buffer.getbuffer(), dtype=np.int32), offsets, rows, built=True)
     path = store_path(corpus, tokenizer)
-    with _locked(path.with_name(path.name + ".lock")):
+    with file_lock(path.with_name(path.name + ".lock")):
         store = _map(path)
         if store is not None:
             return store
@@ -123,17 +119,6 @@ def open_token_store(
     if store is None:
         raise RuntimeError(f"the token store {path} just built does not read back; is the disk full?")
     return TokenStore(store.tokens, store.offsets, store.rows, path, built=True)
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (other processes wait), released on exit or process death."""
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _map(path: Path) -> TokenStore | None:
@@ -197,23 +182,26 @@ def _build_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenise each unique question and passage once, in chunks of ``chunk`` texts, appending the ids (int32)
     to ``out`` chunk by chunk; return ``(offsets, rows)``."""
-    rows = np.full((len(corpus.pids), len(corpus.languages), 2), -1, dtype=np.int32)
-    index = corpus.index_of
-    texts: list[list[str]] = [[], []]
-    for kind in (0, 1):
-        seen: dict[str, int] = {}
-        for col, lang in enumerate(corpus.languages):
-            for pid, pair in corpus.pairs[lang].items():
-                text = pair.question if kind == 0 else pair.passage
-                rows[index[pid], col, kind] = seen.setdefault(text, len(seen))
-        texts[kind] = list(seen)
-    rows[..., 1][rows[..., 1] >= 0] += len(texts[0])
+    table, table_rows = corpus.text_rows()
+    present = table_rows >= 0
+    row_ids = table_rows[present]
+    rows = np.full((*table_rows.shape, 2), -1, dtype=np.int32)
+    uniques: list[pa.Array] = []
+    for kind, column in enumerate(("question", "passage")):
+        texts, positions = table.column(column), row_ids
+        if len(row_ids) != len(texts):  # the corpus keeps some of the table's rows: encode only those
+            texts, positions = texts.take(pa.array(row_ids, pa.int64())), np.arange(len(row_ids))
+        # one dictionary for all chunks (Arrow's encoder keeps its memo across them), no copy of the column
+        encoded = texts.dictionary_encode()
+        codes = np.concatenate([np.zeros(0, np.int64), *(c.indices.to_numpy() for c in encoded.chunks)])
+        rows[..., kind][present] = codes[positions] + sum(len(u) for u in uniques)
+        uniques.append(encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string()))
     lengths: list[np.ndarray] = []
-    total = sum(len(t) for t in texts)
+    total = sum(len(u) for u in uniques)
     done = 0
-    for kind, kind_texts in enumerate(texts):
+    for kind, kind_texts in enumerate(uniques):
         for start in range(0, len(kind_texts), chunk):
-            ids = tokenizer(kind_texts[start : start + chunk], KINDS[kind])
+            ids = tokenizer(kind_texts[start : start + chunk].to_pylist(), KINDS[kind])
             lengths.append(np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids)))
             out.write(
                 np.fromiter(

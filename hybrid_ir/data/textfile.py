@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,18 @@ def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     Line numbers count from 1 and include the blank lines, so they match an editor's. A UTF-8 byte-order mark
     at the start of the file (as some Windows editors write) is skipped.
     """
+    return list(iter_lines(path, what))
+
+
+def iter_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """:func:`read_lines` one line at a time (for files too large to hold); the "not found" error comes at once."""
     if not path.is_file():
         raise DataError(path, "file", f"not found; expected the {what}")
+    return _lines(path)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    out = []
     with opener(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if lineno == 1:
@@ -34,8 +42,7 @@ def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
                     path, f"line {lineno}", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
                 ) from None
             if text.strip():
-                out.append((lineno, text))
-    return out
+                yield lineno, text
 
 
 def parse_json_object(text: str, path: Path, lineno: int, keys: Sequence[str]) -> dict[str, Any]:

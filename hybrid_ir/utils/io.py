@@ -1,11 +1,14 @@
-"""Atomic file writes: a crash during a save never leaves a half-written file behind."""
+"""Atomic file writes (a crash during a save never leaves a half-written file behind) and the file lock that lets
+one process of a machine build a cached artefact while the others wait."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +53,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+@contextmanager
+def file_lock(lock_path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (other processes wait), released on exit or process death."""
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -58,4 +58,6 @@ def test_scale_quick(tmp_path: Path) -> None:
     assert data["ids"] == 2000 and data["pairs"] == 18000
     assert data["batches_per_epoch"] > 0 and data["store_tokens"] > 0 and data["fetch_median_ms"] > 0
     assert case["train"]["start_to_5_steps_s"] > case["train"]["start_to_first_step_s"] > 0
+    assert data["table_build_s"] > 0 and data["table_mb"] > 0
     assert not list(cache_dir("stores").glob("synthetic-scale-*")), "the benchmark removes its stores"
+    assert not list(cache_dir("tables").glob("synthetic-*")), "the benchmark removes its record tables"

@@ -469,7 +469,10 @@ def test_preview_reports_the_usage_of_each_dataset() -> None:
     ("spec", "message"),
     [
         ({"name": "own", "format": "jsonl"}, "needs a 'path'"),
-        ({"name": "own", "format": "csv", "path": "x.csv"}, r"format='csv'.*\('lareqa', 'jsonl'\)"),
+        (
+            {"name": "own", "format": "csv", "path": "x.csv"},
+            r"format='csv'.*\('lareqa', 'jsonl', 'parquet', 'hf'\)",
+        ),
         ({"name": "xquad-r", "format": "lareqa"}, "list its languages"),
     ],
 )

@@ -20,6 +20,12 @@ from tests.helpers.lareqa import write_toy_lareqa
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record tables these files are read into go to the test's own cache, not the user's."""
+    monkeypatch.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
+
+
 def rec(pid: str, lang: str, **extra) -> dict:
     return {"id": pid, "lang": lang, "question": f"Q {pid} {lang}", "passage": f"P {pid} {lang}", **extra}
 

@@ -144,14 +144,16 @@ from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.jsonl import load_jsonl_corpus
 from hybrid_ir.data.store import open_token_store
 tokenizer = TextTokenizer(AutoTokenizer.from_pretrained(sys.argv[1]), "query: ", "passage: ", 24)
-store = open_token_store(load_jsonl_corpus(sys.argv[2], "mine"), tokenizer, chunk=3)
-print(store.built, store.path)
+corpus = load_jsonl_corpus(sys.argv[2], "mine")
+store = open_token_store(corpus, tokenizer, chunk=3)
+print(store.built, store.path, corpus.table.built, corpus.table.path)
 """
 
 
 @pytest.mark.slow
 def test_two_processes_on_one_machine_build_the_store_once(cache, tmp_path, e5_dir, e5_tokenizer) -> None:
-    """Two ranks start together: one builds under the lock, the other waits and maps the finished store."""
+    """Two ranks start together: one builds the record table and the store under their locks, the other waits and
+    maps the finished ones."""
     data = write_corpus(tmp_path / "big.jsonl", n=300)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     procs = [
@@ -162,8 +164,41 @@ def test_two_processes_on_one_machine_build_the_store_once(cache, tmp_path, e5_d
     ]
     outputs = [p.communicate(timeout=300)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    assert sorted(built for built, _ in outputs) == ["False", "True"]
-    assert outputs[0][1] == outputs[1][1]
+    assert sorted(built for built, *_ in outputs) == ["False", "True"]
+    assert sorted(table_built for _, _, table_built, _ in outputs) == ["False", "True"]
+    assert outputs[0][1] == outputs[1][1] and outputs[0][3] == outputs[1][3]
     store = open_token_store(load_jsonl_corpus(data, "mine"), tok(e5_tokenizer))
     assert not store.built and str(store.path) == outputs[0][1]
     assert_equals_direct_tokenisation(store, load_jsonl_corpus(data, "mine"), e5_tokenizer)
+
+
+def test_parquet_held_out_and_rewritten_inputs_give_their_own_correct_stores(
+    cache, tmp_path, e5_tokenizer
+) -> None:
+    """A Parquet input and the held-out parts of a table corpus tokenise exactly as the tokenizer does, each in its
+    own store; rewriting the input file in place gives a new table and a new store."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hybrid_ir.data.loading import load_corpus
+    from hybrid_ir.data.split import hold_out
+
+    jsonl = write_corpus(tmp_path / "train.jsonl")
+    lines = jsonl.read_text(encoding="utf-8").splitlines()
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in lines]), tmp_path / "train.parquet")
+    corpus = load_corpus({"name": "mine", "format": "parquet", "path": str(tmp_path / "train.parquet")}, None)
+    store = open_token_store(corpus, tok(e5_tokenizer))
+    assert_equals_direct_tokenisation(store, corpus, e5_tokenizer)
+    paths = {store.path}
+    for part in hold_out(corpus, 0.3, seed=1):
+        part_store = open_token_store(part, tok(e5_tokenizer))
+        assert_equals_direct_tokenisation(part_store, part, e5_tokenizer)
+        paths.add(part_store.path)
+    first = load_jsonl_corpus(jsonl, "mine")
+    before = open_token_store(first, tok(e5_tokenizer)).path
+    write_corpus(jsonl, extra="edited")
+    rewritten = load_jsonl_corpus(jsonl, "mine")
+    after = open_token_store(rewritten, tok(e5_tokenizer))
+    assert rewritten.table.path != first.table.path and after.built
+    assert_equals_direct_tokenisation(after, rewritten, e5_tokenizer)
+    assert len(paths | {before, after.path}) == 5

@@ -1,0 +1,266 @@
+"""The record table: JSONL, Parquet and saved `datasets` inputs of the same records give the same corpus and plans;
+the table is cached, rebuilt when damaged, renewed when the input changes; column mapping and bad values."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.planner import plan_epoch
+from hybrid_ir.data.split import hold_out
+from hybrid_ir.data.table import TableCorpus, TableInput, open_record_table
+from hybrid_ir.utils.errors import ConfigError, DataError
+
+LANGS = ["de", "en", "fr"]
+
+
+def records(n: int = 40) -> list[dict[str, Any]]:
+    """``n`` ids in up to 3 languages: fr for every other id only; ids 3 and 4 share a passage_id, ids 5 and 6 an
+    identical passage text (in en); some records list hard negatives."""
+    out = []
+    for i in range(n):
+        for lang in LANGS:
+            if lang == "fr" and i % 2:
+                continue
+            j = 6 if i == 5 and lang == "en" else i
+            rec: dict[str, Any] = {
+                "id": f"q{i:03d}",
+                "lang": lang,
+                "question": f"Frage {i} in {lang}?",
+                "passage": f"Passage {j} in {lang}." + " mehr" * (j % 5),
+            }
+            if i % 7 == 0:
+                rec["context"] = f"Context of {i}"
+            if i in (3, 4):
+                rec["passage_id"] = "shared"
+            if i % 5 == 1:
+                rec["negative_ids"] = [f"q{(i + 2) % n:03d}", f"q{(i + 9) % n:03d}"]
+            if i % 6 == 2:
+                rec["negatives"] = [f"other text {i} {lang}"]
+            out.append(rec)
+    return out
+
+
+RENAMED = {"question": "query", "passage": "positive", "id": "qid"}
+
+
+def write_jsonl(path: Path, recs: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    return path
+
+
+def as_columns(recs: list[dict[str, Any]], rename: dict[str, str] | None = None) -> dict[str, list[Any]]:
+    keys = ["id", "lang", "question", "passage", "context", "passage_id", "negative_ids", "negatives"]
+    rename = rename or {}
+    return {rename.get(k, k): [r.get(k) for r in recs] for k in keys}
+
+
+def write_parquet(path: Path, recs: list[dict[str, Any]], rename: dict[str, str] | None = None) -> Path:
+    pq.write_table(pa.table(as_columns(recs, rename)), path)
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "tables"
+
+
+def plan_rows(corpus, mode: str, seed: int) -> list[Any]:
+    plan = plan_epoch([corpus], mode, 4, 0.5, seed, epoch=1)
+    return [(info, plan.pairs(i)) for i, (info, _) in enumerate(plan)]
+
+
+def test_jsonl_parquet_and_a_saved_dataset_give_the_same_corpus_and_plans(cache, tmp_path) -> None:
+    import datasets
+
+    recs = records()
+    jsonl = write_jsonl(tmp_path / "train.jsonl", recs)
+    parquet = write_parquet(tmp_path / "train.parquet", recs, RENAMED)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write_parquet(folder / "part-0.parquet", recs[:50])
+    write_parquet(folder / "part-1.parquet", recs[50:])
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict(as_columns(recs, RENAMED)).save_to_disk(str(saved))
+    specs = [
+        {"name": "mine", "format": "jsonl", "path": str(jsonl)},
+        {"name": "mine", "format": "parquet", "path": str(parquet), "columns": RENAMED},
+        {"name": "mine", "format": "parquet", "path": str(folder)},
+        {"name": "mine", "format": "hf", "path": str(saved), "columns": RENAMED},
+    ]
+    corpora = [load_corpus(spec, None, download=False) for spec in specs]
+    reference = corpora[0]
+    assert isinstance(reference, TableCorpus) and len(reference) == 40 and reference.languages == LANGS
+    assert (
+        reference.group["q003"] == reference.group["q004"]
+        and reference.group["q005"] == reference.group["q006"]
+    )
+    assert reference.pairs["en"]["q007"].context == "Context of 7" and "q001" not in reference.pairs["fr"]
+    assert reference.negative_ids["de"]["q001"] == ("q003", "q010")
+    assert reference.negatives["fr"]["q002"] == ("other text 2 fr",)
+    for corpus in corpora[1:]:
+        assert list(corpus.pids) == list(reference.pids) and corpus.languages == reference.languages
+        for name in ("group", "has_lang", "n_langs"):
+            assert np.array_equal(getattr(corpus.arrays, name), getattr(reference.arrays, name))
+        assert corpus.pairs == reference.pairs and dict(corpus.group) == dict(reference.group)
+        assert corpus.negative_ids == reference.negative_ids and corpus.negatives == reference.negatives
+        for mode, seed in (("hybrid", 0), ("cross", 3), ("mono", 5)):
+            assert plan_rows(corpus, mode, seed) == plan_rows(reference, mode, seed)
+        train, val = hold_out(corpus, 0.25, seed=2)
+        ref_train, ref_val = hold_out(reference, 0.25, seed=2)
+        assert list(train.pids) == list(ref_train.pids) and list(val.pids) == list(ref_val.pids)
+    assert len({c.table.path for c in corpora}) == 4
+
+
+def test_the_table_corpus_equals_the_corpus_built_in_memory(cache, tmp_path) -> None:
+    """Same ids, groups, pairs and plans as a ParallelCorpus built from dicts of the same records."""
+    from hybrid_ir.data.corpus import ParallelCorpus, QAPair
+
+    recs = records(30)
+    table = load_corpus(
+        {"name": "m", "format": "jsonl", "path": str(write_jsonl(tmp_path / "t.jsonl", recs))}, None
+    )
+    pairs: dict[str, dict[str, QAPair]] = {}
+    for r in recs:
+        pairs.setdefault(r["lang"], {})[r["id"]] = QAPair(
+            r["id"], r["lang"], r["question"], r["passage"], r.get("context", "")
+        )
+    memory = ParallelCorpus("m", sorted(pairs), pairs, dict(table.group))
+    assert list(table.pids) == memory.pids and table.pairs == memory.pairs
+    assert plan_rows(table, "hybrid", 1) == plan_rows(memory, "hybrid", 1)
+    train, val = hold_out(table, 0.3, seed=4)
+    mem_train, mem_val = hold_out(memory, 0.3, seed=4)
+    assert train.pairs == mem_train.pairs and val.pairs == mem_val.pairs and val.name == "m-val"
+    assert plan_rows(train, "cross", 2) == plan_rows(mem_train, "cross", 2)
+
+
+def test_the_table_is_cached_and_a_changed_input_gives_a_new_one(cache, tmp_path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", records())
+    spec = TableInput("jsonl", path)
+    first = open_record_table(spec)
+    assert first.built and first.path.parent == cache
+    again = open_record_table(spec)
+    assert not again.built and again.path == first.path
+    assert open_record_table(TableInput("jsonl", path, languages=["de"])).path != first.path
+    write_jsonl(path, records(41))
+    changed = open_record_table(spec)
+    assert changed.built and changed.path != first.path and len(changed.pids) == 41
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: os.truncate(path / "records.arrow", (path / "records.arrow").stat().st_size // 2),
+        lambda path: os.truncate(path / "rows.npy", (path / "rows.npy").stat().st_size - 8),
+        lambda path: (path / "meta.json").unlink(),
+        lambda path: (path / "meta.json").write_text("{not json", encoding="utf-8"),
+        lambda path: (path / "pids.npy").unlink(),
+    ],
+    ids=["truncated-table", "truncated-rows", "no-meta", "bad-meta", "no-pids"],
+)
+def test_a_damaged_table_is_rebuilt(cache, tmp_path, damage) -> None:
+    spec = TableInput("parquet", write_parquet(tmp_path / "train.parquet", records()))
+    table = open_record_table(spec)
+    expected = (table.pids.tolist(), table.group.tolist(), table.rows.tolist(), table.table.to_pylist())
+    damage(table.path)
+    rebuilt = open_record_table(spec)
+    assert rebuilt.built and rebuilt.path == table.path
+    got = (rebuilt.pids.tolist(), rebuilt.group.tolist(), rebuilt.rows.tolist(), rebuilt.table.to_pylist())
+    assert got == expected
+    assert not open_record_table(spec).built
+
+
+def test_a_pickled_table_and_corpus_map_the_table_again(cache, tmp_path) -> None:
+    corpus = load_corpus(
+        {"name": "m", "format": "jsonl", "path": str(write_jsonl(tmp_path / "t.jsonl", records()))}, None
+    )
+    payload = pickle.dumps(corpus.table)
+    assert len(payload) < 1000
+    copy = pickle.loads(payload)
+    assert copy.path == corpus.table.path and copy.table.to_pylist() == corpus.table.table.to_pylist()
+    assert corpus.pairs["en"]["q001"].question == "Frage 1 in en?"  # the views exist now; a pickle drops them
+    twin = pickle.loads(pickle.dumps(corpus))
+    assert (
+        twin.table.path == corpus.table.path
+        and twin.pairs == corpus.pairs
+        and list(twin.pids) == list(corpus.pids)
+    )
+
+
+def test_a_wrong_column_name_lists_the_input_columns(cache, tmp_path) -> None:
+    parquet = write_parquet(tmp_path / "train.parquet", records(), RENAMED)
+    with pytest.raises(
+        ConfigError, match=r"no column 'id' \(schema key 'id'\); its columns are \['qid', 'lang', 'query'"
+    ):
+        load_corpus({"name": "m", "format": "parquet", "path": str(parquet)}, None)
+    spec = {"name": "m", "format": "parquet", "path": str(parquet), "columns": {**RENAMED, "context": "ctx"}}
+    with pytest.raises(
+        ConfigError, match=r"no column 'ctx' \(columns.context maps schema key 'context' to it\)"
+    ):
+        load_corpus(spec, None)
+    with pytest.raises(ConfigError, match=r"'query' is not a key of the schema"):
+        load_corpus({"name": "m", "format": "parquet", "path": str(parquet), "columns": {"query": "q"}}, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"positive": ""}, "key 'positive' is empty"),
+        ({"lang": "xx"}, "unknown language code 'xx'"),
+        ({"negative_ids": ["q000", "q000"]}, "negative_ids lists 'q000' twice"),
+        ({"query": None}, "missing key 'query'"),
+    ],
+)
+def test_a_bad_value_names_the_file_row_and_key(cache, tmp_path, change, problem) -> None:
+    recs = records(10)
+    table = as_columns(recs, RENAMED)
+    for column, value in change.items():
+        table[column][3] = value
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(table), path)
+    with pytest.raises(DataError) as info:
+        load_corpus({"name": "m", "format": "parquet", "path": str(path), "columns": RENAMED}, None)
+    assert str(info.value).startswith(f"{path}: row 3: ") and problem in str(info.value)
+
+
+def test_duplicates_and_unknown_negative_ids_across_parquet_files(cache, tmp_path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    recs = records(10)
+    write_parquet(folder / "a.parquet", recs)
+    write_parquet(folder / "b.parquet", recs[:2])
+    with pytest.raises(DataError) as info:
+        load_corpus({"name": "m", "format": "parquet", "path": str(folder)}, None)
+    assert str(info.value).startswith(f"{folder / 'b.parquet'}: row 0: duplicate (id, lang) = ('q000', 'de')")
+    assert f"first seen on row 0 of {folder / 'a.parquet'}" in str(info.value)
+
+
+def test_a_saved_dataset_dict_asks_for_one_split(cache, tmp_path) -> None:
+    import datasets
+
+    split = datasets.Dataset.from_dict(as_columns(records(5)))
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(
+        ConfigError, match=r"holds the splits \['test', 'train'\]; point path at one split's folder"
+    ):
+        load_corpus({"name": "m", "format": "hf", "path": str(tmp_path / "dd")}, None)
+    assert len(load_corpus({"name": "m", "format": "hf", "path": str(tmp_path / "dd" / "train")}, None)) == 5
+
+
+def test_missing_inputs_and_hub_names_without_download(cache, tmp_path) -> None:
+    with pytest.raises(DataError, match="not found; expected a Parquet file"):
+        load_corpus({"name": "m", "format": "parquet", "path": str(tmp_path / "none.parquet")}, None)
+    with pytest.raises(ConfigError, match=r"a hub name is loaded only with data\.download=true"):
+        load_corpus({"name": "m", "format": "hf", "path": "org/some-dataset"}, None, download=False)
+    with pytest.raises(ConfigError, match="format=parquet needs a 'path'"):
+        load_corpus({"name": "m", "format": "parquet"}, None)
