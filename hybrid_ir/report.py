@@ -97,7 +97,7 @@ def read_job(path: Path, keep_seed: bool = False) -> Job:
         [str(o) for o in yaml.safe_load(overrides_file.read_text()) or []] if overrides_file.exists() else []
     )
     seed = next((o.split("=", 1)[1] for o in overrides if override_key(o) == "seed"), "0")
-    dropped = {"experiment"} if keep_seed else {"seed", "experiment"}
+    dropped = set() if keep_seed else {"seed"}
     kept = tuple(
         o for o in overrides if override_key(o) not in dropped and not override_key(o).startswith("hydra")
     )

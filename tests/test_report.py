@@ -139,6 +139,19 @@ def test_groups_are_named_by_what_varies(tmp_path: Path) -> None:
     assert sorted({j.group for j in find_jobs([tmp_path])}) == ["sampler=hybrid", "sampler=mono"]
 
 
+def test_runs_of_different_experiments_are_named_by_their_experiment(tmp_path: Path) -> None:
+    # an experiment shared by every run names nothing; experiments that differ name the groups
+    maps = {"map_mono": 0.5, "map_cross": 0.4, "map_multi": 0.3}
+    for i, (experiment, seed) in enumerate(
+        [("replication", 0), ("replication_negatives", 0), ("replication", 1)]
+    ):
+        make_job(
+            tmp_path, str(i), [f"experiment={experiment}", "sampler=hybrid", f"seed={seed}"], maps, [0.5] * 12
+        )
+    groups = sorted({j.group for j in find_jobs([tmp_path])})
+    assert groups == ["experiment=replication", "experiment=replication_negatives"]
+
+
 def _alpha_sweep(root: Path, alphas: list[str]) -> None:
     for i, alpha in enumerate(alphas):
         mono = 0.5 + float(alpha) / 10 if alpha != "high" else 0.5
