@@ -62,9 +62,10 @@ def _private_record_tables(monkeypatch: pytest.MonkeyPatch, _session_cache: Path
 
 
 @pytest.fixture(scope="session")
-def e5_dir() -> Path:
-    """The converted e5-small directory in the shared user cache (converted on first use)."""
-    return e5_small_path()
+def e5_dir(_session_cache: Path) -> Path:
+    """The converted e5-small directory (converted into the shared user cache on first use), by the path the
+    code under test sees: through the session's cache root, which links the user cache's ``models``."""
+    return _session_cache / e5_small_path().relative_to(cache_dir())
 
 
 @pytest.fixture(scope="session")
