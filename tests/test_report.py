@@ -35,6 +35,11 @@ def make_job(
         {"tag": "epoch0", "step": 5, "datasets": {"ds": {"scalars": scalars}}},
     ]
     (job / "metrics.json").write_text(json.dumps(records))
+    write_multi_per_query(job, "epoch0", ap)
+
+
+def write_multi_per_query(job: Path, tag: str, ap: list[float]) -> None:
+    """The job's per-query file of evaluation ``tag``: multilingual rows of QIDS with average precisions ``ap``."""
     columns = {
         "qid": QIDS,
         "lang": ["en"] * 12,
@@ -44,7 +49,7 @@ def make_job(
         "ap_at_k": ap,
         "rank_distance": [1.0] * 12,
     }
-    write_per_query(per_query_path(job, "ds", "epoch0"), columns)
+    write_per_query(per_query_path(job, "ds", tag), columns)
 
 
 @pytest.fixture
@@ -240,16 +245,7 @@ def test_each_eval_gives_a_row_per_evaluation_compared_query_by_query(tmp_path: 
     later = {**records[1]["datasets"]["ds"]["scalars"], "map_multi": 0.45}
     records.append({"tag": "epoch1", "step": 10, "datasets": {"ds": {"scalars": later}}})
     (job / "metrics.json").write_text(json.dumps(records))
-    columns = {
-        "qid": QIDS,
-        "lang": ["en"] * 12,
-        "setting": ["multi"] * 12,
-        "target": ["multi"] * 12,
-        "ap": [0.9] * 12,
-        "ap_at_k": [0.9] * 12,
-        "rank_distance": [1.0] * 12,
-    }
-    write_per_query(per_query_path(job, "ds", "epoch1"), columns)
+    write_multi_per_query(job, "epoch1", [0.9] * 12)
     assert [r["group"] for r in summary_rows(find_jobs([tmp_path]), "ds")] == [
         "pretrained",
         "trainer.max_epochs=2",
