@@ -18,12 +18,15 @@ resident memory is its own) measure:
 
 Goals (issue 12, at 200 k ids): peak RSS of the training process <= 2.5 GB, start to first step <= 30 s, store
 build <= 10 min; per-batch fetch <= 2 ms at every N. ``planner``: the array planner alone (no texts) at 200 k and
-2 M ids, its time per epoch and peak RSS. ``--quick`` runs N = 2,000 (planner: 20,000).
+2 M ids, its time per epoch and peak RSS. ``--quick`` runs N = 2,000 (planner: 20,000). The environment variable
+``HYBRID_IR_SCALE_IDS`` (comma-separated, e.g. ``1000000``) replaces the sizes of a full run (the corpus, its record
+table and its store need about 12 GB of disk per million ids while they exist).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -253,12 +256,28 @@ def plan_cases(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
     return [run_worker("benchmarks.scale", {"kind": "plan", "n": n}, timeout=1800) for n in sizes]
 
 
+def full_sizes() -> tuple[int, ...]:
+    """The sizes of a full run: :data:`FULL`, or ``HYBRID_IR_SCALE_IDS`` (comma-separated ids) when set."""
+    raw = os.environ.get("HYBRID_IR_SCALE_IDS", "").strip()
+    if not raw:
+        return FULL
+    try:
+        sizes = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(
+            f"HYBRID_IR_SCALE_IDS={raw!r}: expected comma-separated numbers of ids, e.g. 1000000"
+        ) from None
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"HYBRID_IR_SCALE_IDS={raw!r}: every number of ids must be positive")
+    return sizes
+
+
 def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Generate each size's corpus in a temporary folder, run both workers, remove the corpus and its store."""
     from benchmarks.timing import goal
 
     cases = []
-    for n in sizes or (QUICK if quick else FULL):
+    for n in sizes or (QUICK if quick else full_sizes()):
         folder = Path(tempfile.mkdtemp(prefix="hybrid_ir_scale_"))
         try:
             start = time.perf_counter()

@@ -61,3 +61,16 @@ def test_scale_quick(tmp_path: Path) -> None:
     assert data["table_build_s"] > 0 and data["table_mb"] > 0
     assert not list(cache_dir("stores").glob("synthetic-scale-*")), "the benchmark removes its stores"
     assert not list(cache_dir("tables").glob("synthetic-*")), "the benchmark removes its record tables"
+
+
+def test_full_sizes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.scale import FULL, full_sizes
+
+    monkeypatch.delenv("HYBRID_IR_SCALE_IDS", raising=False)
+    assert full_sizes() == FULL
+    monkeypatch.setenv("HYBRID_IR_SCALE_IDS", "1000000, 30")
+    assert full_sizes() == (1_000_000, 30)
+    for bad in ("1e6", "0", "10,,20"):
+        monkeypatch.setenv("HYBRID_IR_SCALE_IDS", bad)
+        with pytest.raises(ValueError, match="HYBRID_IR_SCALE_IDS"):
+            full_sizes()
