@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 NonFinitePolicy = Literal["raise", "skip"]
 Schedule = Literal["linear", "constant"]
-SCHEDULES = ("linear", "constant")
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 # validation metric -> the name it is logged under
 VAL_METRICS = {"loss": "val/loss", "accuracy_at_1": "val/acc@1", "mrr": "val/mrr"}
 
