@@ -177,6 +177,22 @@ def _write(path: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: 
     log.info("token store of %s: %d texts, %d tokens in %s", corpus.name, len(offsets) - 1, offsets[-1], path)
 
 
+def _large(texts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``texts`` as ``large_string`` (64-bit offsets; Arrow shares the character data, only offsets are rewritten)."""
+    return texts if texts.type == pa.large_string() else texts.cast(pa.large_string())
+
+
+def unique_texts(texts: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """``(codes, unique)``: the distinct values of ``texts`` in order of first appearance and, per value, its index
+    in them (int64). One dictionary for all chunks (Arrow's encoder keeps its memo across them), built as
+    ``large_string`` so the distinct texts may exceed 2 GiB together (a 1 M-id corpus in 9 languages does), and no
+    copy of the column."""
+    encoded = _large(texts).dictionary_encode()
+    codes = np.concatenate([np.zeros(0, np.int64), *(c.indices.to_numpy() for c in encoded.chunks)])
+    unique = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.large_string())
+    return codes, unique
+
+
 def _build_arrays(
     corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int, out: BinaryIO
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -190,12 +206,10 @@ def _build_arrays(
     for kind, column in enumerate(("question", "passage")):
         texts, positions = table.column(column), row_ids
         if len(row_ids) != len(texts):  # the corpus keeps some of the table's rows: encode only those
-            texts, positions = texts.take(pa.array(row_ids, pa.int64())), np.arange(len(row_ids))
-        # one dictionary for all chunks (Arrow's encoder keeps its memo across them), no copy of the column
-        encoded = texts.dictionary_encode()
-        codes = np.concatenate([np.zeros(0, np.int64), *(c.indices.to_numpy() for c in encoded.chunks)])
+            texts, positions = _large(texts).take(pa.array(row_ids, pa.int64())), np.arange(len(row_ids))
+        codes, unique = unique_texts(texts)
         rows[..., kind][present] = codes[positions] + sum(len(u) for u in uniques)
-        uniques.append(encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string()))
+        uniques.append(unique)
     lengths: list[np.ndarray] = []
     total = sum(len(u) for u in uniques)
     done = 0

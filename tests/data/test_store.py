@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.jsonl import load_jsonl_corpus
-from hybrid_ir.data.store import open_token_store
+from hybrid_ir.data.store import open_token_store, unique_texts
 
 LANGS = ["de", "en", "zh"]
 
@@ -202,3 +204,23 @@ def test_parquet_held_out_and_rewritten_inputs_give_their_own_correct_stores(
     assert rewritten.table.path != first.table.path and after.built
     assert_equals_direct_tokenisation(after, rewritten, e5_tokenizer)
     assert len(paths | {before, after.path}) == 5
+
+
+@pytest.mark.slow
+def test_distinct_texts_beyond_2_gib_are_encoded() -> None:
+    """Arrow's ``string`` holds at most 2 GiB per array; the distinct passages of a 1 M-id corpus in 9 languages hold
+    more, so :func:`unique_texts` must encode them (three chunks sharing one buffer: 'a' * (n - 1), 'a' * (n - 1) +
+    'b', and the first again; 2.1 GiB of distinct text)."""
+    n = int(1.05 * 2**30)
+    chars = np.full(n, ord("a"), dtype=np.uint8)
+    chars[-1] = ord("b")
+    data = pa.py_buffer(chars)
+
+    def one(end: int) -> pa.Array:
+        return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, end], np.int32)), data])
+
+    texts = pa.chunked_array([one(n - 1), one(n), one(n - 1)])
+    codes, unique = unique_texts(texts)
+    assert codes.tolist() == [0, 1, 0]
+    assert pc.binary_length(unique).to_pylist() == [n - 1, n]
+    assert unique[1].as_buffer()[-2:].to_pybytes() == b"ab"
