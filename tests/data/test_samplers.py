@@ -504,6 +504,11 @@ def test_corpus_arrays_match_the_corpus_and_are_built_once(sparse, grouped):
         )
         assert arrays.n_langs[i] == len(sparse.langs_of(pid))
         assert arrays.group[i] == sparse.group[pid]
+    for groups in ([0], [5, 2, 40], list(range(0, 300, 7)), []):
+        members = arrays.members(np.array(groups, dtype=np.int64))
+        assert sorted(members.tolist()) == [
+            i for i, pid in enumerate(sparse.pids) if sparse.group[pid] in groups
+        ]
     broken = make_corpus(4, ["en"], name="broken")
     del broken.group[broken.pids[2]]
     with pytest.raises(
