@@ -18,9 +18,10 @@ resident memory is its own) measure:
 
 Goals (issue 12, at 200 k ids): peak RSS of the training process <= 2.5 GB, start to first step <= 30 s, store
 build <= 10 min; per-batch fetch <= 2 ms at every N. ``planner``: the array planner alone (no texts) at 200 k and
-2 M ids, its time per epoch and peak RSS. ``--quick`` runs N = 2,000 (planner: 20,000). The environment variable
-``HYBRID_IR_SCALE_IDS`` (comma-separated, e.g. ``1000000``) replaces the sizes of a full run (the corpus, its record
-table and its store need about 12 GB of disk per million ids while they exist).
+2 M ids, its time per epoch, the time of the dry run's statistics of its plan and peak RSS. ``--quick`` runs
+N = 2,000 (planner: 20,000). The environment variable ``HYBRID_IR_SCALE_IDS`` (comma-separated, e.g. ``1000000``)
+replaces the sizes of a full run (the corpus, its record table and its store need about 12 GB of disk per million
+ids while they exist).
 """
 
 from __future__ import annotations
@@ -224,7 +225,9 @@ def planner_corpus(n_ids: int, seed: int = 0) -> ParallelCorpus:
 
 
 def measure_plan(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``plan`` worker: one epoch of the array planner per mode at batch 32 on :func:`planner_corpus`."""
+    """The ``plan`` worker: one epoch of the array planner per mode at batch 32 on :func:`planner_corpus`, and the
+    dry run's statistics of the hybrid plan (``stats_s``: :func:`~hybrid_ir.data.plan_stats.batch_stats`)."""
+    from hybrid_ir.data.plan_stats import batch_stats
     from hybrid_ir.data.planner import plan_epoch
 
     corpus = planner_corpus(config["n"])
@@ -235,6 +238,10 @@ def measure_plan(config: dict[str, Any]) -> dict[str, Any]:
         plan = plan_epoch([corpus], mode, BATCH, 0.5, seed=0, epoch=1)
         out[f"{mode}_plan_s"] = time.perf_counter() - start
         out[f"{mode}_batches"] = len(plan)
+        if mode == "hybrid":
+            start = time.perf_counter()
+            batch_stats(plan, LANGS, [corpus])
+            out["stats_s"] = time.perf_counter() - start
         del plan
     out["peak_rss_mb"] = peak_rss_mb()
     return out
@@ -344,7 +351,8 @@ def summary(result: dict[str, Any]) -> list[str]:
     for p in result.get("planner", []):
         lines.append(
             f"{p['ids']:>9} ids, planner alone: hybrid {p['hybrid_plan_s']:.1f} s, mono {p['mono_plan_s']:.1f} s, "
-            f"cross {p['cross_plan_s']:.1f} s per epoch ({p['hybrid_batches']} batches of {BATCH}); peak RSS "
+            f"cross {p['cross_plan_s']:.1f} s per epoch ({p['hybrid_batches']} batches of {BATCH}), dry-run "
+            f"statistics of the hybrid plan {p['stats_s']:.2f} s; peak RSS "
             f"{p['peak_rss_mb']:.0f} MB ({p['rss_before_plan_mb']:.0f} MB before planning)"
         )
     return lines

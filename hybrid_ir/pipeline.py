@@ -90,7 +90,8 @@ def dry_run(datamodule: ParallelQADataModule, output_dir: Path) -> dict[str, Any
     negatives = stats.get("negatives")
     if negatives is not None:
         lines.append(
-            f"hard negatives: {negatives['count']} ({negatives['per_query']} per pair), "
+            f"hard negatives: {negatives['count']} ({negatives['per_query']} per pair) in "
+            f"{negatives['batches_sampled']} of {negatives['batches']} batches, "
             f"{negatives['in_passage_lang_share']:.0%} in the pair's passage language, group clashes with a "
             f"positive of the batch {negatives['group_clashes']}; sources "
             + ", ".join(f"{k} {n}" for k, n in negatives["sources"].items())

@@ -143,6 +143,19 @@ class CorpusArrays:
     has_lang: np.ndarray
     n_langs: np.ndarray
 
+    @cached_property
+    def _by_group(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pid indices ordered by group, and their groups in that order (sorted once, on first use)."""
+        order = np.argsort(self.group, kind="stable")
+        return order, self.group[order]
+
+    def members(self, groups: np.ndarray) -> np.ndarray:
+        """The pid indices whose group is one of ``groups`` (distinct group numbers), without scanning every id."""
+        order, sorted_groups = self._by_group
+        lo = np.searchsorted(sorted_groups, groups, side="left").tolist()
+        hi = np.searchsorted(sorted_groups, groups, side="right").tolist()
+        return np.concatenate([order[a:b] for a, b in zip(lo, hi, strict=True)] or [order[:0]])
+
     @classmethod
     def of(cls, corpus: ParallelCorpus) -> CorpusArrays:
         """Build the view; raises ValueError naming the corpus when a pid has no entry in ``corpus.group``."""

@@ -27,6 +27,8 @@ from hybrid_ir.data.plan import EpochPlan, PairRef
 # Salt of the negatives' random stream, so it differs from the planner's stream of the same (seed, epoch).
 _SALT = 0x4E4547
 SOURCES = ("listed", "text", "random")
+# Batches of an epoch whose negatives :func:`negative_stats` counts by default (a dry run, the start of training).
+STATS_BATCHES = 64
 
 
 class NegativeRef(NamedTuple):
@@ -74,12 +76,13 @@ def choose_negatives(
         if len(chosen) < k:
             if lang not in eligible:
                 arrays = corpus.arrays
-                mask = arrays.has_lang[:, corpus.languages.index(lang)] & ~np.isin(
-                    arrays.group, np.fromiter(excluded, dtype=np.int64)
-                )
+                mask = arrays.has_lang[:, corpus.languages.index(lang)].copy()
+                mask[arrays.members(np.fromiter(excluded, dtype=np.int64))] = False
                 eligible[lang] = np.flatnonzero(mask)
             taken = [corpus.index_of[n.pid] for n in chosen if n.pid is not None]
-            pool = np.setdiff1d(eligible[lang], taken)
+            pool = eligible[lang]  # ascending, and holds every id in ``taken``
+            if taken:
+                pool = np.delete(pool, np.searchsorted(pool, taken))
             need = k - len(chosen)
             if len(pool) < need:
                 raise ValueError(
@@ -104,15 +107,33 @@ def with_negatives(
 
 
 def negative_stats(
-    plan: EpochPlan, corpora: Sequence[ParallelCorpus], k: int, seed: int, epoch: int
+    plan: EpochPlan,
+    corpora: Sequence[ParallelCorpus],
+    k: int,
+    seed: int,
+    epoch: int,
+    sample: int | None = STATS_BATCHES,
 ) -> dict[str, Any]:
-    """The negatives of every batch of ``plan``: ``{per_query, count, in_passage_lang_share, group_clashes,
-    sources}``; ``group_clashes`` counts negatives of a group (or a text) of any positive of their batch and
-    ``sources`` counts each of :data:`SOURCES`."""
+    """The negatives of ``sample`` batches of ``plan`` spread evenly over the epoch (:func:`spread`; every batch
+    when ``sample`` is ``None``): ``{per_query, batches, batches_sampled, count, in_passage_lang_share,
+    group_clashes, sources}``. ``count``, ``in_passage_lang_share``, ``group_clashes`` (negatives of a group, or a
+    text, of any positive of their batch) and ``sources`` (each of :data:`SOURCES`) are over the sampled batches.
+
+    The choice reads each pair's listed ids and texts, so it is Python work per pair: an epoch of millions of pairs
+    is summarised on a sample. Every batch that :func:`short_batches` finds on the arrays is chosen as well (and not
+    counted unless sampled), so the error of :func:`choose_negatives` is raised for any batch of the epoch.
+
+    Raises:
+        ValueError: as :func:`choose_negatives`, for the first batch whose pairs cannot get ``k`` negatives.
+    """
+    sampled = set(spread(len(plan), sample).tolist())
+    checked = sorted(sampled.union(short_batches(plan, corpora, k).tolist()))
     count = in_lang = clashes = 0
     sources = dict.fromkeys(SOURCES, 0)
-    for index in range(len(plan)):
+    for index in checked:
         refs = with_negatives(corpora, plan.pairs(index), k, seed, epoch, index)
+        if index not in sampled:
+            continue
         corpus = corpora[refs[0].dataset]
         groups = {corpus.group[ref.pid] for ref in refs}
         texts = {corpus.pairs[ref.p_lang][ref.pid].passage for ref in refs}
@@ -124,8 +145,43 @@ def negative_stats(
                 clashes += int(corpus.group[neg.pid] in groups if neg.pid is not None else neg.text in texts)
     return {
         "per_query": k,
+        "batches": len(plan),
+        "batches_sampled": len(sampled),
         "count": count,
         "in_passage_lang_share": in_lang / count if count else None,
         "group_clashes": clashes,
         "sources": sources,
     }
+
+
+def spread(n: int, sample: int | None) -> np.ndarray:
+    """``sample`` indices of ``range(n)`` spread evenly from the first to the last (all of them when ``sample`` is
+    ``None`` or at least ``n``)."""
+    if sample is None or sample >= n:
+        return np.arange(n)
+    if sample < 1:
+        raise ValueError(f"sample must be a positive number of batches or None, got {sample!r}")
+    return np.unique(np.linspace(0, n - 1, sample).round().astype(np.int64))
+
+
+def short_batches(plan: EpochPlan, corpora: Sequence[ParallelCorpus], k: int) -> np.ndarray:
+    """The batches of ``plan`` (ascending) in which some pair's passage language has fewer than ``k`` ids outside
+    the batch's answer groups: only there can :func:`choose_negatives` run out of random negatives (it needs at
+    most ``k`` of them, and a listed negative it took is one of these ids). Counted on the corpora's integer arrays:
+    the ids of a language minus those of the batch's distinct groups."""
+    short = [np.empty(0, dtype=np.int64)]
+    for d, corpus in enumerate(corpora):
+        rows = np.flatnonzero(plan.dataset == d)
+        if not rows.size:
+            continue
+        arrays = corpus.arrays
+        values, group = np.unique(arrays.group, return_inverse=True)
+        batch_groups = np.sort(group[plan.pid[rows]], axis=1)
+        first = np.ones(batch_groups.shape, dtype=bool)
+        first[:, 1:] = batch_groups[:, 1:] != batch_groups[:, :-1]
+        p_lang = plan.p_lang[rows]
+        for col in np.flatnonzero(np.bincount(p_lang.ravel(), minlength=len(corpus.languages))).tolist():
+            per_group = np.bincount(group[arrays.has_lang[:, col]], minlength=len(values))
+            outside = per_group.sum() - (per_group[batch_groups] * first).sum(axis=1)
+            short.append(rows[(p_lang == col).any(axis=1) & (outside < k)])
+    return np.unique(np.concatenate(short))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hybrid_ir.data.corpus import ParallelCorpus
-from hybrid_ir.data.plan import DROP_REASONS, STEPS_DROP_REASONS, Batch, EpochPlan
+from hybrid_ir.data.plan import DROP_REASONS, STEPS_DROP_REASONS, EpochPlan
 
 
 def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[dict[str, Any]]:
@@ -33,9 +33,9 @@ def dataset_usage(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> list[di
 
 
 def batch_stats(
-    plan: Sequence[Batch], languages: Sequence[str], corpora: Sequence[ParallelCorpus] | None = None
+    plan: EpochPlan, languages: Sequence[str], corpora: Sequence[ParallelCorpus] | None = None
 ) -> dict[str, Any]:
-    """Summary of a plan, JSON-serialisable.
+    """Summary of a plan, JSON-serialisable, computed on the plan's integer arrays (no object per pair).
 
     Keys: ``batches``, ``pairs``, ``kinds`` ({mono, cross} -> batches), ``mono_share`` (realised share of mono
     batches), ``batches_per_dataset``,
@@ -43,54 +43,83 @@ def batch_stats(
     query language ``languages[i]`` and passage language ``languages[j]``), ``impure_pairs`` (pairs
     whose languages contradict their batch kind), ``duplicate_pids`` (repeats of a pid inside a batch),
     ``reused_pids`` (pids in more than one batch), ``group_clashes`` (repeats of a group inside a
-    batch; ``None`` without ``corpora``), ``dropped_pids`` (``None`` unless ``plan`` is an EpochPlan),
-    ``dataset_usage`` (:func:`dataset_usage`; ``None`` unless ``plan`` is an EpochPlan and ``corpora`` given).
+    batch, from the corpora's :class:`~hybrid_ir.data.corpus.CorpusArrays`; ``None`` without ``corpora``),
+    ``dropped_pids``, ``dataset_usage`` (:func:`dataset_usage`; ``None`` without ``corpora``).
+
+    Raises:
+        ValueError: a pair of the plan uses a language outside ``languages``.
     """
-    index = {lang: i for i, lang in enumerate(languages)}
+    kind, dataset, lang = plan.kind, plan.dataset, plan.lang
     matrix = np.zeros((len(languages), len(languages)), dtype=np.int64)
-    kinds = {"mono": 0, "cross": 0}
-    per_dataset = {str(d): 0 for d in sorted({info.dataset for info, _ in plan})}
     per_lang = dict.fromkeys(languages, 0)
-    impure = duplicates = clashes = pairs = 0
-    batches_of: dict[tuple[int, str], int] = {}
-    for info, batch in plan:
-        kinds[info.kind] += 1
-        per_dataset[str(info.dataset)] += 1
-        if info.kind == "mono":
-            per_lang[info.lang] = per_lang.get(info.lang, 0) + 1
-        seen = {(ref.dataset, ref.pid) for ref in batch}
-        duplicates += len(batch) - len(seen)
-        for key in seen:
-            batches_of[key] = batches_of.get(key, 0) + 1
-        if corpora is not None:
-            groups = [corpora[ref.dataset].group[ref.pid] for ref in batch]
-            clashes += len(groups) - len(set(groups))
-        for ref in batch:
-            if ref.q_lang not in index or ref.p_lang not in index:
-                raise ValueError(f"pair {ref} uses a language outside {list(languages)}")
-            matrix[index[ref.q_lang], index[ref.p_lang]] += 1
-            mono_ok = ref.q_lang == ref.p_lang == info.lang
-            impure += int(not mono_ok if info.kind == "mono" else ref.q_lang == ref.p_lang)
-        pairs += len(batch)
-    dropped = getattr(plan, "dropped", None)
+    for d, columns in enumerate(_language_columns(plan.corpora, languages)):
+        rows = dataset == d
+        if not rows.any():
+            continue
+        names = plan.corpora[d].languages
+        local = np.bincount(
+            (plan.q_lang[rows].astype(np.int64) * len(names) + plan.p_lang[rows]).ravel(),
+            minlength=len(names) ** 2,
+        ).reshape(len(names), len(names))
+        outside = columns < 0
+        if local[outside].any() or local[:, outside].any():
+            _raise_outside(plan, languages, d, columns)
+        matrix[np.ix_(columns, columns)] += local
+        for col, n in enumerate(np.bincount(lang[rows & (kind == 0)], minlength=len(names)).tolist()):
+            if n:
+                per_lang[names[col]] = per_lang.get(names[col], 0) + n
+    same = plan.q_lang == plan.p_lang
+    mono_ok = same & (plan.q_lang == lang[:, None])
+    impure = int(np.count_nonzero(np.where((kind == 0)[:, None], ~mono_ok, same)))
+    pid = np.sort(plan.pid, axis=1)
+    repeat = pid[:, 1:] == pid[:, :-1]
+    sizes = [len(c) for c in plan.corpora]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    first = np.concatenate([np.ones((len(plan), 1), dtype=bool), ~repeat], axis=1)
+    keys = (offsets[dataset][:, None] + pid)[first]
+    used, counts = np.unique(dataset, return_counts=True)
     return {
         "batches": len(plan),
-        "pairs": pairs,
-        "kinds": kinds,
-        "mono_share": kinds["mono"] / len(plan) if len(plan) else 0.0,
-        "batches_per_dataset": per_dataset,
+        "pairs": int(plan.pid.size),
+        "kinds": {"mono": int(np.count_nonzero(kind == 0)), "cross": int(np.count_nonzero(kind != 0))},
+        "mono_share": plan.mono_share(),
+        "batches_per_dataset": {str(d): n for d, n in zip(used.tolist(), counts.tolist(), strict=True)},
         "mono_batches_per_lang": per_lang,
         "languages": list(languages),
         "lang_pairs": matrix.tolist(),
         "impure_pairs": impure,
-        "duplicate_pids": duplicates,
-        "reused_pids": sum(1 for n in batches_of.values() if n > 1),
-        "group_clashes": clashes if corpora is not None else None,
-        "dropped_pids": sum(dropped) if dropped is not None else None,
-        "dataset_usage": (
-            dataset_usage(plan, corpora) if isinstance(plan, EpochPlan) and corpora is not None else None
-        ),
+        "duplicate_pids": int(np.count_nonzero(repeat)),
+        "reused_pids": int(np.count_nonzero(np.bincount(keys, minlength=offsets[-1]) > 1)),
+        "group_clashes": _group_clashes(plan, corpora) if corpora is not None else None,
+        "dropped_pids": sum(plan.dropped),
+        "dataset_usage": dataset_usage(plan, corpora) if corpora is not None else None,
     }
+
+
+def _language_columns(corpora: Sequence[ParallelCorpus], languages: Sequence[str]) -> list[np.ndarray]:
+    """Per corpus: the position in ``languages`` of each of its languages (-1 for one outside ``languages``)."""
+    index = {name: i for i, name in enumerate(languages)}
+    return [np.array([index.get(name, -1) for name in c.languages], dtype=np.int64) for c in corpora]
+
+
+def _raise_outside(plan: EpochPlan, languages: Sequence[str], d: int, columns: np.ndarray) -> None:
+    """Raise the ValueError naming the first pair of dataset ``d`` whose language maps to -1 in ``columns``."""
+    rows = np.flatnonzero(plan.dataset == d)
+    bad = (columns[plan.q_lang[rows]] < 0) | (columns[plan.p_lang[rows]] < 0)
+    row, pair = np.argwhere(bad)[0].tolist()
+    ref = plan.pairs(int(rows[row]), pair, pair + 1)[0]
+    raise ValueError(f"pair {ref} uses a language outside {list(languages)}")
+
+
+def _group_clashes(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> int:
+    """Repeats of an answer group inside a batch, summed over the batches of ``plan``."""
+    clashes = 0
+    for d, corpus in enumerate(corpora):
+        rows = plan.dataset == d
+        if rows.any():
+            groups = np.sort(corpus.arrays.group[plan.pid[rows]], axis=1)
+            clashes += int(np.count_nonzero(groups[:, 1:] == groups[:, :-1]))
+    return clashes
 
 
 def plan_summary(plan: EpochPlan, corpora: Sequence[ParallelCorpus]) -> str:

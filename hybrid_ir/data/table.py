@@ -174,7 +174,7 @@ class _Source:
             except FileNotFoundError as err:
                 raise DataError(path, "folder", f"not a dataset saved with save_to_disk ({err})") from None
         elif spec.download:
-            dataset = datasets.load_dataset(str(spec.path), split=spec.split)
+            dataset = _load_hub(spec)
             stem = str(spec.path).replace("/", "_")
         else:
             raise ConfigError(
@@ -185,8 +185,10 @@ class _Source:
             raise ConfigError(
                 f"format=hf: {path} holds the splits {sorted(dataset)}; point path at one split's folder"
             )
-        files = sorted(Path(f["filename"]) for f in dataset.cache_files) if not path.is_dir() else None
-        files = files or sorted(p for p in path.rglob("*") if p.is_file())
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+        else:  # a hub dataset: keyed on the cache files it is mapped from
+            files = sorted(Path(f["filename"]) for f in dataset.cache_files)
         return cls(spec, files, stem, dataset)
 
     def key(self) -> str:
@@ -251,6 +253,26 @@ class _Source:
                 for record in batch.to_pylist():
                     yield file, f"row {row}", {k: v for k, v in record.items() if v is not None}
                     row += 1
+
+
+def _load_hub(spec: TableInput) -> Any:
+    """The split ``spec.split`` of the hub dataset named ``spec.path``, mapped from its cache files; DataError naming
+    the dataset and split when it cannot be loaded or is held in memory (no files for the table's key)."""
+    import datasets
+
+    where = f"split {spec.split!r}"
+    try:
+        dataset = datasets.load_dataset(str(spec.path), split=spec.split)
+    except (OSError, ValueError) as err:
+        raise DataError(spec.path, where, f"could not load the hub dataset ({err})") from None
+    if isinstance(dataset, datasets.Dataset) and not dataset.cache_files:
+        raise DataError(
+            spec.path,
+            where,
+            "datasets.load_dataset returned a dataset held in memory, without cache files to key the record table "
+            "on; save it with Dataset.save_to_disk and set path to that folder",
+        )
+    return dataset
 
 
 def _write(path: Path, key: str, source: _Source) -> None:

@@ -54,6 +54,7 @@ def test_scale_quick(tmp_path: Path) -> None:
     (case,) = record["cases"]
     (planner,) = record["planner"]
     assert planner["ids"] == 20000 and planner["hybrid_batches"] == planner["cross_batches"] == 20000 // 32
+    assert planner["stats_s"] > 0
     data = case["data"]
     assert data["ids"] == 2000 and data["pairs"] == 18000
     assert data["batches_per_epoch"] > 0 and data["store_tokens"] > 0 and data["fetch_median_ms"] > 0

@@ -167,7 +167,14 @@ def test_mine_exports_a_lareqa_dataset_whose_dry_run_plans_the_same_batches_with
     assert stats["negatives"] == stats["plain"] and stats["plain"]["batches"] >= 5
     sources = negatives.pop("sources")
     count = 4 * stats["plain"]["batches"]
-    assert negatives == {"per_query": 1, "count": count, "in_passage_lang_share": 1.0, "group_clashes": 0}
+    assert negatives == {
+        "per_query": 1,
+        "batches": stats["plain"]["batches"],
+        "batches_sampled": stats["plain"]["batches"],
+        "count": count,
+        "in_passage_lang_share": 1.0,
+        "group_clashes": 0,
+    }
     # mined ids serve (a random id only where both listed ones clash with the batch or lack the language)
     assert sources["listed"] + sources["random"] == count and sources["listed"] > 0.8 * count
 

@@ -11,14 +11,23 @@ import pytest
 import torch
 
 from hybrid_ir.data.collate import TextTokenizer
-from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.corpus import ParallelCorpus, QAPair
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.dataset import PairDataset
 from hybrid_ir.data.loading import load_corpus
-from hybrid_ir.data.negatives import choose_negatives
-from hybrid_ir.data.plan import PairRef
+from hybrid_ir.data.negatives import (
+    SOURCES,
+    choose_negatives,
+    negative_stats,
+    short_batches,
+    spread,
+    with_negatives,
+)
+from hybrid_ir.data.plan import EpochPlan, PairRef
+from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.data.samplers import HybridBatchSampler
 from hybrid_ir.utils.errors import ConfigError
+from tests.data.test_samplers import make_corpus
 
 LANGS = ["de", "en", "es"]
 N = 24
@@ -181,6 +190,7 @@ def test_preview_reports_the_negatives(tmp_path: Path) -> None:
     assert stats["count"] == 2 * preview["pairs"] and stats["per_query"] == 2
     assert stats["in_passage_lang_share"] == 1.0 and stats["group_clashes"] == 0
     assert stats["sources"]["listed"] > 0 and sum(stats["sources"].values()) == stats["count"]
+    assert stats["batches_sampled"] == stats["batches"] == preview["batches"]
     assert "negatives" not in datamodule(tmp_path / "p.jsonl", 0).preview()
 
 
@@ -243,3 +253,83 @@ def test_a_resumed_sampler_continues_with_the_same_negatives(corpus: ParallelCor
     resumed = sampler(corpus, 2)
     resumed.load_state_dict(first.state_dict())
     assert list(resumed) == list(it)
+
+
+def pairwise_negative_stats(
+    plan: EpochPlan, corpus: ParallelCorpus, k: int, seed: int, epoch: int, batches: list[int]
+) -> dict[str, Any]:
+    """The statistics of ``negative_stats`` counted negative by negative over ``batches`` of ``plan``."""
+    negatives = [
+        (ref, neg, batch)
+        for batch in batches
+        for ref in with_negatives([corpus], plan.pairs(batch), k, seed, epoch, batch)
+        for neg in ref.negatives
+    ]
+    clashes = 0
+    for _, neg, batch in negatives:
+        positives = plan.pairs(batch)
+        if neg.pid is not None:
+            clashes += corpus.group[neg.pid] in {corpus.group[p.pid] for p in positives}
+        else:
+            clashes += neg.text in {corpus.pairs[p.p_lang][p.pid].passage for p in positives}
+    return {
+        "per_query": k,
+        "batches": len(plan),
+        "batches_sampled": len(batches),
+        "count": len(negatives),
+        "in_passage_lang_share": sum(neg.lang == ref.p_lang for ref, neg, _ in negatives) / len(negatives),
+        "group_clashes": clashes,
+        "sources": {source: sum(neg.source == source for _, neg, _ in negatives) for source in SOURCES},
+    }
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_negative_stats_count_every_batch_or_a_sample_spread_over_the_epoch(
+    corpus: ParallelCorpus, k: int
+) -> None:
+    plan = plan_epoch([corpus], "hybrid", 4, 0.5, seed=2, epoch=1)
+    stats = negative_stats(plan, [corpus], k, 2, 1, sample=None)
+    assert stats == pairwise_negative_stats(plan, corpus, k, 2, 1, list(range(len(plan))))
+    assert negative_stats(plan, [corpus], k, 2, 1, sample=len(plan) + 5) == stats
+    evenly = [0, round((len(plan) - 1) / 2), len(plan) - 1]
+    assert spread(len(plan), 3).tolist() == evenly
+    assert negative_stats(plan, [corpus], k, 2, 1, sample=3) == pairwise_negative_stats(
+        plan, corpus, k, 2, 1, evenly
+    )
+    many = spread(1000, 64).tolist()
+    assert len(set(many)) == 64 and many == sorted(many) and many[0] == 0 and many[-1] == 999
+
+
+def test_short_batches_are_those_with_too_few_ids_outside_their_groups(corpus: ParallelCorpus) -> None:
+    """Against a count per pair: ids in the pair's passage language whose group is none of the batch's."""
+    sparse = make_corpus(60, ["de", "en", "fr"], name="sparse", group_sizes=[1, 3, 2], subsets=True)
+    for data in (sparse, corpus):
+        plan = plan_epoch([data], "hybrid", 8, 0.5, seed=5, epoch=0)
+        outside = []
+        for _, batch in plan:
+            groups = {data.group[ref.pid] for ref in batch}
+            outside.append(
+                min(sum(data.group[pid] not in groups for pid in data.pairs[ref.p_lang]) for ref in batch)
+            )
+        found = set()
+        for k in range(1, max(outside) + 2):
+            short = short_batches(plan, [data], k).tolist()
+            assert short == [b for b, n in enumerate(outside) if n < k]
+            found.add(0 < len(short) < len(plan))
+        assert True in found
+
+
+def test_a_short_batch_outside_the_sample_is_still_an_error() -> None:
+    """40 ids in en, 5 of them in de, no lists: a mono batch of 4 in de leaves 1 de id for 2 random negatives."""
+    pairs: dict[str, dict[str, QAPair]] = {"de": {}, "en": {}}
+    for i in range(40):
+        for lang in ("de", "en") if i < 5 else ("en",):
+            pairs[lang][f"i{i:02d}"] = QAPair(f"i{i:02d}", lang, f"q {i} {lang}?", f"p {i} {lang}.")
+    data = ParallelCorpus("rare", ["de", "en"], pairs, {pid: n for n, pid in enumerate(pairs["en"])})
+    plan = plan_epoch([data], "mono", 4, 0.5, seed=0, epoch=0)
+    in_de = [b for b in range(len(plan)) if plan.info(b).lang == "de"]
+    assert in_de and 0 not in in_de
+    assert short_batches(plan, [data], 2).tolist() == in_de
+    assert negative_stats(plan, [data], 1, 0, 0, sample=1)["batches_sampled"] == 1
+    with pytest.raises(ValueError, match=r"negatives_per_query=2: dataset 'rare' has only 1 ids in 'de'"):
+        negative_stats(plan, [data], 2, 0, 0, sample=1)

@@ -16,6 +16,7 @@ from hybrid_ir.data.lareqa_loader import load_lareqa_corpus
 from hybrid_ir.data.plan import (
     DROP_REASONS,
     BatchInfo,
+    EpochPlan,
     PairRef,
     batch_capacity,
     check_global_batch_size,
@@ -343,17 +344,22 @@ def test_invalid_arguments_raise_clear_errors(grouped):
 
 
 def test_batch_stats_detects_violations_and_is_json(grouped):
+    """A plan made by hand with a pid twice in a batch, two ids of one group, impure pairs and a reused pid."""
     pids = grouped.pids
-    same_group = [pid for pid in pids if grouped.group[pid] == grouped.group[pids[1]]]
+    same_group = [i for i, pid in enumerate(pids) if grouped.group[pid] == grouped.group[pids[1]]]
     assert len(same_group) >= 2
-    plan = [
-        (BatchInfo("mono", 0, "en"), [PairRef(0, pids[0], "en", "en"), PairRef(0, pids[0], "en", "en")]),
-        (
-            BatchInfo("mono", 0, "en"),
-            [PairRef(0, same_group[0], "en", "de"), PairRef(0, same_group[1], "en", "en")],
-        ),
-        (BatchInfo("cross", 0, None), [PairRef(0, pids[0], "de", "de"), PairRef(0, pids[9], "fr", "en")]),
-    ]
+    de, en, fr = (grouped.languages.index(lang) for lang in ("de", "en", "fr"))
+    plan = EpochPlan(
+        [grouped],
+        kind=np.array([0, 0, 1], dtype=np.int8),
+        dataset=np.zeros(3, dtype=np.int32),
+        lang=np.array([en, en, -1], dtype=np.int16),
+        pid=np.array([[0, 0], same_group[:2], [0, 9]], dtype=np.int32),
+        q_lang=np.array([[en, en], [en, en], [de, fr]], dtype=np.int8),
+        p_lang=np.array([[en, en], [de, en], [de, en]], dtype=np.int8),
+        dropped=[len(grouped) - 4],
+        drop_reasons=[{}],
+    )
     stats = batch_stats(plan, grouped.languages, [grouped])
     json.dumps(stats)
     assert stats["duplicate_pids"] == 1
@@ -361,10 +367,13 @@ def test_batch_stats_detects_violations_and_is_json(grouped):
     assert stats["impure_pairs"] == 2
     assert stats["reused_pids"] == 1
     assert stats["kinds"] == {"mono": 2, "cross": 1}
-    assert stats["dropped_pids"] is None
+    assert stats["dropped_pids"] == len(grouped) - 4
     languages = grouped.languages
     assert stats["lang_pairs"][languages.index("fr")][languages.index("en")] == 1
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(
+        ValueError,
+        match=r"pair PairRef\(dataset=0, pid='grouped-000001', q_lang='en', p_lang='de', .* outside",
+    ):
         batch_stats(plan, ["en"])
 
 
@@ -495,6 +504,11 @@ def test_corpus_arrays_match_the_corpus_and_are_built_once(sparse, grouped):
         )
         assert arrays.n_langs[i] == len(sparse.langs_of(pid))
         assert arrays.group[i] == sparse.group[pid]
+    for groups in ([0], [5, 2, 40], list(range(0, 300, 7)), []):
+        members = arrays.members(np.array(groups, dtype=np.int64))
+        assert sorted(members.tolist()) == [
+            i for i, pid in enumerate(sparse.pids) if sparse.group[pid] in groups
+        ]
     broken = make_corpus(4, ["en"], name="broken")
     del broken.group[broken.pids[2]]
     with pytest.raises(

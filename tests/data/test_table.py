@@ -80,6 +80,20 @@ def plan_rows(corpus, mode: str, seed: int) -> list[Any]:
     return [(info, plan.pairs(i)) for i, (info, _) in enumerate(plan)]
 
 
+def assert_same_corpus(corpus: TableCorpus, reference: TableCorpus) -> None:
+    """Same ids, languages, arrays, pairs, groups, negatives, plans of three modes and held-out split."""
+    assert list(corpus.pids) == list(reference.pids) and corpus.languages == reference.languages
+    for name in ("group", "has_lang", "n_langs"):
+        assert np.array_equal(getattr(corpus.arrays, name), getattr(reference.arrays, name))
+    assert corpus.pairs == reference.pairs and dict(corpus.group) == dict(reference.group)
+    assert corpus.negative_ids == reference.negative_ids and corpus.negatives == reference.negatives
+    for mode, seed in (("hybrid", 0), ("cross", 3), ("mono", 5)):
+        assert plan_rows(corpus, mode, seed) == plan_rows(reference, mode, seed)
+    train, val = hold_out(corpus, 0.25, seed=2)
+    ref_train, ref_val = hold_out(reference, 0.25, seed=2)
+    assert list(train.pids) == list(ref_train.pids) and list(val.pids) == list(ref_val.pids)
+
+
 def test_jsonl_parquet_and_a_saved_dataset_give_the_same_corpus_and_plans(cache, tmp_path) -> None:
     import datasets
 
@@ -109,16 +123,7 @@ def test_jsonl_parquet_and_a_saved_dataset_give_the_same_corpus_and_plans(cache,
     assert reference.negative_ids["de"]["q001"] == ("q003", "q010")
     assert reference.negatives["fr"]["q002"] == ("other text 2 fr",)
     for corpus in corpora[1:]:
-        assert list(corpus.pids) == list(reference.pids) and corpus.languages == reference.languages
-        for name in ("group", "has_lang", "n_langs"):
-            assert np.array_equal(getattr(corpus.arrays, name), getattr(reference.arrays, name))
-        assert corpus.pairs == reference.pairs and dict(corpus.group) == dict(reference.group)
-        assert corpus.negative_ids == reference.negative_ids and corpus.negatives == reference.negatives
-        for mode, seed in (("hybrid", 0), ("cross", 3), ("mono", 5)):
-            assert plan_rows(corpus, mode, seed) == plan_rows(reference, mode, seed)
-        train, val = hold_out(corpus, 0.25, seed=2)
-        ref_train, ref_val = hold_out(reference, 0.25, seed=2)
-        assert list(train.pids) == list(ref_train.pids) and list(val.pids) == list(ref_val.pids)
+        assert_same_corpus(corpus, reference)
     assert len({c.table.path for c in corpora}) == 4
 
 
@@ -264,3 +269,57 @@ def test_missing_inputs_and_hub_names_without_download(cache, tmp_path) -> None:
         load_corpus({"name": "m", "format": "hf", "path": "org/some-dataset"}, None, download=False)
     with pytest.raises(ConfigError, match="format=parquet needs a 'path'"):
         load_corpus({"name": "m", "format": "parquet"}, None)
+
+
+def test_a_hub_dataset_gives_the_corpus_of_its_records_and_a_new_table_when_its_files_change(
+    cache, tmp_path, monkeypatch
+) -> None:
+    """``format: hf`` with a hub name: ``datasets.load_dataset`` (replaced: no network) returns a dataset mapped from
+    its cache files; the corpus equals the JSONL one of the same records, and the table follows those files."""
+    import datasets
+
+    def saved(name: str, recs: list[dict[str, Any]]) -> datasets.Dataset:
+        datasets.Dataset.from_dict(as_columns(recs, RENAMED)).save_to_disk(str(tmp_path / name))
+        return datasets.load_from_disk(str(tmp_path / name))
+
+    hub = {"dataset": saved("v1", records())}
+    calls = []
+
+    def load_dataset(path: str, split: str | None = None, **kwargs: Any) -> datasets.Dataset:
+        calls.append((path, split))
+        return hub["dataset"]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    spec = {"name": "mine", "format": "hf", "path": "org/qa-pairs", "columns": RENAMED, "split": "train"}
+    corpus = load_corpus(spec, None)
+    assert calls == [("org/qa-pairs", "train")] and corpus.table.built
+    assert corpus.table.path.parent == cache and corpus.table.path.name.startswith("org_qa-pairs-")
+    jsonl = write_jsonl(tmp_path / "train.jsonl", records())
+    assert_same_corpus(corpus, load_corpus({"name": "mine", "format": "jsonl", "path": str(jsonl)}, None))
+    assert not load_corpus(spec, None).table.built
+    hub["dataset"] = saved("v2", records(41))
+    changed = load_corpus(spec, None)
+    assert changed.table.built and changed.table.key != corpus.table.key and len(changed) == 41
+    (file,) = [Path(f["filename"]) for f in hub["dataset"].cache_files]
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    touched = load_corpus(spec, None)
+    assert touched.table.built and touched.table.key not in (corpus.table.key, changed.table.key)
+
+
+def test_a_hub_dataset_that_cannot_be_keyed_or_loaded_names_it(cache, tmp_path, monkeypatch) -> None:
+    import datasets
+
+    spec = {"name": "mine", "format": "hf", "path": "org/qa-pairs", "split": "dev"}
+    in_memory = datasets.Dataset.from_dict(as_columns(records(5)))
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, split=None, **kw: in_memory)
+    with pytest.raises(DataError, match=r"org/qa-pairs: split 'dev': .*held in memory, without cache files"):
+        load_corpus(spec, None)
+
+    def offline(path: str, split: str | None = None, **kwargs: Any) -> datasets.Dataset:
+        raise ConnectionError("Couldn't reach 'org/qa-pairs' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        DataError, match=r"org/qa-pairs: split 'dev': could not load the hub dataset .*Couldn't reach"
+    ):
+        load_corpus(spec, None)
