@@ -7,9 +7,11 @@ Each job directory holds ``metrics.json`` (one record per evaluation: ``pretrain
 ``per_query/<dataset>__<tag>.csv.gz`` and ``.hydra/overrides.yaml``. Jobs are grouped by the overrides that differ
 between them, without ``seed``; the table gives mean ± std over seeds of the last evaluation, plus the pretrained
 model as its own row (from an ``evaluate.py`` run passed as a root, else the mean ± std over the distinct
-``pretrained`` records of the jobs). Where jobs have a ``pretrained`` record, a second table gives the change of
-each job from its **own** pretrained evaluation (mean ± std over seeds), so a sweep whose jobs start from
-different models (``model=`` sweeps, seeds of a random initialisation) shows no false training effect.
+``pretrained`` records of the jobs); ``evaluate.py`` runs with different overrides (two models, two text lengths)
+are separate rows, ``pretrained (<the overrides that differ>)``. Where jobs have a ``pretrained`` record, a
+second table gives the change of each job from its **own** pretrained evaluation (mean ± std over seeds), so a
+sweep whose jobs start from different models (``model=`` sweeps, seeds of a random initialisation) shows no false
+training effect.
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
 ``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
@@ -53,7 +55,8 @@ PER_QUERY = {
 @dataclass
 class Job:
     """One run of a sweep: its group label, seed, directory, evaluation records, the overrides that name its
-    group (``overrides``) and all its overrides (``all_overrides``, with ``seed``)."""
+    group (``overrides``), all its overrides (``all_overrides``, with ``seed``) and whether it is an ``evaluate.py``
+    run (``evaluated``: a model evaluated without training, a pretrained row)."""
 
     group: str
     seed: str
@@ -61,6 +64,7 @@ class Job:
     records: list[dict]
     overrides: tuple[str, ...] = ()
     all_overrides: tuple[str, ...] = ()
+    evaluated: bool = False
 
     def record(self, tag: str | None = None) -> dict:
         """The evaluation record with ``tag`` (default: the last one)."""
@@ -103,13 +107,20 @@ def read_job(path: Path, keep_seed: bool = False) -> Job:
     )
     group = ",".join(kept) or "default"
     config_file = path / ".hydra" / "config.yaml"
-    if (
+    evaluated = (
         config_file.exists()
         and (yaml.safe_load(config_file.read_text()) or {}).get("task_name") == "evaluate"
-    ):
+    )
+    if evaluated:
         group = PRETRAINED  # an evaluate.py run of the pretrained model
     return Job(
-        group=group, seed=seed, path=path, records=records, overrides=kept, all_overrides=tuple(overrides)
+        group=group,
+        seed=seed,
+        path=path,
+        records=records,
+        overrides=kept,
+        all_overrides=tuple(overrides),
+        evaluated=evaluated,
     )
 
 
@@ -121,11 +132,17 @@ def find_jobs(roots: Sequence[Path], x: str | None = None, each_eval: bool = Fal
     if not paths:
         raise FileNotFoundError(f"no {METRICS_FILE} under {', '.join(map(str, roots))}")
     jobs = [read_job(p, keep_seed=x == "seed") for p in paths]
-    trained = [j for j in jobs if j.group != PRETRAINED]
+    trained = [j for j in jobs if not j.evaluated]
     if len(trained) > 1:  # label runs by what varies between them (a sweep's shared overrides say nothing)
         common = set.intersection(*(set(j.overrides) for j in trained))
         for job in trained:
             job.group = ",".join(o for o in job.overrides if o not in common) or job.group
+    evaluated = [j for j in jobs if j.evaluated]
+    if len({j.overrides for j in evaluated}) > 1:  # e.g. two models: one pretrained row each, not their mean
+        common = set.intersection(*(set(j.overrides) for j in evaluated))
+        for job in evaluated:
+            differ = ",".join(o for o in job.overrides if o not in common)
+            job.group = f"{PRETRAINED} ({differ})" if differ else PRETRAINED
     if each_eval:
         jobs = [part for job in jobs for part in each_evaluation(job)]
     return jobs
@@ -136,7 +153,7 @@ def each_evaluation(job: Job) -> list[Job]:
     is compared with its own start); a ``pretrained`` job, or one evaluated once, is returned as it is."""
     before = [rec for rec in job.records if rec["tag"] == PRETRAINED]
     after = [rec for rec in job.records if rec["tag"] != PRETRAINED]
-    if job.group == PRETRAINED or len(after) < 2:
+    if job.evaluated or len(after) < 2:
         return [job]
     return [replace(job, group=f"{job.group} @ {rec['tag']}", records=[*before, rec]) for rec in after]
 
@@ -176,7 +193,7 @@ def pretrained_row(jobs: list[Job], dataset: str) -> dict | None:
     how many differ; one when every job starts from the same model); ``None`` when no job has one."""
     distinct: dict[str, tuple[float, ...]] = {}  # keyed by repr, so that equal NaNs count once
     for job in jobs:
-        if job.group != PRETRAINED and job.has(PRETRAINED):
+        if not job.evaluated and job.has(PRETRAINED):
             values = tuple(scalar(job.record(PRETRAINED), dataset, m) for m in METRICS)
             distinct.setdefault(repr(values), values)
     if not distinct:
@@ -200,7 +217,7 @@ def summary_rows(jobs: list[Job], dataset: str, x: str | None = None) -> list[di
     job's change from its own pretrained evaluation. With ``x`` (an override name) each trained row also holds
     ``x`` (its value) and the rows follow it."""
     rows = []
-    if not any(j.group == PRETRAINED for j in jobs):
+    if not any(j.evaluated for j in jobs):
         row = pretrained_row(jobs, dataset)
         if row is not None:
             rows.append(row)
@@ -208,13 +225,14 @@ def summary_rows(jobs: list[Job], dataset: str, x: str | None = None) -> list[di
         row: dict = {"group": group, "n": len(members)}
         for m in METRICS:
             row[m] = _mean_std([scalar(j.record(), dataset, m) for j in members])
-        if group != PRETRAINED and all(j.has(PRETRAINED) for j in members):
+        trained = not members[0].evaluated
+        if trained and all(j.has(PRETRAINED) for j in members):
             row["delta"] = {m: _mean_std([delta(j, dataset, m) for j in members]) for m in METRICS}
-        if x is not None and group != PRETRAINED:
+        if x is not None and trained:
             row["x"] = sweep_value(members[0], x)
         rows.append(row)
     if x is not None:
-        rows.sort(key=lambda r: (r["group"] != PRETRAINED, r.get("x", -math.inf)))
+        rows.sort(key=lambda r: ("x" in r, r.get("x", -math.inf)))
     return rows
 
 

@@ -132,6 +132,21 @@ def test_an_evaluate_run_is_the_pretrained_row(sweep: Path) -> None:
     assert pretrained[0]["map_mono"][0] == pytest.approx(0.55)
 
 
+def test_evaluate_runs_of_different_settings_are_separate_pretrained_rows(sweep: Path) -> None:
+    """Two models (or text lengths) evaluated without training are two rows, not the mean of both; repeated
+    evaluations of one setting stay one row."""
+    settings = [("a", ["data=mlqa-r", "model.max_length=64"], 0.55), ("b", ["data=mlqa-r"], 0.65)]
+    settings.append(("c", ["data=mlqa-r"], 0.75))
+    for name, overrides, mono in settings:
+        make_job(sweep, name, overrides, {"map_mono": mono, "map_cross": 0.35, "map_multi": 0.25}, [0.3] * 12)
+        (sweep / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "evaluate"}))
+    rows = {r["group"]: r for r in summary_rows(find_jobs([sweep]), "ds")}
+    assert rows["pretrained (model.max_length=64)"]["map_mono"][0] == pytest.approx(0.55)
+    assert rows["pretrained"]["n"] == 2 and rows["pretrained"]["map_mono"][0] == pytest.approx(0.70)
+    assert "delta" not in rows["pretrained (model.max_length=64)"]
+    assert {"sampler=hybrid", "sampler=mono"} <= set(rows)  # the trained runs keep their names
+
+
 def test_groups_are_named_by_what_varies(tmp_path: Path) -> None:
     for i, (sampler, seed) in enumerate([("hybrid", 0), ("mono", 0), ("hybrid", 1)]):
         make_job(
