@@ -290,8 +290,10 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
             start = time.perf_counter()
             path = generate(folder / f"synthetic-{n}.jsonl", n)
             generate_s = time.perf_counter() - start
-            data = run_worker("benchmarks.scale", {"kind": "data", "path": str(path)}, timeout=3600)
-            train = run_worker("benchmarks.scale", {"kind": "train", "path": str(path)}, timeout=3600)
+            # an hour per 200 k ids: the store build is CPU-bound and grows with the corpus
+            timeout = 3600 * max(1, -(-n // 200_000))
+            data = run_worker("benchmarks.scale", {"kind": "data", "path": str(path)}, timeout=timeout)
+            train = run_worker("benchmarks.scale", {"kind": "train", "path": str(path)}, timeout=timeout)
             cases.append(
                 {
                     "n_ids": n,
