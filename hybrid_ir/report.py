@@ -134,18 +134,21 @@ def find_jobs(roots: Sequence[Path], x: str | None = None, each_eval: bool = Fal
     jobs = [read_job(p, keep_seed=x == "seed") for p in paths]
     trained = [j for j in jobs if not j.evaluated]
     if len(trained) > 1:  # label runs by what varies between them (a sweep's shared overrides say nothing)
-        common = set.intersection(*(set(j.overrides) for j in trained))
-        for job in trained:
-            job.group = ",".join(o for o in job.overrides if o not in common) or job.group
+        for job, differ in zip(trained, _differing(trained), strict=True):
+            job.group = differ or job.group
     evaluated = [j for j in jobs if j.evaluated]
     if len({j.overrides for j in evaluated}) > 1:  # e.g. two models: one pretrained row each, not their mean
-        common = set.intersection(*(set(j.overrides) for j in evaluated))
-        for job in evaluated:
-            differ = ",".join(o for o in job.overrides if o not in common)
+        for job, differ in zip(evaluated, _differing(evaluated), strict=True):
             job.group = f"{PRETRAINED} ({differ})" if differ else PRETRAINED
     if each_eval:
         jobs = [part for job in jobs for part in each_evaluation(job)]
     return jobs
+
+
+def _differing(jobs: Sequence[Job]) -> list[str]:
+    """Per job, its overrides that not every one of ``jobs`` has, joined by commas ("" when it has none)."""
+    common = set.intersection(*(set(j.overrides) for j in jobs))
+    return [",".join(o for o in j.overrides if o not in common) for j in jobs]
 
 
 def each_evaluation(job: Job) -> list[Job]:
