@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,63 @@ def plot_sweep(
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mAP")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return fig
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One run (or group of seeds) in a trade-off plot: ``values[metric] = (mean, std over seeds)``;
+    ``reference`` marks a point that is not part of the swept frontier (the pretrained model)."""
+
+    label: str
+    values: Mapping[str, tuple[float, float]]
+    reference: bool = False
+
+
+# Lower is better for these metrics; their axis label says so.
+LOWER_IS_BETTER = {"rank_distance"}
+
+
+def plot_tradeoff(
+    points: Sequence[TradeoffPoint],
+    path: str | os.PathLike,
+    title: str,
+    panels: Sequence[tuple[str, str]] = (("rank_distance", "map_mono"), ("map_cross", "map_mono")),
+) -> Figure:
+    """The trade-off between two metrics, one panel per ``(x metric, y metric)`` of ``panels``: each point a run
+    with error bars of its seed spread (one standard deviation on both axes), labelled; the non-reference points
+    joined in the given order (e.g. by α: the frontier the setting traces); reference points (the pretrained
+    model) drawn as stars, apart from the line. Saved as PNG; returns the Figure."""
+    fig = Figure(figsize=(5.2 * len(panels), 4.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    swept = [p for p in points if not p.reference]
+    for ax, (mx, my) in zip(axes, panels, strict=True):
+        if len(swept) > 1:
+            ax.plot(
+                [p.values[mx][0] for p in swept], [p.values[my][0] for p in swept], color="grey", alpha=0.5
+            )
+        for p in points:
+            (x, xerr), (y, yerr) = p.values[mx], p.values[my]
+            ax.errorbar(
+                x,
+                y,
+                xerr=xerr,
+                yerr=yerr,
+                marker="*" if p.reference else "o",
+                markersize=12 if p.reference else 6,
+                capsize=3,
+                linestyle="none",
+                label=p.label,
+            )
+            ax.annotate(p.label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        for axis, metric in ((ax.set_xlabel, mx), (ax.set_ylabel, my)):
+            axis(f"{metric} (lower is better)" if metric in LOWER_IS_BETTER else metric)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     _save_png(fig, path)

@@ -9,7 +9,13 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
 
-from hybrid_ir.evaluation.plots import plot_pair_heatmap, plot_per_language_bars, plot_sweep
+from hybrid_ir.evaluation.plots import (
+    TradeoffPoint,
+    plot_pair_heatmap,
+    plot_per_language_bars,
+    plot_sweep,
+    plot_tradeoff,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -71,3 +77,41 @@ def test_sweep_puts_maps_left_and_rank_distance_right(tmp_path: Path) -> None:
     assert list(left.containers[0].lines[0].get_xdata()) == xs
     assert list(right.containers[0].lines[0].get_ydata()) == [37.5, 39.7, 41.7]
     assert left.get_xlabel() == right.get_xlabel() == "sampler.alpha"
+
+
+def test_tradeoff_draws_each_run_with_its_seed_spread_and_marks_the_reference(tmp_path: Path) -> None:
+    before = plt.get_fignums()
+    points = [
+        TradeoffPoint(
+            "pretrained",
+            {"map_mono": (0.65, 0.0), "map_cross": (0.46, 0.0), "rank_distance": (1593, 0)},
+            True,
+        ),
+        TradeoffPoint(
+            "α=0", {"map_mono": (0.64, 0.002), "map_cross": (0.556, 0.001), "rank_distance": (370, 5)}
+        ),
+        TradeoffPoint(
+            "α=0.5", {"map_mono": (0.649, 0.003), "map_cross": (0.552, 0.002), "rank_distance": (422, 8)}
+        ),
+        TradeoffPoint(
+            "α=1", {"map_mono": (0.656, 0.001), "map_cross": (0.549, 0.004), "rank_distance": (433, 3)}
+        ),
+    ]
+    path = tmp_path / "tradeoff.png"
+    fig = plot_tradeoff(points, path, "trade-off")
+    _check_png(path)
+    assert plt.get_fignums() == before
+    bias, cross = fig.axes
+    assert bias.get_xlabel() == "rank_distance (lower is better)" and bias.get_ylabel() == "map_mono"
+    assert cross.get_xlabel() == "map_cross"
+    # the frontier joins the swept runs in order, without the reference point
+    (line,) = [ln for ln in bias.lines if ln.get_label().startswith("_") and len(ln.get_xdata()) == 3]
+    assert list(line.get_xdata()) == [370, 422, 433]
+    assert list(line.get_ydata()) == [0.64, 0.649, 0.656]
+    labels = [c.get_label() for c in bias.containers]
+    assert labels == ["pretrained", "α=0", "α=0.5", "α=1"]
+    # each point carries its seed spread on both axes: x error of α=0.5 spans 422 ± 8
+    segments = bias.containers[2].lines[2][0].get_segments()
+    assert tuple(segments[0][:, 0]) == (414.0, 430.0)
+    assert bias.containers[0].lines[0].get_marker() == "*"
+    assert [t.get_text() for t in cross.texts] == labels
