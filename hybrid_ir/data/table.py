@@ -21,9 +21,11 @@ and ``rows`` (``rows[i, l]``: the table row of ``pids[i]`` in ``languages[l]``, 
 ``~/.cache/hybrid_ir``), where the key hashes the input files' paths, sizes and modification times, the format, the
 column mapping and the language filter: a changed input gives a new table. It is built under a file lock into a
 temporary folder renamed into place when complete, so the processes of one machine build it once; a table whose
-files do not match its ``meta.json`` is rebuilt, never trusted. With several machines, keep the cache node-local
-(each machine builds its own) or build it once before the launch when the cache is on shared storage (file locks
-are not reliable on every network file system).
+files do not match its ``meta.json`` is rebuilt, never trusted; a complete one is opened without writing anything
+(a read-only cache works); a full disk is a DataError naming the cache, and a killed build's temporary folder is
+removed by the next build (:mod:`hybrid_ir.data.cache`). With several machines, keep the cache node-local (each
+machine builds its own) or build it once before the launch when the cache is on shared storage (file locks are not
+reliable on every network file system).
 
 :class:`TableCorpus` is a :class:`~hybrid_ir.data.corpus.ParallelCorpus` over such a table: the planner, the token
 store and the dataset read its integer arrays and fetch texts by row; ``pairs``, ``group`` and the negatives are
@@ -36,8 +38,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybrid_ir.data.cache import entry_path, open_entry
 from hybrid_ir.data.corpus import CorpusArrays, ParallelCorpus, QAPair
 from hybrid_ir.data.jsonl import (
     NEGATIVE_KEYS,
@@ -59,8 +62,7 @@ from hybrid_ir.data.jsonl import (
 from hybrid_ir.data.languages import check_langs
 from hybrid_ir.data.textfile import iter_lines, parse_json_object
 from hybrid_ir.utils.errors import ConfigError, DataError
-from hybrid_ir.utils.io import atomic_write_json, file_lock
-from hybrid_ir.utils.paths import cache_dir
+from hybrid_ir.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +134,11 @@ def open_record_table(spec: TableInput) -> RecordTable:
         raise ConfigError(f"columns: {unknown[0]!r} is not a key of the schema; the keys are {list(KEYS)}")
     source = _Source.of(spec)
     key = source.key()
-    path = cache_dir("tables") / f"{source.stem}-{key}"
-    with file_lock(path.with_name(path.name + ".lock")):
-        table = _map(path, key)
-        if table is not None:
-            return table
-        if path.exists():
-            log.warning("rebuilding the damaged or incomplete record table %s", path)
-            shutil.rmtree(path)
-        _write(path, key, source)
-    table = _map(path, key)
-    if table is None:
-        raise RuntimeError(f"the record table {path} just built does not read back; is the disk full?")
-    return RecordTable(**{**table.__dict__, "built": True})
+    path = entry_path("tables", f"{source.stem}-{key}")
+    table, built = open_entry(
+        path, "record table", lambda p: _map(p, key), lambda tmp: _write(tmp, key, source)
+    )
+    return RecordTable(**{**table.__dict__, "built": True}) if built else table
 
 
 class _Source:
@@ -239,20 +233,32 @@ class _Source:
         """``(file, where, record)`` of every record, ``record`` keyed by the input's names."""
         if self.spec.format == "jsonl":
             path = self.files[0]
-            for lineno, text in iter_lines(path, "JSONL file of training records"):
-                yield path, f"line {lineno}", parse_json_object(text, path, lineno, REQUIRED_KEYS)
+            with _reading(path):
+                for lineno, text in iter_lines(path, "JSONL file of training records"):
+                    yield path, f"line {lineno}", parse_json_object(text, path, lineno, REQUIRED_KEYS)
             return
         for file in [Path(self.spec.path)] if self.dataset is not None else self.files:
             wanted = self.check_columns(file, self.columns_of(file))
-            if self.dataset is not None:
-                batches = self.dataset.data.table.select(wanted).to_batches(max_chunksize=BATCH_ROWS)
-            else:
-                batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-            row = 0
-            for batch in batches:
-                for record in batch.to_pylist():
-                    yield file, f"row {row}", {k: v for k, v in record.items() if v is not None}
-                    row += 1
+            with _reading(file):
+                if self.dataset is not None:
+                    batches = self.dataset.data.table.select(wanted).to_batches(max_chunksize=BATCH_ROWS)
+                else:
+                    batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+                row = 0
+                for batch in batches:
+                    for record in batch.to_pylist():
+                        yield file, f"row {row}", {k: v for k, v in record.items() if v is not None}
+                        row += 1
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """An ``OSError`` while reading the input ``file`` (a damaged gzip or Parquet file, a failing disk) becomes a
+    DataError naming it, so that every ``OSError`` of a table build is one of writing the cache."""
+    try:
+        yield
+    except OSError as err:
+        raise DataError(file, "file", f"could not be read ({err})") from None
 
 
 def _load_hub(spec: TableInput) -> Any:
@@ -275,16 +281,12 @@ def _load_hub(spec: TableInput) -> Any:
     return dataset
 
 
-def _write(path: Path, key: str, source: _Source) -> None:
-    """Read every record of ``source``, check it, and write the table and its arrays into a temporary folder
-    renamed to ``path`` when complete."""
+def _write(tmp: Path, key: str, source: _Source) -> None:
+    """Read every record of ``source``, check it, and write the table and its arrays into the folder ``tmp``."""
     spec = source.spec
     names = spec.names()
     renamed = {col: key for key, col in names.items()}
     wanted = None if spec.languages is None else set(check_langs(spec.languages, spec.path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     first_seen: dict[tuple[str, str], str] = {}
     row_pid: list[str] = []
     row_lang: list[str] = []
@@ -293,85 +295,80 @@ def _write(path: Path, key: str, source: _Source) -> None:
     same_text: list[tuple[str, str]] = []
     listing: list[tuple[Path, str, tuple[str, ...]]] = []  # records with negative_ids: where, the ids
     columns: dict[str, list[Any]] = {k: [] for k in KEYS}
-    try:
-        with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
-            for file, where, raw in source.records():
-                obj = {renamed.get(k, k): v for k, v in raw.items()} if renamed else raw
-                rec = check_record(obj, file, where, names)
-                pair = (rec["id"], rec["lang"])
-                if pair in first_seen:
-                    raise DataError(
-                        file, where, f"duplicate (id, lang) = {pair!r}, first seen on {first_seen[pair]}"
-                    )
-                first_seen[pair] = (
-                    where if spec.format != "parquet" or len(source.files) == 1 else f"{where} of {file}"
+    with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+        for file, where, raw in source.records():
+            obj = {renamed.get(k, k): v for k, v in raw.items()} if renamed else raw
+            rec = check_record(obj, file, where, names)
+            pair = (rec["id"], rec["lang"])
+            if pair in first_seen:
+                raise DataError(
+                    file, where, f"duplicate (id, lang) = {pair!r}, first seen on {first_seen[pair]}"
                 )
-                if wanted is not None and rec["lang"] not in wanted:
-                    continue
-                pid = rec["id"]
-                row_pid.append(pid)
-                row_lang.append(rec["lang"])
-                for k in KEYS:
-                    columns[k].append(rec.get(k))
-                if "passage_id" in rec:
-                    passage_ids.setdefault(rec["passage_id"], []).append(pid)
-                if "negative_ids" in rec:
-                    listing.append((file, where, rec["negative_ids"]))
-                text = hashlib.blake2b(passage_key(rec["passage"]).encode(), digest_size=16).digest()
-                first = first_with_text.setdefault(text, pid)
-                if first != pid:
-                    same_text.append((first, pid))
-                if len(columns["id"]) >= BATCH_ROWS:
-                    writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
-                    columns = {k: [] for k in KEYS}
-            if columns["id"]:
+            first_seen[pair] = (
+                where if spec.format != "parquet" or len(source.files) == 1 else f"{where} of {file}"
+            )
+            if wanted is not None and rec["lang"] not in wanted:
+                continue
+            pid = rec["id"]
+            row_pid.append(pid)
+            row_lang.append(rec["lang"])
+            for k in KEYS:
+                columns[k].append(rec.get(k))
+            if "passage_id" in rec:
+                passage_ids.setdefault(rec["passage_id"], []).append(pid)
+            if "negative_ids" in rec:
+                listing.append((file, where, rec["negative_ids"]))
+            text = hashlib.blake2b(passage_key(rec["passage"]).encode(), digest_size=16).digest()
+            first = first_with_text.setdefault(text, pid)
+            if first != pid:
+                same_text.append((first, pid))
+            if len(columns["id"]) >= BATCH_ROWS:
                 writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
-        del first_with_text, columns
-        if not row_pid:
-            raise DataError(spec.path, "file", "no records; expected one record per line (JSONL) or row")
-        languages = sorted(set(row_lang))
-        if wanted is not None:
-            missing = sorted(wanted - set(languages))
-            if missing:
-                have = sorted({lang for _, lang in first_seen})
-                raise DataError(spec.path, "languages", f"no records in {missing}; the input has {have}")
-        _check_negative_ids(listing, {pid for pid, _ in first_seen}, names["negative_ids"])
-        del first_seen, listing
-        pids = sorted(set(row_pid))
-        groups = group_ids(pids, [*passage_ids.values(), *same_text])
-        index = {pid: i for i, pid in enumerate(pids)}
-        lang_index = {lang: col for col, lang in enumerate(languages)}
-        rows = np.full((len(pids), len(languages)), -1, dtype=np.int32 if len(row_pid) < 2**31 else np.int64)
-        rows[
-            np.fromiter((index[p] for p in row_pid), np.int64, len(row_pid)),
-            np.fromiter((lang_index[x] for x in row_lang), np.int64, len(row_lang)),
-        ] = np.arange(len(row_pid))
-        arrays = {
-            "pids": np.array([p.encode() for p in pids], dtype=bytes),
-            "group": np.fromiter((groups[p] for p in pids), np.int64, len(pids)),
-            "rows": rows,
-        }
-        for name, array in arrays.items():
-            with open(tmp / f"{name}.npy", "wb") as fh:
-                np.save(fh, array)
-                fh.flush()
-                os.fsync(fh.fileno())
-        with open(tmp / "records.arrow", "rb") as fh:
+                columns = {k: [] for k in KEYS}
+        if columns["id"]:
+            writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
+    del first_with_text, columns
+    if not row_pid:
+        raise DataError(spec.path, "file", "no records; expected one record per line (JSONL) or row")
+    languages = sorted(set(row_lang))
+    if wanted is not None:
+        missing = sorted(wanted - set(languages))
+        if missing:
+            have = sorted({lang for _, lang in first_seen})
+            raise DataError(spec.path, "languages", f"no records in {missing}; the input has {have}")
+    _check_negative_ids(listing, {pid for pid, _ in first_seen}, names["negative_ids"])
+    del first_seen, listing
+    pids = sorted(set(row_pid))
+    groups = group_ids(pids, [*passage_ids.values(), *same_text])
+    index = {pid: i for i, pid in enumerate(pids)}
+    lang_index = {lang: col for col, lang in enumerate(languages)}
+    rows = np.full((len(pids), len(languages)), -1, dtype=np.int32 if len(row_pid) < 2**31 else np.int64)
+    rows[
+        np.fromiter((index[p] for p in row_pid), np.int64, len(row_pid)),
+        np.fromiter((lang_index[x] for x in row_lang), np.int64, len(row_lang)),
+    ] = np.arange(len(row_pid))
+    arrays = {
+        "pids": np.array([p.encode() for p in pids], dtype=bytes),
+        "group": np.fromiter((groups[p] for p in pids), np.int64, len(pids)),
+        "rows": rows,
+    }
+    for name, array in arrays.items():
+        with open(tmp / f"{name}.npy", "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
             os.fsync(fh.fileno())
-        meta = {
-            "format": FORMAT_VERSION,
-            "key": key,
-            "input": {"format": spec.format, "path": str(spec.path), "files": [str(f) for f in source.files]},
-            "languages": languages,
-            "records": len(row_pid),
-            "ids": len(pids),
-        }
-        atomic_write_json(tmp / "meta.json", meta)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("record table of %s: %d records, %d ids in %s", spec.path, len(row_pid), len(pids), path)
+    with open(tmp / "records.arrow", "rb") as fh:
+        os.fsync(fh.fileno())
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "input": {"format": spec.format, "path": str(spec.path), "files": [str(f) for f in source.files]},
+        "languages": languages,
+        "records": len(row_pid),
+        "ids": len(pids),
+    }
+    atomic_write_json(tmp / "meta.json", meta)
+    log.info("record table of %s: %d records, %d ids", spec.path, len(row_pid), len(pids))
 
 
 def _check_negative_ids(listing: list[tuple[Path, str, tuple[str, ...]]], ids: set[str], shown: str) -> None:
