@@ -19,6 +19,7 @@ An entry is a folder ``<cache>/<kind>/<name>`` (``<cache>``: ``$HYBRID_IR_CACHE`
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -35,6 +36,9 @@ from hybrid_ir.utils.paths import CACHE_ENV, cache_root
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SAMPLE_EDGE = 1 << 20  # content_sample reads the first and last MiB ...
+SAMPLE_BLOCKS = 256  # ... and this many blocks spread evenly between them ...
+SAMPLE_BLOCK = 4096  # ... of this many bytes
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -83,6 +87,26 @@ def open_entry(
     if found is None:
         raise RuntimeError(f"the {what} {path} just built does not read back; is the disk full?")
     return found, True
+
+
+def content_sample(file: Path) -> str:
+    """A hash (BLAKE2b) of the file's first and last :data:`SAMPLE_EDGE` bytes and :data:`SAMPLE_BLOCKS` blocks of
+    :data:`SAMPLE_BLOCK` bytes spread evenly between them, or of the whole file when it is no larger than that: a
+    cheap content check (at most 3 MiB read however large the file) that sees any edit of a small file and, in a
+    large one, an edit that touches a sampled byte or changes the size."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        if size <= 2 * SAMPLE_EDGE + SAMPLE_BLOCKS * SAMPLE_BLOCK:
+            for chunk in iter(lambda: fh.read(SAMPLE_EDGE), b""):
+                digest.update(chunk)
+            return digest.hexdigest()
+        span = size - 2 * SAMPLE_EDGE - SAMPLE_BLOCK
+        blocks = [(SAMPLE_EDGE + span * i // (SAMPLE_BLOCKS - 1), SAMPLE_BLOCK) for i in range(SAMPLE_BLOCKS)]
+        for offset, length in [(0, SAMPLE_EDGE), *blocks, (size - SAMPLE_EDGE, SAMPLE_EDGE)]:
+            fh.seek(offset)
+            digest.update(fh.read(length))
+    return digest.hexdigest()
 
 
 def _remove_stale_builds(folder: Path) -> None:

@@ -1,5 +1,5 @@
-"""Build-once cache entries: stale temporary folders of dead builds, a read-only cache and a full disk (the record
-table and the token store test the same with their own writers)."""
+"""Build-once cache entries: what the content sample of a table key sees, stale temporary folders of dead builds, a
+read-only cache and a full disk (the record table and the token store test the same with their own writers)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.data.cache import entry_path, open_entry
+from hybrid_ir.data import cache as cache_module
+from hybrid_ir.data.cache import content_sample, entry_path, open_entry
 from hybrid_ir.utils.errors import DataError
 from tests.helpers.cache_faults import read_only
 
@@ -50,6 +51,63 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
             st = os.stat(os.path.join(folder, name))
             out[os.path.relpath(os.path.join(folder, name), root)] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+def test_the_content_sample_sees_sampled_edits_and_reads_a_bounded_amount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file is hashed whole; in a large one the first and last bytes and evenly spread blocks are, and an
+    edit outside them is not seen (the documented limit); a large file costs a bounded read."""
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(bytes(range(256)) * 40)
+    before = content_sample(small)
+    data = bytearray(small.read_bytes())
+    data[5000] ^= 1
+    small.write_bytes(data)
+    assert content_sample(small) != before
+
+    # 64 bytes at each end and 4 blocks of 16 bytes at 64, 3669, 7274 and 10880 of a 10 960-byte file
+    monkeypatch.setattr(cache_module, "SAMPLE_EDGE", 64)
+    monkeypatch.setattr(cache_module, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(cache_module, "SAMPLE_BLOCK", 16)
+    large = tmp_path / "large.jsonl"
+    large.write_bytes(bytes(range(256)) * 42 + bytes(208))
+    seen = {}
+    for offset in (0, 10_959, 3_670, 7_289, 2_000):
+        base = content_sample(large)
+        data = bytearray(large.read_bytes())
+        data[offset] ^= 1
+        large.write_bytes(data)
+        seen[offset] = content_sample(large) != base
+    assert seen == {0: True, 10_959: True, 3_670: True, 7_289: True, 2_000: False}
+
+    monkeypatch.undo()
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as fh:
+        fh.truncate(1 << 30)
+    read = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n: int) -> bytes:
+            read.append(n)
+            return self.fh.read(n)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(cache_module, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
+    content_sample(sparse)
+    assert sum(read) <= 3 << 20
 
 
 def test_stale_temporary_folders_of_dead_builds_are_removed_at_the_next_build(root: Path) -> None:

@@ -336,6 +336,23 @@ def table_contents(table) -> tuple[Any, ...]:
     return table.pids.tolist(), table.group.tolist(), table.rows.tolist(), table.table.to_pylist()
 
 
+def test_a_same_size_edit_with_the_time_restored_gives_a_new_table(cache, tmp_path) -> None:
+    """``cp -p``, ``touch -r`` and some sync tools keep the size and modification time of an edited file: the key's
+    content sample still sees the edit."""
+    path = write_jsonl(tmp_path / "train.jsonl", records())
+    spec = TableInput("jsonl", path)
+    first = open_record_table(spec)
+    st = path.stat()
+    text = path.read_text(encoding="utf-8")
+    assert text.count("Frage 20 in en?") == 1
+    path.write_text(text.replace("Frage 20 in en?", "Frage 2O in en?"), encoding="utf-8")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    edited = open_record_table(spec)
+    assert edited.built and edited.path != first.path
+    assert TableCorpus("m", edited).pairs["en"]["q020"].question == "Frage 2O in en?"
+
+
 @pytest.mark.parametrize(
     "writer",
     [
