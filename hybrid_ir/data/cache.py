@@ -36,9 +36,8 @@ from hybrid_ir.utils.paths import CACHE_ENV, cache_root
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SAMPLE_EDGE = 1 << 20  # content_sample reads the first and last MiB ...
-SAMPLE_BLOCKS = 256  # ... and this many blocks spread evenly between them ...
-SAMPLE_BLOCK = 4096  # ... of this many bytes
+SAMPLE_BYTES = 3 << 20  # what the content sample of one input reads at most, shared among its files ...
+SAMPLE_BLOCK = 4096  # ... in blocks of this many bytes between the first and last third
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -89,21 +88,23 @@ def open_entry(
     return found, True
 
 
-def content_sample(file: Path) -> str:
-    """A hash (BLAKE2b) of the file's first and last :data:`SAMPLE_EDGE` bytes and :data:`SAMPLE_BLOCKS` blocks of
-    :data:`SAMPLE_BLOCK` bytes spread evenly between them, or of the whole file when it is no larger than that: a
-    cheap content check (at most 3 MiB read however large the file) that sees any edit of a small file and, in a
-    large one, an edit that touches a sampled byte or changes the size."""
+def content_sample(file: Path, budget: int = SAMPLE_BYTES) -> str:
+    """A hash (BLAKE2b) of the whole file when it is no larger than ``budget`` bytes, else of its first and last
+    ``budget // 3`` bytes and of blocks of :data:`SAMPLE_BLOCK` bytes spread evenly between them (``budget // 3`` bytes
+    in all): a cheap content check, ``budget`` bytes read however large the file, that sees any edit of a small file
+    and, in a large one, an edit that touches a sampled byte."""
     digest = hashlib.blake2b(digest_size=16)
     size = file.stat().st_size
     with open(file, "rb") as fh:
-        if size <= 2 * SAMPLE_EDGE + SAMPLE_BLOCKS * SAMPLE_BLOCK:
-            for chunk in iter(lambda: fh.read(SAMPLE_EDGE), b""):
+        if size <= budget:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
             return digest.hexdigest()
-        span = size - 2 * SAMPLE_EDGE - SAMPLE_BLOCK
-        blocks = [(SAMPLE_EDGE + span * i // (SAMPLE_BLOCKS - 1), SAMPLE_BLOCK) for i in range(SAMPLE_BLOCKS)]
-        for offset, length in [(0, SAMPLE_EDGE), *blocks, (size - SAMPLE_EDGE, SAMPLE_EDGE)]:
+        edge = budget // 3
+        count = (budget - 2 * edge) // SAMPLE_BLOCK
+        span = size - 2 * edge - SAMPLE_BLOCK
+        blocks = [(edge + span * i // max(count - 1, 1), SAMPLE_BLOCK) for i in range(count)]
+        for offset, length in [(0, edge), *blocks, (size - edge, edge)]:
             fh.seek(offset)
             digest.update(fh.read(length))
     return digest.hexdigest()

@@ -20,11 +20,12 @@ and ``rows`` (``rows[i, l]``: the table row of ``pids[i]`` in ``languages[l]``, 
 ``meta.json``, written last. The folder is ``<cache>/tables/<input name>-<key>`` (``$HYBRID_IR_CACHE``, default
 ``~/.cache/hybrid_ir``), where the key hashes the input files' paths, sizes, modification times and a sample of
 their content, the format, the column mapping and the language filter: a changed input gives a new table. The
-sample (:func:`~hybrid_ir.data.cache.content_sample`: a file's first and last MiB and 256 blocks of 4 KiB spread
-evenly between, at most 3 MiB read per file) sees every edit of a file up to 3 MiB and, in a larger one, an edit
-that changes its size or modification time or touches a sampled byte; a same-size edit of a large file elsewhere
-whose modification time was restored (``cp -p``, ``touch -r``, some sync tools) still reuses the old table: delete
-``<cache>/tables/<input name>-*`` after such an edit. It is built under a file lock into a
+sample (:func:`~hybrid_ir.data.cache.content_sample`; at most 3 MiB read per input, shared among its files: a
+file's first and last MiB and 256 blocks of 4 KiB spread evenly between for a one-file input) sees every edit of an
+input up to 3 MiB and, in a larger one, an edit that changes a file's size or modification time or touches a
+sampled byte; a same-size edit elsewhere in a large input whose modification time was restored (``cp -p``,
+``touch -r``, some sync tools) still reuses the old table: delete ``<cache>/tables/<input name>-*`` after such an
+edit. It is built under a file lock into a
 temporary folder renamed into place when complete, so the processes of one machine build it once; a table whose
 files do not match its ``meta.json`` is rebuilt, never trusted; a complete one is opened without writing anything
 (a read-only cache works); a full disk is a DataError naming the cache, and a killed build's temporary folder is
@@ -54,7 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hybrid_ir.data.cache import content_sample, entry_path, open_entry
+from hybrid_ir.data.cache import SAMPLE_BLOCK, SAMPLE_BYTES, content_sample, entry_path, open_entry
 from hybrid_ir.data.corpus import CorpusArrays, ParallelCorpus, QAPair
 from hybrid_ir.data.jsonl import (
     NEGATIVE_KEYS,
@@ -198,9 +199,10 @@ class _Source:
         if languages is not None:
             languages = sorted([languages] if isinstance(languages, str) else languages)
         stats = []
+        budget = max(3 * SAMPLE_BLOCK, SAMPLE_BYTES // max(len(self.files), 1))
         for file in self.files:
             st = file.stat() if file.exists() else None
-            sample = content_sample(file) if st else None
+            sample = content_sample(file, budget) if st else None
             stats.append(
                 [str(file.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1, sample]
             )

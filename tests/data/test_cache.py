@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,48 +67,49 @@ def test_the_content_sample_sees_sampled_edits_and_reads_a_bounded_amount(
     small.write_bytes(data)
     assert content_sample(small) != before
 
-    # 64 bytes at each end and 4 blocks of 16 bytes at 64, 3669, 7274 and 10880 of a 10 960-byte file
-    monkeypatch.setattr(cache_module, "SAMPLE_EDGE", 64)
-    monkeypatch.setattr(cache_module, "SAMPLE_BLOCKS", 4)
+    # a budget of 192 bytes: 64 at each end and 4 blocks of 16 at 64, 3669, 7274 and 10880 of a 10 960-byte file
     monkeypatch.setattr(cache_module, "SAMPLE_BLOCK", 16)
     large = tmp_path / "large.jsonl"
     large.write_bytes(bytes(range(256)) * 42 + bytes(208))
     seen = {}
     for offset in (0, 10_959, 3_670, 7_289, 2_000):
-        base = content_sample(large)
+        base = content_sample(large, budget=192)
         data = bytearray(large.read_bytes())
         data[offset] ^= 1
         large.write_bytes(data)
-        seen[offset] = content_sample(large) != base
+        seen[offset] = content_sample(large, budget=192) != base
     assert seen == {0: True, 10_959: True, 3_670: True, 7_289: True, 2_000: False}
 
     monkeypatch.undo()
     sparse = tmp_path / "sparse.bin"
     with open(sparse, "wb") as fh:
         fh.truncate(1 << 30)
-    read = []
+    read: list[int] = []
     real_open = open
 
     class Counting:
-        def __init__(self, fh):
+        """A file that counts the bytes read from it."""
+
+        def __init__(self, fh: Any) -> None:
             self.fh = fh
 
         def read(self, n: int) -> bytes:
-            read.append(n)
-            return self.fh.read(n)
+            data = self.fh.read(n)
+            read.append(len(data))
+            return data
 
-        def __getattr__(self, name):
+        def __getattr__(self, name: str) -> Any:
             return getattr(self.fh, name)
 
-        def __enter__(self):
+        def __enter__(self) -> Counting:
             return self
 
-        def __exit__(self, *exc):
+        def __exit__(self, *exc: object) -> None:
             self.fh.close()
 
     monkeypatch.setattr(cache_module, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
     content_sample(sparse)
-    assert sum(read) <= 3 << 20
+    assert sum(read) == 3 << 20  # of 1 GiB
 
 
 def test_stale_temporary_folders_of_dead_builds_are_removed_at_the_next_build(root: Path) -> None:

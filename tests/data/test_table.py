@@ -353,6 +353,22 @@ def test_a_same_size_edit_with_the_time_restored_gives_a_new_table(cache, tmp_pa
     assert TableCorpus("m", edited).pairs["en"]["q020"].question == "Frage 2O in en?"
 
 
+def test_the_content_sample_of_a_many_file_input_shares_one_budget(cache, tmp_path, monkeypatch) -> None:
+    """A folder of many Parquet files costs no more to key than one file: the 3 MiB are shared among its files."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    recs = records()
+    for part in range(4):
+        write_parquet(folder / f"{part}.parquet", recs[part::4])
+    budgets: list[int] = []
+    real = table_module.content_sample
+    monkeypatch.setattr(
+        table_module, "content_sample", lambda file, budget: budgets.append(budget) or real(file, budget)
+    )
+    assert len(open_record_table(TableInput("parquet", folder)).pids) == 40
+    assert budgets == [(3 << 20) // 4] * 4
+
+
 @pytest.mark.parametrize(
     "writer",
     [
