@@ -20,18 +20,17 @@ and ``rows`` (``rows[i, l]``: the table row of ``pids[i]`` in ``languages[l]``, 
 ``meta.json``, written last. The folder is ``<cache>/tables/<input name>-<key>`` (``$HYBRID_IR_CACHE``, default
 ``~/.cache/hybrid_ir``), where the key hashes the input files' paths, sizes, modification times and a sample of
 their content, the format, the column mapping and the language filter: a changed input gives a new table. The
-sample (:func:`~hybrid_ir.data.cache.content_sample`; at most 3 MiB read per input, shared among its files: a
-file's first and last MiB and 256 blocks of 4 KiB spread evenly between for a one-file input) sees every edit of an
-input up to 3 MiB and, in a larger one, an edit that changes a file's size or modification time or touches a
-sampled byte; a same-size edit elsewhere in a large input whose modification time was restored (``cp -p``,
-``touch -r``, some sync tools) still reuses the old table: delete ``<cache>/tables/<input name>-*`` after such an
-edit. It is built under a file lock into a
-temporary folder renamed into place when complete, so the processes of one machine build it once; a table whose
-files do not match its ``meta.json`` is rebuilt, never trusted; a complete one is opened without writing anything
-(a read-only cache works); a full disk is a DataError naming the cache, and a killed build's temporary folder is
-removed by the next build (:mod:`hybrid_ir.data.cache`). With several machines, keep the cache node-local (each
-machine builds its own) or build it once before the launch when the cache is on shared storage (file locks are not
-reliable on every network file system).
+sample (:func:`~hybrid_ir.data.cache.content_sample`, 3 MiB read per input, shared among its files, at least 12 KiB
+each: a one-file input's first and last MiB and 256 blocks of 4 KiB spread evenly between) sees every edit of a file
+within its share (a one-file input up to 3 MiB) and, in a larger one, an edit that changes its size or modification
+time or touches a sampled byte; a same-size edit elsewhere in a large file whose modification time was restored
+(``cp -p``, ``touch -r``, some sync tools) still reuses the old table: delete ``<cache>/tables/<input name>-*``
+after such an edit. It is built under a file lock into a temporary folder renamed into place when complete, so the
+processes of one machine build it once; a table whose files do not match its ``meta.json`` is rebuilt, never
+trusted; a complete one is opened without writing anything (a read-only cache works); a full disk is a DataError
+naming the cache, and a killed build's temporary folder is removed by the next build (:mod:`hybrid_ir.data.cache`).
+With several machines, keep the cache node-local (each machine builds its own) or build it once before the launch
+when the cache is on shared storage (file locks are not reliable on every network file system).
 
 :class:`TableCorpus` is a :class:`~hybrid_ir.data.corpus.ParallelCorpus` over such a table: the planner, the token
 store and the dataset read its integer arrays and fetch texts by row; ``pairs``, ``group`` and the negatives are
