@@ -17,7 +17,9 @@ every start. It lives under
 the store's file lock builds it (texts tokenised in chunks; a fast tokenizer spreads each chunk over every core)
 into a temporary folder renamed into place when complete; the others wait on the lock, then map the finished
 files. So the DDP ranks and DataLoader workers of one machine build it once and share its pages. A store whose
-files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never trusted. With several
+files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never trusted; a complete one
+is opened without writing anything (a read-only cache works); a full disk is a DataError naming the cache, and a
+killed build's temporary folder is removed by the next build (:mod:`hybrid_ir.data.cache`). With several
 machines, keep the cache node-local (each machine builds its own store) or build it once before the launch when
 the cache is on shared storage (file locks are not reliable on every network file system). The record tables the
 stores are built from live beside them, under ``<cache>/tables`` (:mod:`hybrid_ir.data.table`), with the same rules.
@@ -30,7 +32,6 @@ import io
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,10 +39,10 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from hybrid_ir.data.cache import entry_path, open_entry
 from hybrid_ir.data.collate import TextKind, TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
-from hybrid_ir.utils.io import atomic_write_json, file_lock
-from hybrid_ir.utils.paths import cache_dir
+from hybrid_ir.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def store_key(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> str:
 
 def store_path(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> Path:
     """Where the store of ``corpus`` and ``tokenizer`` lives: ``<cache>/stores/<name>-<key>``."""
-    return cache_dir("stores") / f"{corpus.name.replace('/', '_')}-{store_key(corpus, tokenizer)}"
+    return entry_path("stores", f"{corpus.name.replace('/', '_')}-{store_key(corpus, tokenizer)}")
 
 
 def open_token_store(
@@ -107,18 +108,8 @@ def open_token_store(
         offsets, rows = _build_arrays(corpus, tokenizer, chunk, buffer)
         return TokenStore(np.frombuffer(buffer.getbuffer(), dtype=np.int32), offsets, rows, built=True)
     path = store_path(corpus, tokenizer)
-    with file_lock(path.with_name(path.name + ".lock")):
-        store = _map(path)
-        if store is not None:
-            return store
-        if path.exists():
-            log.warning("rebuilding the damaged or incomplete token store %s", path)
-            shutil.rmtree(path)
-        _write(path, corpus, tokenizer, chunk)
-    store = _map(path)
-    if store is None:
-        raise RuntimeError(f"the token store {path} just built does not read back; is the disk full?")
-    return TokenStore(store.tokens, store.offsets, store.rows, path, built=True)
+    store, built = open_entry(path, "token store", _map, lambda tmp: _write(tmp, corpus, tokenizer, chunk))
+    return TokenStore(store.tokens, store.offsets, store.rows, path, built=True) if built else store
 
 
 def _map(path: Path) -> TokenStore | None:
@@ -146,35 +137,27 @@ def _map(path: Path) -> TokenStore | None:
     return TokenStore(arrays["tokens"], offsets, arrays["rows"], path)
 
 
-def _write(path: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int) -> None:
-    """Build the store in a temporary folder next to ``path`` and rename it into place when complete."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        with open(tmp / "tokens.bin", "wb") as out:
-            offsets, rows = _build_arrays(corpus, tokenizer, chunk, out)
-            out.flush()
-            os.fsync(out.fileno())
-        for name, array in (("offsets", offsets), ("rows", rows)):
-            with open(tmp / f"{name}.bin", "wb") as fh:
-                array.tofile(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-        meta = {
-            "format": FORMAT_VERSION,
-            "corpus": corpus.name,
-            "languages": corpus.languages,
-            "tokens": [int(offsets[-1])],
-            "offsets": list(offsets.shape),
-            "rows": list(rows.shape),
-        }
-        atomic_write_json(tmp / "meta.json", meta)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("token store of %s: %d texts, %d tokens in %s", corpus.name, len(offsets) - 1, offsets[-1], path)
+def _write(tmp: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int) -> None:
+    """Build the store's files in the folder ``tmp``."""
+    with open(tmp / "tokens.bin", "wb") as out:
+        offsets, rows = _build_arrays(corpus, tokenizer, chunk, out)
+        out.flush()
+        os.fsync(out.fileno())
+    for name, array in (("offsets", offsets), ("rows", rows)):
+        with open(tmp / f"{name}.bin", "wb") as fh:
+            array.tofile(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    meta = {
+        "format": FORMAT_VERSION,
+        "corpus": corpus.name,
+        "languages": corpus.languages,
+        "tokens": [int(offsets[-1])],
+        "offsets": list(offsets.shape),
+        "rows": list(rows.shape),
+    }
+    atomic_write_json(tmp / "meta.json", meta)
+    log.info("token store of %s: %d texts, %d tokens", corpus.name, len(offsets) - 1, offsets[-1])
 
 
 def _large(texts: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -18,12 +18,19 @@ Next to the table (``records.arrow``, an Arrow IPC file) the folder holds the in
 group of each id: union-find of same id, same ``passage_id`` and identical passage text, numbered by smallest id)
 and ``rows`` (``rows[i, l]``: the table row of ``pids[i]`` in ``languages[l]``, ``-1`` where absent), and
 ``meta.json``, written last. The folder is ``<cache>/tables/<input name>-<key>`` (``$HYBRID_IR_CACHE``, default
-``~/.cache/hybrid_ir``), where the key hashes the input files' paths, sizes and modification times, the format, the
-column mapping and the language filter: a changed input gives a new table. It is built under a file lock into a
-temporary folder renamed into place when complete, so the processes of one machine build it once; a table whose
-files do not match its ``meta.json`` is rebuilt, never trusted. With several machines, keep the cache node-local
-(each machine builds its own) or build it once before the launch when the cache is on shared storage (file locks
-are not reliable on every network file system).
+``~/.cache/hybrid_ir``), where the key hashes the input files' paths, sizes, modification times and a sample of
+their content, the format, the column mapping and the language filter: a changed input gives a new table. The
+sample (:func:`~hybrid_ir.data.cache.content_sample`, 3 MiB read per input, shared among its files, at least 12 KiB
+each: a one-file input's first and last MiB and 256 blocks of 4 KiB spread evenly between) sees every edit of a file
+within its share (a one-file input up to 3 MiB) and, in a larger one, an edit that changes its size or modification
+time or touches a sampled byte; a same-size edit elsewhere in a large file whose modification time was restored
+(``cp -p``, ``touch -r``, some sync tools) still reuses the old table: delete ``<cache>/tables/<input name>-*``
+after such an edit. It is built under a file lock into a temporary folder renamed into place when complete, so the
+processes of one machine build it once; a table whose files do not match its ``meta.json`` is rebuilt, never
+trusted; a complete one is opened without writing anything (a read-only cache works); a full disk is a DataError
+naming the cache, and a killed build's temporary folder is removed by the next build (:mod:`hybrid_ir.data.cache`).
+With several machines, keep the cache node-local (each machine builds its own) or build it once before the launch
+when the cache is on shared storage (file locks are not reliable on every network file system).
 
 :class:`TableCorpus` is a :class:`~hybrid_ir.data.corpus.ParallelCorpus` over such a table: the planner, the token
 store and the dataset read its integer arrays and fetch texts by row; ``pairs``, ``group`` and the negatives are
@@ -36,8 +43,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybrid_ir.data.cache import SAMPLE_BLOCK, SAMPLE_BYTES, content_sample, entry_path, open_entry
 from hybrid_ir.data.corpus import CorpusArrays, ParallelCorpus, QAPair
 from hybrid_ir.data.jsonl import (
     NEGATIVE_KEYS,
@@ -59,8 +67,7 @@ from hybrid_ir.data.jsonl import (
 from hybrid_ir.data.languages import check_langs
 from hybrid_ir.data.textfile import iter_lines, parse_json_object
 from hybrid_ir.utils.errors import ConfigError, DataError
-from hybrid_ir.utils.io import atomic_write_json, file_lock
-from hybrid_ir.utils.paths import cache_dir
+from hybrid_ir.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +139,11 @@ def open_record_table(spec: TableInput) -> RecordTable:
         raise ConfigError(f"columns: {unknown[0]!r} is not a key of the schema; the keys are {list(KEYS)}")
     source = _Source.of(spec)
     key = source.key()
-    path = cache_dir("tables") / f"{source.stem}-{key}"
-    with file_lock(path.with_name(path.name + ".lock")):
-        table = _map(path, key)
-        if table is not None:
-            return table
-        if path.exists():
-            log.warning("rebuilding the damaged or incomplete record table %s", path)
-            shutil.rmtree(path)
-        _write(path, key, source)
-    table = _map(path, key)
-    if table is None:
-        raise RuntimeError(f"the record table {path} just built does not read back; is the disk full?")
-    return RecordTable(**{**table.__dict__, "built": True})
+    path = entry_path("tables", f"{source.stem}-{key}")
+    table, built = open_entry(
+        path, "record table", lambda p: _map(p, key), lambda tmp: _write(tmp, key, source)
+    )
+    return RecordTable(**{**table.__dict__, "built": True}) if built else table
 
 
 class _Source:
@@ -192,15 +191,20 @@ class _Source:
         return cls(spec, files, stem, dataset)
 
     def key(self) -> str:
-        """A hash of the input files (path, size, modification time), the format, mapping and language filter."""
+        """A hash of the input files (path, size, modification time and a sample of the content:
+        :func:`~hybrid_ir.data.cache.content_sample`), the format, mapping and language filter."""
         spec = self.spec
         languages = spec.languages
         if languages is not None:
             languages = sorted([languages] if isinstance(languages, str) else languages)
         stats = []
+        budget = max(3 * SAMPLE_BLOCK, SAMPLE_BYTES // max(len(self.files), 1))
         for file in self.files:
             st = file.stat() if file.exists() else None
-            stats.append([str(file.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
+            sample = content_sample(file, budget) if st else None
+            stats.append(
+                [str(file.resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1, sample]
+            )
         blob = json.dumps(
             [FORMAT_VERSION, spec.format, stats, sorted(spec.columns.items()), languages, spec.split]
         )
@@ -239,20 +243,32 @@ class _Source:
         """``(file, where, record)`` of every record, ``record`` keyed by the input's names."""
         if self.spec.format == "jsonl":
             path = self.files[0]
-            for lineno, text in iter_lines(path, "JSONL file of training records"):
-                yield path, f"line {lineno}", parse_json_object(text, path, lineno, REQUIRED_KEYS)
+            with _reading(path):
+                for lineno, text in iter_lines(path, "JSONL file of training records"):
+                    yield path, f"line {lineno}", parse_json_object(text, path, lineno, REQUIRED_KEYS)
             return
         for file in [Path(self.spec.path)] if self.dataset is not None else self.files:
             wanted = self.check_columns(file, self.columns_of(file))
-            if self.dataset is not None:
-                batches = self.dataset.data.table.select(wanted).to_batches(max_chunksize=BATCH_ROWS)
-            else:
-                batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-            row = 0
-            for batch in batches:
-                for record in batch.to_pylist():
-                    yield file, f"row {row}", {k: v for k, v in record.items() if v is not None}
-                    row += 1
+            with _reading(file):
+                if self.dataset is not None:
+                    batches = self.dataset.data.table.select(wanted).to_batches(max_chunksize=BATCH_ROWS)
+                else:
+                    batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+                row = 0
+                for batch in batches:
+                    for record in batch.to_pylist():
+                        yield file, f"row {row}", {k: v for k, v in record.items() if v is not None}
+                        row += 1
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """An ``OSError`` while reading the input ``file`` (a damaged gzip or Parquet file, a failing disk) becomes a
+    DataError naming it, so that every ``OSError`` of a table build is one of writing the cache."""
+    try:
+        yield
+    except OSError as err:
+        raise DataError(file, "file", f"could not be read ({err})") from None
 
 
 def _load_hub(spec: TableInput) -> Any:
@@ -275,16 +291,12 @@ def _load_hub(spec: TableInput) -> Any:
     return dataset
 
 
-def _write(path: Path, key: str, source: _Source) -> None:
-    """Read every record of ``source``, check it, and write the table and its arrays into a temporary folder
-    renamed to ``path`` when complete."""
+def _write(tmp: Path, key: str, source: _Source) -> None:
+    """Read every record of ``source``, check it, and write the table and its arrays into the folder ``tmp``."""
     spec = source.spec
     names = spec.names()
     renamed = {col: key for key, col in names.items()}
     wanted = None if spec.languages is None else set(check_langs(spec.languages, spec.path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     first_seen: dict[tuple[str, str], str] = {}
     row_pid: list[str] = []
     row_lang: list[str] = []
@@ -293,85 +305,80 @@ def _write(path: Path, key: str, source: _Source) -> None:
     same_text: list[tuple[str, str]] = []
     listing: list[tuple[Path, str, tuple[str, ...]]] = []  # records with negative_ids: where, the ids
     columns: dict[str, list[Any]] = {k: [] for k in KEYS}
-    try:
-        with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
-            for file, where, raw in source.records():
-                obj = {renamed.get(k, k): v for k, v in raw.items()} if renamed else raw
-                rec = check_record(obj, file, where, names)
-                pair = (rec["id"], rec["lang"])
-                if pair in first_seen:
-                    raise DataError(
-                        file, where, f"duplicate (id, lang) = {pair!r}, first seen on {first_seen[pair]}"
-                    )
-                first_seen[pair] = (
-                    where if spec.format != "parquet" or len(source.files) == 1 else f"{where} of {file}"
+    with pa.OSFile(str(tmp / "records.arrow"), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+        for file, where, raw in source.records():
+            obj = {renamed.get(k, k): v for k, v in raw.items()} if renamed else raw
+            rec = check_record(obj, file, where, names)
+            pair = (rec["id"], rec["lang"])
+            if pair in first_seen:
+                raise DataError(
+                    file, where, f"duplicate (id, lang) = {pair!r}, first seen on {first_seen[pair]}"
                 )
-                if wanted is not None and rec["lang"] not in wanted:
-                    continue
-                pid = rec["id"]
-                row_pid.append(pid)
-                row_lang.append(rec["lang"])
-                for k in KEYS:
-                    columns[k].append(rec.get(k))
-                if "passage_id" in rec:
-                    passage_ids.setdefault(rec["passage_id"], []).append(pid)
-                if "negative_ids" in rec:
-                    listing.append((file, where, rec["negative_ids"]))
-                text = hashlib.blake2b(passage_key(rec["passage"]).encode(), digest_size=16).digest()
-                first = first_with_text.setdefault(text, pid)
-                if first != pid:
-                    same_text.append((first, pid))
-                if len(columns["id"]) >= BATCH_ROWS:
-                    writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
-                    columns = {k: [] for k in KEYS}
-            if columns["id"]:
+            first_seen[pair] = (
+                where if spec.format != "parquet" or len(source.files) == 1 else f"{where} of {file}"
+            )
+            if wanted is not None and rec["lang"] not in wanted:
+                continue
+            pid = rec["id"]
+            row_pid.append(pid)
+            row_lang.append(rec["lang"])
+            for k in KEYS:
+                columns[k].append(rec.get(k))
+            if "passage_id" in rec:
+                passage_ids.setdefault(rec["passage_id"], []).append(pid)
+            if "negative_ids" in rec:
+                listing.append((file, where, rec["negative_ids"]))
+            text = hashlib.blake2b(passage_key(rec["passage"]).encode(), digest_size=16).digest()
+            first = first_with_text.setdefault(text, pid)
+            if first != pid:
+                same_text.append((first, pid))
+            if len(columns["id"]) >= BATCH_ROWS:
                 writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
-        del first_with_text, columns
-        if not row_pid:
-            raise DataError(spec.path, "file", "no records; expected one record per line (JSONL) or row")
-        languages = sorted(set(row_lang))
-        if wanted is not None:
-            missing = sorted(wanted - set(languages))
-            if missing:
-                have = sorted({lang for _, lang in first_seen})
-                raise DataError(spec.path, "languages", f"no records in {missing}; the input has {have}")
-        _check_negative_ids(listing, {pid for pid, _ in first_seen}, names["negative_ids"])
-        del first_seen, listing
-        pids = sorted(set(row_pid))
-        groups = group_ids(pids, [*passage_ids.values(), *same_text])
-        index = {pid: i for i, pid in enumerate(pids)}
-        lang_index = {lang: col for col, lang in enumerate(languages)}
-        rows = np.full((len(pids), len(languages)), -1, dtype=np.int32 if len(row_pid) < 2**31 else np.int64)
-        rows[
-            np.fromiter((index[p] for p in row_pid), np.int64, len(row_pid)),
-            np.fromiter((lang_index[x] for x in row_lang), np.int64, len(row_lang)),
-        ] = np.arange(len(row_pid))
-        arrays = {
-            "pids": np.array([p.encode() for p in pids], dtype=bytes),
-            "group": np.fromiter((groups[p] for p in pids), np.int64, len(pids)),
-            "rows": rows,
-        }
-        for name, array in arrays.items():
-            with open(tmp / f"{name}.npy", "wb") as fh:
-                np.save(fh, array)
-                fh.flush()
-                os.fsync(fh.fileno())
-        with open(tmp / "records.arrow", "rb") as fh:
+                columns = {k: [] for k in KEYS}
+        if columns["id"]:
+            writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
+    del first_with_text, columns
+    if not row_pid:
+        raise DataError(spec.path, "file", "no records; expected one record per line (JSONL) or row")
+    languages = sorted(set(row_lang))
+    if wanted is not None:
+        missing = sorted(wanted - set(languages))
+        if missing:
+            have = sorted({lang for _, lang in first_seen})
+            raise DataError(spec.path, "languages", f"no records in {missing}; the input has {have}")
+    _check_negative_ids(listing, {pid for pid, _ in first_seen}, names["negative_ids"])
+    del first_seen, listing
+    pids = sorted(set(row_pid))
+    groups = group_ids(pids, [*passage_ids.values(), *same_text])
+    index = {pid: i for i, pid in enumerate(pids)}
+    lang_index = {lang: col for col, lang in enumerate(languages)}
+    rows = np.full((len(pids), len(languages)), -1, dtype=np.int32 if len(row_pid) < 2**31 else np.int64)
+    rows[
+        np.fromiter((index[p] for p in row_pid), np.int64, len(row_pid)),
+        np.fromiter((lang_index[x] for x in row_lang), np.int64, len(row_lang)),
+    ] = np.arange(len(row_pid))
+    arrays = {
+        "pids": np.array([p.encode() for p in pids], dtype=bytes),
+        "group": np.fromiter((groups[p] for p in pids), np.int64, len(pids)),
+        "rows": rows,
+    }
+    for name, array in arrays.items():
+        with open(tmp / f"{name}.npy", "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
             os.fsync(fh.fileno())
-        meta = {
-            "format": FORMAT_VERSION,
-            "key": key,
-            "input": {"format": spec.format, "path": str(spec.path), "files": [str(f) for f in source.files]},
-            "languages": languages,
-            "records": len(row_pid),
-            "ids": len(pids),
-        }
-        atomic_write_json(tmp / "meta.json", meta)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("record table of %s: %d records, %d ids in %s", spec.path, len(row_pid), len(pids), path)
+    with open(tmp / "records.arrow", "rb") as fh:
+        os.fsync(fh.fileno())
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "input": {"format": spec.format, "path": str(spec.path), "files": [str(f) for f in source.files]},
+        "languages": languages,
+        "records": len(row_pid),
+        "ids": len(pids),
+    }
+    atomic_write_json(tmp / "meta.json", meta)
+    log.info("record table of %s: %d records, %d ids", spec.path, len(row_pid), len(pids))
 
 
 def _check_negative_ids(listing: list[tuple[Path, str, tuple[str, ...]]], ids: set[str], shown: str) -> None:

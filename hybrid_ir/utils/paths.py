@@ -9,16 +9,19 @@ DATA_ENV = "HYBRID_IR_DATA"
 CACHE_ENV = "HYBRID_IR_CACHE"
 
 
-def cache_dir(sub: str | None = None) -> Path:
-    """The user cache directory: ``$HYBRID_IR_CACHE``, else ``$XDG_CACHE_HOME/hybrid_ir``, else
-    ``~/.cache/hybrid_ir``. ``sub`` names a subfolder, created on demand."""
+def cache_root() -> Path:
+    """The user cache directory, not created: ``$HYBRID_IR_CACHE``, else ``$XDG_CACHE_HOME/hybrid_ir``, else
+    ``~/.cache/hybrid_ir``."""
     root = os.environ.get(CACHE_ENV)
     if root:
-        base = Path(root)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "hybrid_ir"
-    path = base / sub if sub else base
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "hybrid_ir"
+
+
+def cache_dir(sub: str | None = None) -> Path:
+    """The user cache directory (:func:`cache_root`), or its subfolder ``sub``, created on demand."""
+    path = cache_root() / sub if sub else cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

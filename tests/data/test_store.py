@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from hybrid_ir.data import store as store_module
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.jsonl import load_jsonl_corpus
 from hybrid_ir.data.store import open_token_store, unique_texts
+from hybrid_ir.utils.errors import DataError
+from tests.helpers.cache_faults import filling_open, read_only
 
 LANGS = ["de", "en", "zh"]
 
@@ -142,6 +147,7 @@ def test_a_pickled_store_is_mapped_again_not_copied(cache, corpus, e5_tokenizer)
 BUILD = """
 import sys
 from transformers import AutoTokenizer
+from hybrid_ir.data import store as store_module
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.jsonl import load_jsonl_corpus
 from hybrid_ir.data.store import open_token_store
@@ -224,3 +230,65 @@ def test_distinct_texts_beyond_2_gib_are_encoded() -> None:
     assert codes.tolist() == [0, 1, 0]
     assert pc.binary_length(unique).to_pylist() == [n - 1, n]
     assert unique[1].as_buffer()[-2:].to_pybytes() == b"ab"
+
+
+@pytest.mark.parametrize("room", [0, 300])
+def test_a_full_disk_while_writing_the_store_is_one_clean_error(
+    cache, corpus, e5_tokenizer, monkeypatch, room
+) -> None:
+    """The disk fills up before or in the middle of the token ids: one DataError naming the store, the cache and
+    what to do; nothing is left but the lock, and the next run builds the store."""
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "open", filling_open(room), raising=False)
+        with pytest.raises(DataError) as err:
+            open_token_store(corpus, tok(e5_tokenizer), chunk=7)
+    assert re.fullmatch(
+        re.escape(f"{cache}/mine-")
+        + r"\w+"
+        + re.escape(
+            ": token store: could not be written (No space left on device; the partial copy was removed): free "
+            f"space on the disk of the cache {cache.parent} ($HYBRID_IR_CACHE), or point HYBRID_IR_CACHE at a "
+            "folder on a larger disk"
+        ),
+        str(err.value),
+    )
+    assert [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []
+    store = open_token_store(corpus, tok(e5_tokenizer))
+    assert store.built
+    assert_equals_direct_tokenisation(store, corpus, e5_tokenizer)
+
+
+def test_a_complete_store_and_table_open_in_a_read_only_cache(
+    cache, tmp_path, e5_tokenizer, monkeypatch
+) -> None:
+    """A cluster's shared cache, built once and mounted read-only: the record table and the store open without
+    writing anything and give the same token ids; a store that would need a build says what to do."""
+    data = write_corpus(tmp_path / "train.jsonl")
+    built = open_token_store(load_jsonl_corpus(data, "mine"), tok(e5_tokenizer))
+    read_only(monkeypatch, cache.parent)
+    corpus = load_jsonl_corpus(data, "mine")
+    tokenizer = tok(e5_tokenizer)
+    store = open_token_store(corpus, tokenizer)
+    assert not store.built and not corpus.table.built and store.path == built.path and tokenizer.texts == 0
+    assert_equals_direct_tokenisation(store, corpus, e5_tokenizer)
+    with pytest.raises(
+        DataError, match=r"token store: missing or incomplete, .*\(Read-only file system\): build it"
+    ):
+        open_token_store(corpus, tok(e5_tokenizer, max_length=8))
+
+
+def test_a_stale_temporary_folder_of_a_dead_build_is_removed_by_the_next_build(
+    cache, corpus, e5_tokenizer
+) -> None:
+    """A killed store build leaves its temporary folder (GBs at 1 M ids); the next build removes it when its process
+    is gone, and keeps the one of a live builder."""
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    host = socket.gethostname()
+    stale = cache / f".mine-0123.tmp@{host}@{finished.pid}"
+    live = cache / f".mine-4567.tmp@{host}@{os.getpid()}"
+    for tmp in (stale, live):
+        tmp.mkdir(parents=True)
+        (tmp / "tokens.bin").write_bytes(b"\0" * 4096)
+    store = open_token_store(corpus, tok(e5_tokenizer))
+    assert store.built and not stale.exists() and live.exists()

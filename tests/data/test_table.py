@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hybrid_ir.data import table as table_module
 from hybrid_ir.data.loading import load_corpus
 from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.data.split import hold_out
 from hybrid_ir.data.table import TableCorpus, TableInput, open_record_table
 from hybrid_ir.utils.errors import ConfigError, DataError
+from tests.helpers.cache_faults import filling_open, read_only
 
 LANGS = ["de", "en", "fr"]
 
@@ -323,3 +330,125 @@ def test_a_hub_dataset_that_cannot_be_keyed_or_loaded_names_it(cache, tmp_path, 
         DataError, match=r"org/qa-pairs: split 'dev': could not load the hub dataset .*Couldn't reach"
     ):
         load_corpus(spec, None)
+
+
+def table_contents(table) -> tuple[Any, ...]:
+    return table.pids.tolist(), table.group.tolist(), table.rows.tolist(), table.table.to_pylist()
+
+
+def test_a_same_size_edit_with_the_time_restored_gives_a_new_table(cache, tmp_path) -> None:
+    """``cp -p``, ``touch -r`` and some sync tools keep the size and modification time of an edited file: the key's
+    content sample still sees the edit."""
+    path = write_jsonl(tmp_path / "train.jsonl", records())
+    spec = TableInput("jsonl", path)
+    first = open_record_table(spec)
+    st = path.stat()
+    text = path.read_text(encoding="utf-8")
+    assert text.count("Frage 20 in en?") == 1
+    path.write_text(text.replace("Frage 20 in en?", "Frage 2O in en?"), encoding="utf-8")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    edited = open_record_table(spec)
+    assert edited.built and edited.path != first.path
+    assert TableCorpus("m", edited).pairs["en"]["q020"].question == "Frage 2O in en?"
+
+
+def test_the_content_sample_of_a_many_file_input_shares_one_budget(cache, tmp_path, monkeypatch) -> None:
+    """A folder of many Parquet files costs no more to key than one file: the 3 MiB are shared among its files."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    recs = records()
+    for part in range(4):
+        write_parquet(folder / f"{part}.parquet", recs[part::4])
+    budgets: list[int] = []
+    real = table_module.content_sample
+    monkeypatch.setattr(
+        table_module, "content_sample", lambda file, budget: budgets.append(budget) or real(file, budget)
+    )
+    assert len(open_record_table(TableInput("parquet", folder)).pids) == 40
+    assert budgets == [(3 << 20) // 4] * 4
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        pytest.param(
+            "arrow", marks=pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+        ),
+        "npy",
+    ],
+)
+def test_a_full_disk_while_writing_the_table_is_one_clean_error(cache, tmp_path, monkeypatch, writer) -> None:
+    """The Arrow file (written to /dev/full: the real ENOSPC of pyarrow) or the arrays (the disk fills mid-array)
+    cannot be written: one DataError naming the table, the cache and what to do; nothing is left but the lock, and
+    the next run builds the table."""
+    spec = TableInput("jsonl", write_jsonl(tmp_path / "train.jsonl", records()))
+    with monkeypatch.context() as patch:
+        if writer == "arrow":
+            real = pa.OSFile
+            patch.setattr(
+                pa, "OSFile", lambda path, mode="r": real("/dev/full" if mode == "wb" else path, mode)
+            )
+        else:
+            patch.setattr(table_module, "open", filling_open(room=200), raising=False)
+        with pytest.raises(DataError) as err:
+            open_record_table(spec)
+    assert re.fullmatch(
+        re.escape(f"{cache}/train-")
+        + r"\w+"
+        + re.escape(
+            ": record table: could not be written (No space left on device; the partial copy was removed): free "
+            f"space on the disk of the cache {cache.parent} ($HYBRID_IR_CACHE), or point HYBRID_IR_CACHE at a "
+            "folder on a larger disk"
+        ),
+        str(err.value),
+    )
+    assert [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []
+    table = open_record_table(spec)
+    assert table.built and len(table.pids) == 40
+
+
+def test_a_complete_table_opens_in_a_read_only_cache(cache, tmp_path, monkeypatch) -> None:
+    """A cluster's shared cache, built once and mounted read-only: the table opens without writing anything; one that
+    would need a build says what to do."""
+    source = write_parquet(tmp_path / "train.parquet", records())
+    built = open_record_table(TableInput("parquet", source))
+    read_only(monkeypatch, cache.parent)
+    again = open_record_table(TableInput("parquet", source))
+    assert not again.built and again.path == built.path
+    assert table_contents(again) == table_contents(built)
+    assert table_contents(pickle.loads(pickle.dumps(again))) == table_contents(built)
+    with pytest.raises(
+        DataError, match=r"record table: missing or incomplete, .*\(Read-only file system\): build it"
+    ):
+        open_record_table(TableInput("parquet", source, languages=["de"]))
+
+
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from hybrid_ir.data.table import TableInput, open_record_table
+np.save = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # killed once the Arrow file is written
+open_record_table(TableInput("jsonl", Path(sys.argv[1])))
+"""
+
+
+def test_a_killed_build_leaves_a_folder_that_the_next_build_removes(cache, tmp_path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", records())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(path)], env=env)
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    (left,) = [p for p in cache.iterdir() if p.is_dir()]
+    assert left.name.startswith(".train-") and left.name.endswith(f".tmp@{socket.gethostname()}@{proc.pid}")
+    assert (left / "records.arrow").stat().st_size > 0
+    table = open_record_table(TableInput("jsonl", path))
+    assert table.built and [p for p in cache.iterdir() if p.is_dir()] == [table.path]
+
+
+def test_an_input_that_cannot_be_read_names_the_file(cache, tmp_path) -> None:
+    bad = tmp_path / "train.jsonl.gz"
+    bad.write_bytes(b'{"id": "q1"}\n')
+    with pytest.raises(DataError, match=re.escape(f"{bad}: file: could not be read (Not a gzipped file")):
+        open_record_table(TableInput("jsonl", bad))
+    assert [p for p in cache.iterdir() if p.is_dir()] == []
