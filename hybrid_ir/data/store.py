@@ -217,6 +217,19 @@ def first_appearance(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.sort(firsts)
 
 
+def _take(texts: pa.ChunkedArray, bounds: np.ndarray, rows: np.ndarray) -> list[str]:
+    """``texts[rows]`` as Python strings, taken chunk by chunk (``bounds``: the chunks' first rows, then the length):
+    a ChunkedArray's own ``take`` joins all its chunks into one array first, a copy of the whole column per call."""
+    out: list[str] = [""] * len(rows)
+    which = np.searchsorted(bounds, rows, side="right") - 1
+    for c in np.unique(which):
+        picked = np.flatnonzero(which == c)
+        values = texts.chunk(int(c)).take(pa.array(rows[picked] - bounds[c])).to_pylist()
+        for i, value in zip(picked.tolist(), values, strict=True):
+            out[i] = value
+    return out
+
+
 @contextlib.contextmanager
 def _text_table(corpus: ParallelCorpus) -> Iterator[tuple[pa.Table, np.ndarray, Callable[[], None]]]:
     """``(texts, rows, release)`` of :meth:`~hybrid_ir.data.corpus.ParallelCorpus.text_rows`. For a corpus read from
@@ -253,6 +266,7 @@ def _build_arrays(
         total = done = 0
         for kind, column in enumerate(("question", "passage")):
             texts = table.column(column)
+            bounds = np.cumsum([0, *(len(c) for c in texts.chunks)])
             hashes = text_hashes(texts, release)
             if subset:
                 hashes = hashes[row_ids]
@@ -263,7 +277,7 @@ def _build_arrays(
             unique_rows = row_ids[firsts] if subset else firsts
             total += len(unique_rows)
             for start in range(0, len(unique_rows), chunk):
-                batch = texts.take(pa.array(unique_rows[start : start + chunk])).to_pylist()
+                batch = _take(texts, bounds, unique_rows[start : start + chunk])
                 ids = tokenizer(batch, KINDS[kind])
                 lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
                 out.write(
