@@ -9,34 +9,43 @@ each unique text once, in flat files that every process maps instead of holding 
   ``pids[i]`` in ``languages[l]`` (``-1`` where the id does not exist in that language);
 * ``meta.json``, written last: format version, key, the arrays' lengths and shapes.
 
-The store's key hashes the tokenizer's fingerprint (vocabulary, prefixes, max length) and the corpus (name and
-content key: for a corpus read from a training input, its record table's key and the ids it keeps; for one built in
-memory, every id with its texts), so a changed input or tokenizer gives a new store without hashing the texts at
-every start. It lives under
-``<cache>/stores/<name>-<key>/`` (``$HYBRID_IR_CACHE``, default ``~/.cache/hybrid_ir``). The first process to take
-the store's file lock builds it (texts tokenised in chunks; a fast tokenizer spreads each chunk over every core)
-into a temporary folder renamed into place when complete; the others wait on the lock, then map the finished
-files. So the DDP ranks and DataLoader workers of one machine build it once and share its pages. A store whose
-files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never trusted; a complete one
-is opened without writing anything (a read-only cache works); a full disk is a DataError naming the cache, and a
-killed build's temporary folder is removed by the next build (:mod:`hybrid_ir.data.cache`). With several
-machines, keep the cache node-local (each machine builds its own store) or build it once before the launch when
-the cache is on shared storage (file locks are not reliable on every network file system). The record tables the
-stores are built from live beside them, under ``<cache>/tables`` (:mod:`hybrid_ir.data.table`), with the same rules.
+The store's key hashes the tokenizer's fingerprint (vocabulary, prefixes, max length) and the corpus (name and content
+key: for a corpus read from a training input, its record table's key and the ids it keeps; for one built in memory,
+every id with its texts), so a changed input or tokenizer gives a new store without hashing the texts at every start. It
+lives under ``<cache>/stores/<name>-<key>/`` (``$HYBRID_IR_CACHE``, default ``~/.cache/hybrid_ir``). The first process
+to take the store's file lock builds it into a temporary folder renamed into place when complete; the others wait on the
+lock, then map the finished files. So the DDP ranks and DataLoader workers of one machine build it once and share its
+pages. A store whose files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never
+trusted; a complete one is opened without writing anything (a read-only cache works); a full disk is a DataError naming
+the cache, and a killed build's temporary folder is removed by the next build (:mod:`hybrid_ir.data.cache`). With
+several machines, keep the cache node-local (each machine builds its own store) or build it once before the launch when
+the cache is on shared storage (file locks are not reliable on every network file system). The record tables the stores
+are built from live beside them, under ``<cache>/tables`` (:mod:`hybrid_ir.data.table`), with the same rules.
+
+The build's memory does not grow with the texts: each column is hashed chunk by chunk (two 64-bit SipHashes a
+text), equal texts are found by sorting the hashes (:func:`first_appearance`, integer arrays of about 50 bytes a
+text), and the distinct texts are read back and tokenised a chunk at a time (a fast tokenizer spreads each chunk
+over every core), through a mapping of the record table whose pages are dropped as it goes. The files are those of
+a dictionary encoding of the texts: distinct texts in order of first appearance, questions then passages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import itertools
 import json
 import logging
+import mmap
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from hybrid_ir.data.cache import entry_path, open_entry
@@ -49,6 +58,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 KINDS: tuple[TextKind, TextKind] = ("query", "passage")
 CHUNK = 4096
+# Texts hashed at a time, and the two SipHash keys (16 bytes each) of a text's 128-bit hash.
+HASH_CHUNK = 1 << 16
+HASH_KEYS = ("hybrid_ir_store1", "hybrid_ir_store2")
 
 
 @dataclass(frozen=True)
@@ -160,55 +172,131 @@ def _write(tmp: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: i
     log.info("token store of %s: %d texts, %d tokens", corpus.name, len(offsets) - 1, offsets[-1])
 
 
-def _large(texts: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``texts`` as ``large_string`` (64-bit offsets; Arrow shares the character data, only offsets are rewritten)."""
-    return texts if texts.type == pa.large_string() else texts.cast(pa.large_string())
+def text_hashes(texts: pa.Array | pa.ChunkedArray, release: Callable[[], None] = lambda: None) -> np.ndarray:
+    """Two independent 64-bit hashes of every text, ``[n, 2]`` uint64 (SipHash-2-4 under two keys, via pandas):
+    128 bits, so two different texts of a 10^7-text column share both with a probability of about 10^-25.
+    Hashed :data:`HASH_CHUNK` texts at a time, calling ``release`` after each (to drop the pages of a mapped
+    table), so the memory is the hashes' and one chunk's."""
+    out = np.empty((len(texts), 2), dtype=np.uint64)
+    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+    done = 0
+    for chunk in chunks:
+        for start in range(0, len(chunk), HASH_CHUNK):
+            values = chunk.slice(start, HASH_CHUNK).to_numpy(zero_copy_only=False)
+            for column, key in enumerate(HASH_KEYS):
+                out[done : done + len(values), column] = pd.util.hash_array(
+                    values, hash_key=key, categorize=False
+                )
+            done += len(values)
+            del values
+            release()
+    return out
 
 
-def unique_texts(texts: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """``(codes, unique)``: the distinct values of ``texts`` in order of first appearance and, per value, its index
-    in them (int64). One dictionary for all chunks (Arrow's encoder keeps its memo across them), built as
-    ``large_string`` so the distinct texts may exceed 2 GiB together (a 1 M-id corpus in 9 languages does), and no
-    copy of the column."""
-    encoded = _large(texts).dictionary_encode()
-    codes = np.concatenate([np.zeros(0, np.int64), *(c.indices.to_numpy() for c in encoded.chunks)])
-    unique = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.large_string())
-    return codes, unique
+def first_appearance(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, firsts)`` of a sequence of texts given by their :func:`text_hashes`: ``codes[i]`` is the index of
+    text ``i`` among the distinct texts in order of first appearance, ``firsts`` (ascending) the position of each
+    distinct text's first appearance. Integer arrays only (about 50 bytes a text at the peak): no text is held, so
+    the distinct texts of a corpus may be any size (a 1 M-id corpus in 9 languages holds more than 2 GiB)."""
+    n = len(hashes)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((hashes[:, 1], hashes[:, 0]))  # stable: equal texts keep their positions' order
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for column in (0, 1):
+        ranked = hashes[order, column]
+        new[1:] |= ranked[1:] != ranked[:-1]
+        del ranked
+    firsts = order[new]  # each distinct text's first position (stability)
+    group = np.cumsum(new) - 1
+    rank = np.empty(len(firsts), dtype=np.int64)
+    rank[np.argsort(firsts, kind="stable")] = np.arange(len(firsts))
+    codes = np.empty(n, dtype=np.int64)
+    codes[order] = rank[group]
+    return codes, np.sort(firsts)
+
+
+def _take(texts: pa.ChunkedArray, bounds: np.ndarray, rows: np.ndarray) -> list[str]:
+    """``texts[rows]`` as Python strings, taken chunk by chunk (``bounds``: the chunks' first rows, then the length):
+    a ChunkedArray's own ``take`` joins all its chunks into one array first, a copy of the whole column per call."""
+    out: list[str] = [""] * len(rows)
+    which = np.searchsorted(bounds, rows, side="right") - 1
+    for c in np.unique(which):
+        picked = np.flatnonzero(which == c)
+        values = texts.chunk(int(c)).take(pa.array(rows[picked] - bounds[c])).to_pylist()
+        for i, value in zip(picked.tolist(), values, strict=True):
+            out[i] = value
+    return out
+
+
+@contextlib.contextmanager
+def _text_table(corpus: ParallelCorpus) -> Iterator[tuple[pa.Table, np.ndarray, Callable[[], None]]]:
+    """``(texts, rows, release)`` of :meth:`~hybrid_ir.data.corpus.ParallelCorpus.text_rows`. For a corpus read from
+    a record table the texts are read through a mapping of its own whose pages ``release`` drops (``madvise``), so a
+    pass over 10^7 texts does not keep them resident: the build's memory does not grow with the table."""
+    table, rows = corpus.text_rows()
+    file = getattr(getattr(corpus, "table", None), "path", None)
+    if file is None or not (Path(file) / "records.arrow").is_file():
+        yield table, rows, lambda: None
+        return
+    with open(Path(file) / "records.arrow", "rb") as fh:
+        mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    mapped = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapping))).read_all().select(table.column_names)
+    try:
+        yield mapped, rows, lambda: mapping.madvise(mmap.MADV_DONTNEED)
+    finally:
+        del mapped
 
 
 def _build_arrays(
     corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int, out: BinaryIO
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenise each unique question and passage once, in chunks of ``chunk`` texts, appending the ids (int32)
-    to ``out`` chunk by chunk; return ``(offsets, rows)``."""
-    table, table_rows = corpus.text_rows()
-    present = table_rows >= 0
-    row_ids = table_rows[present]
-    rows = np.full((*table_rows.shape, 2), -1, dtype=np.int32)
-    uniques: list[pa.Array] = []
-    for kind, column in enumerate(("question", "passage")):
-        texts, positions = table.column(column), row_ids
-        if len(row_ids) != len(texts):  # the corpus keeps some of the table's rows: encode only those
-            texts, positions = _large(texts).take(pa.array(row_ids, pa.int64())), np.arange(len(row_ids))
-        codes, unique = unique_texts(texts)
-        rows[..., kind][present] = codes[positions] + sum(len(u) for u in uniques)
-        uniques.append(unique)
-    lengths: list[np.ndarray] = []
-    total = sum(len(u) for u in uniques)
-    done = 0
-    for kind, kind_texts in enumerate(uniques):
-        for start in range(0, len(kind_texts), chunk):
-            ids = tokenizer(kind_texts[start : start + chunk].to_pylist(), KINDS[kind])
-            lengths.append(np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids)))
-            out.write(
-                np.fromiter(
-                    (t for s in ids for t in s), dtype=np.int32, count=int(lengths[-1].sum())
-                ).tobytes()
-            )
-            done += len(ids)
-            if total > 10 * chunk and (done // chunk) % 10 == 0:
-                log.info("tokenising %s: %d of %d texts", corpus.name, done, total)
-    offsets = np.zeros(total + 1, dtype=np.int64)
+    to ``out`` chunk by chunk; return ``(offsets, rows)``. Texts are deduplicated by hash
+    (:func:`first_appearance`), so memory holds integer arrays and one chunk of texts, never the distinct texts."""
+    with _text_table(corpus) as (table, table_rows, release):
+        present = table_rows >= 0
+        row_ids = table_rows[present]
+        rows = np.full((*table_rows.shape, 2), -1, dtype=np.int32)
+        subset = (
+            len(row_ids) != table.num_rows
+        )  # the corpus keeps some of the table's rows: encode only those
+        lengths: list[np.ndarray] = []
+        total = done = 0
+        for kind, column in enumerate(("question", "passage")):
+            texts = table.column(column)
+            bounds = np.cumsum([0, *(len(c) for c in texts.chunks)])
+            hashes = text_hashes(texts, release)
+            if subset:
+                hashes = hashes[row_ids]
+            codes, firsts = first_appearance(hashes)
+            del hashes
+            rows[..., kind][present] = (codes if subset else codes[row_ids]) + total
+            del codes
+            unique_rows = row_ids[firsts] if subset else firsts
+            total += len(unique_rows)
+            for start in range(0, len(unique_rows), chunk):
+                batch = _take(texts, bounds, unique_rows[start : start + chunk])
+                ids = tokenizer(batch, KINDS[kind])
+                lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+                out.write(
+                    np.fromiter(
+                        itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths[-1].sum())
+                    ).tobytes()
+                )
+                done += len(ids)
+                if len(unique_rows) > 10 * chunk and (start // chunk) % 10 == 9:
+                    release()
+                    log.info(
+                        "tokenising %s %ss: %d of %d texts",
+                        corpus.name,
+                        column,
+                        start + len(ids),
+                        len(unique_rows),
+                    )
+            release()
+    offsets = np.zeros(done + 1, dtype=np.int64)
     if lengths:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     return offsets, rows

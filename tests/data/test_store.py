@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from hybrid_ir.data import store as store_module
 from hybrid_ir.data.collate import TextTokenizer
 from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.jsonl import load_jsonl_corpus
-from hybrid_ir.data.store import open_token_store, unique_texts
+from hybrid_ir.data.split import hold_out
+from hybrid_ir.data.store import first_appearance, open_token_store, text_hashes
 from hybrid_ir.utils.errors import DataError
 from tests.helpers.cache_faults import filling_open, read_only
 
@@ -212,11 +212,64 @@ def test_parquet_held_out_and_rewritten_inputs_give_their_own_correct_stores(
     assert len(paths | {before, after.path}) == 5
 
 
+def test_first_appearance_numbers_distinct_texts_in_order_of_first_appearance() -> None:
+    texts = pa.chunked_array([["b", "a", "b"], [], ["c", "a", "", "c", ""]])
+    codes, firsts = first_appearance(text_hashes(texts))
+    assert codes.tolist() == [0, 1, 0, 2, 1, 3, 2, 3]
+    assert firsts.tolist() == [0, 1, 3, 5]
+    empty_codes, empty_firsts = first_appearance(text_hashes(pa.chunked_array([], pa.string())))
+    assert len(empty_codes) == len(empty_firsts) == 0
+
+
+def test_texts_that_share_one_hash_half_stay_apart() -> None:
+    """Two texts are one only when both 64-bit hashes agree."""
+    hashes = np.array([[1, 5], [1, 6], [1, 5], [2, 6]], dtype=np.uint64)
+    codes, firsts = first_appearance(hashes)
+    assert codes.tolist() == [0, 1, 0, 2] and firsts.tolist() == [0, 1, 3]
+
+
+def dictionary_store(
+    corpus: ParallelCorpus, tokenizer: TextTokenizer
+) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The store's arrays as the dictionary-encoding build made them (every distinct text held in memory): the
+    reference the hash-deduplicating build must reproduce file for file."""
+    table, table_rows = corpus.text_rows()
+    present = table_rows >= 0
+    row_ids = table_rows[present]
+    rows = np.full((*table_rows.shape, 2), -1, dtype=np.int32)
+    tokens: list[int] = []
+    lengths: list[int] = []
+    for kind, column in enumerate(("question", "passage")):
+        texts = table.column(column)
+        whole = len(row_ids) == len(texts)  # every row of the table is used: encode in table order
+        texts = (texts if whole else texts.take(pa.array(row_ids))).combine_chunks().dictionary_encode()
+        codes = texts.indices.to_numpy()
+        rows[..., kind][present] = (codes[row_ids] if whole else codes) + len(lengths)
+        for ids in tokenizer(texts.dictionary.to_pylist(), ("query", "passage")[kind]):
+            tokens += ids
+            lengths.append(len(ids))
+    return np.array(tokens, np.int32).tobytes(), np.concatenate([[0], np.cumsum(lengths)]), rows
+
+
+def test_the_hash_build_writes_the_dictionary_builds_arrays(cache, corpus, e5_tokenizer, monkeypatch) -> None:
+    """Same token ids, offsets and rows as the dictionary-encoding build, for a table corpus, its held-out parts
+    (subsets of the table's rows) and a corpus in memory; hashed and tokenised in several chunks."""
+    monkeypatch.setattr(store_module, "HASH_CHUNK", 5)
+    pairs = {lang: dict(by) for lang, by in corpus.pairs.items()}
+    in_memory = ParallelCorpus("memory", corpus.languages, pairs, dict(corpus.group))
+    for part in (corpus, *hold_out(corpus, 0.3, seed=1), in_memory):
+        store = open_token_store(part, tok(e5_tokenizer), use_cache=False, chunk=4)
+        tokens, offsets, rows = dictionary_store(part, tok(e5_tokenizer))
+        assert store.tokens.tobytes() == tokens
+        assert store.offsets.tolist() == offsets.tolist()
+        assert np.array_equal(store.rows, rows)
+
+
 @pytest.mark.slow
-def test_distinct_texts_beyond_2_gib_are_encoded() -> None:
-    """Arrow's ``string`` holds at most 2 GiB per array; the distinct passages of a 1 M-id corpus in 9 languages hold
-    more, so :func:`unique_texts` must encode them (three chunks sharing one buffer: 'a' * (n - 1), 'a' * (n - 1) +
-    'b', and the first again; 2.1 GiB of distinct text)."""
+def test_distinct_texts_beyond_2_gib_are_told_apart() -> None:
+    """A 1 M-id corpus in 9 languages holds more than 2 GiB of distinct passages (Arrow's ``string`` limit per
+    array): hashing goes chunk by chunk and holds no text, so three chunks sharing one buffer ('a' * (n - 1),
+    'a' * (n - 1) + 'b', and the first again; 2.1 GiB of distinct text) are numbered correctly."""
     n = int(1.05 * 2**30)
     chars = np.full(n, ord("a"), dtype=np.uint8)
     chars[-1] = ord("b")
@@ -225,11 +278,9 @@ def test_distinct_texts_beyond_2_gib_are_encoded() -> None:
     def one(end: int) -> pa.Array:
         return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, end], np.int32)), data])
 
-    texts = pa.chunked_array([one(n - 1), one(n), one(n - 1)])
-    codes, unique = unique_texts(texts)
+    codes, firsts = first_appearance(text_hashes(pa.chunked_array([one(n - 1), one(n), one(n - 1)])))
     assert codes.tolist() == [0, 1, 0]
-    assert pc.binary_length(unique).to_pylist() == [n - 1, n]
-    assert unique[1].as_buffer()[-2:].to_pybytes() == b"ab"
+    assert firsts.tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("room", [0, 300])
