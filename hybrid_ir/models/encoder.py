@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -100,6 +101,17 @@ class Encoder(nn.Module):
                 f"model.pooling={pooling!r} is not valid; choose one of {', '.join(POOLING_MODES)}"
             )
         self.name_or_path = name_or_path
+        # with name_or_path, the architecture (what a checkpoint records to rebuild the model it holds weights of)
+        overrides = config_overrides or {}
+        self.config_overrides: dict[str, Any] = (
+            (
+                OmegaConf.to_container(overrides, resolve=True)
+                if OmegaConf.is_config(overrides)
+                else dict(overrides)
+            )
+            if random_init
+            else {}
+        )
         self.pooling = pooling
         self.normalize = normalize
         path = resolve_model_path(name_or_path)

@@ -8,36 +8,72 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_ir.models.encoder import SETTING_KEYS, Encoder, saved_settings
 from hybrid_ir.models.st_format import load_pooler_dense
+from hybrid_ir.utils.checkpoint_io import read_checkpoint
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import accelerator_device
 
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """A ``train.py`` Lightning checkpoint, loaded with ``weights_only`` (a checkpoint never runs code)."""
-    return torch.load(ckpt_path, map_location="cpu", weights_only=True)
-
-
 def load_checkpoint_weights(encoder: Encoder, ckpt_path: str, state: dict[str, Any] | None = None) -> None:
     """Copy the encoder weights of a ``train.py`` checkpoint (``state``, else read from ``ckpt_path``) into
-    ``encoder``."""
+    ``encoder``.
+
+    Raises:
+        ConfigError: the file is no ``train.py`` checkpoint, or its weights do not fit ``encoder`` (another
+            architecture), saying which ``model=`` / ``model.*`` overrides its run was trained with where the
+            run's ``.hydra/overrides.yaml`` is beside its ``checkpoints/``."""
     state = read_checkpoint(ckpt_path) if state is None else state
     weights = {k[len("encoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
     if not weights:
         raise ConfigError(f"ckpt_path={ckpt_path!r} holds no encoder weights (is it a hybrid_ir checkpoint?)")
-    missing, unexpected = encoder.load_state_dict(weights, strict=False)
-    if missing or unexpected:
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in weights if k in own and own[k].shape != weights[k].shape]
+    if missing or unexpected or reshaped:
+        problems = []
+        if reshaped:
+            k = reshaped[0]
+            problems.append(
+                f"{len(reshaped)} weights differ in shape, e.g. {k}: {list(weights[k].shape)} in the checkpoint, "
+                f"{list(own[k].shape)} in the model"
+            )
+        if missing:
+            problems.append(f"{len(missing)} weights missing, e.g. {missing[0]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} weights the model does not have, e.g. {unexpected[0]}")
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} does not match model {encoder.name_or_path!r}: "
-            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; pick the model config it was trained with"
+            f"ckpt_path={ckpt_path!r} holds the weights of another architecture than model "
+            f"{encoder.name_or_path!r} as configured ({'; '.join(problems)}): it was trained with another model "
+            f"config; {training_model_hint(ckpt_path)}"
         )
+    encoder.load_state_dict(weights)
+
+
+def training_model_hint(ckpt_path: str) -> str:
+    """What to add to evaluate a checkpoint with the model config it was trained with: the ``model=`` /
+    ``model.*`` overrides in its run's ``.hydra/overrides.yaml`` (``<run>/checkpoints/x.ckpt``), when found."""
+    overrides_file = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
+    try:
+        overrides = (
+            OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else None
+        )
+    except Exception:  # only a hint: an unreadable file gives the general one
+        overrides = None
+    if isinstance(overrides, list):
+        model = [
+            o for o in overrides if isinstance(o, str) and o.split("=", 1)[0].lstrip("+~").startswith("model")
+        ]
+        if model:
+            return f"add the model overrides of its training run ({overrides_file}): {' '.join(model)}"
+        return f"its training run used the default model ({overrides_file} sets no model=): do not set model= here"
+    return "add the model=<name> and model.* overrides of its training run (see <run>/.hydra/overrides.yaml)"
 
 
 def command_line_keys(overrides: Sequence[str], group: str = "model") -> set[str]:
@@ -85,10 +121,17 @@ def load_encoder(
     state = read_checkpoint(ckpt_path) if ckpt_path else None
     tag, step = "pretrained", None
     if state is not None:
-        saved = state.get("hybrid_ir", {}).get("encoder")
+        ours = state.get("hybrid_ir", {})
+        saved = ours.get("encoder")
         if saved:
             settings = {k: saved[k] for k in SETTING_KEYS if k in saved}
             model_cfg = with_saved_settings(model_cfg, settings, str(ckpt_path), explicit)
+        if "config_overrides" in ours:  # the checkpoint carries its architecture (base model and overrides)
+            architecture = {"name_or_path": ours["base_model"], "config_overrides": ours["config_overrides"]}
+            model_cfg = with_saved_settings(model_cfg, architecture, str(ckpt_path), explicit)
+            model_cfg["random_init"] = (
+                True  # built as trained; the checkpoint's weights replace the random ones
+            )
         tag, step = str(ckpt_path), state.get("global_step")
     else:
         found = saved_settings(name_or_path)
