@@ -27,7 +27,7 @@ def load_checkpoint_weights(encoder: Encoder, ckpt_path: str, state: dict[str, A
     Raises:
         ConfigError: the file is no ``train.py`` checkpoint, or its weights do not fit ``encoder`` (another
             architecture), saying which ``model=`` / ``model.*`` overrides its run was trained with where the
-            run's ``.hydra/overrides.yaml`` is beside its ``checkpoints/``."""
+            run's ``.hydra`` folder is beside its ``checkpoints/``."""
     state = read_checkpoint(ckpt_path) if state is None else state
     weights = {k[len("encoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
     if not weights:
@@ -57,23 +57,18 @@ def load_checkpoint_weights(encoder: Encoder, ckpt_path: str, state: dict[str, A
 
 
 def training_model_hint(ckpt_path: str) -> str:
-    """What to add to evaluate a checkpoint with the model config it was trained with: the ``model=`` /
-    ``model.*`` overrides in its run's ``.hydra/overrides.yaml`` (``<run>/checkpoints/x.ckpt``), when found."""
-    overrides_file = Path(ckpt_path).resolve().parent.parent / ".hydra" / "overrides.yaml"
+    """What to add to evaluate a checkpoint with the model config it was trained with: the ``model=`` choice and
+    ``model.*`` overrides of its run (``<run>/checkpoints/x.ckpt``: read from ``<run>/.hydra``), when found."""
+    hydra_dir = Path(ckpt_path).resolve().parent.parent / ".hydra"
     try:
-        overrides = (
-            OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else None
-        )
-    except Exception:  # only a hint: an unreadable file gives the general one
-        overrides = None
-    if isinstance(overrides, list):
-        model = [
-            o for o in overrides if isinstance(o, str) and o.split("=", 1)[0].lstrip("+~").startswith("model")
-        ]
-        if model:
-            return f"add the model overrides of its training run ({overrides_file}): {' '.join(model)}"
-        return f"its training run used the default model ({overrides_file} sets no model=): do not set model= here"
-    return "add the model=<name> and model.* overrides of its training run (see <run>/.hydra/overrides.yaml)"
+        choice = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices.get("model")
+        overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+    except Exception:  # only a hint: without the run's files, the general one
+        return "add the model=<name> and model.* overrides it was trained with"
+    keys = [
+        o for o in overrides if isinstance(o, str) and o.split("=", 1)[0].lstrip("+~").startswith("model.")
+    ]
+    return f"add the model config of its training run ({hydra_dir}): {' '.join([f'model={choice}', *keys])}"
 
 
 def command_line_keys(overrides: Sequence[str], group: str = "model") -> set[str]:
