@@ -315,16 +315,10 @@ class ParallelQADataModule(L.LightningDataModule):
         # read the first batches up front) must not move the trainer's.
         reuse = self._loader is not None and self._loader.progress is not None and trainer is not None
         sampler = self._loader.batch_sampler if reuse else self.make_sampler(rank, world)
+        adapt = self._onto_new_plan if self._plan_changed else None
         if self._pending_loader_state is not None:
             state = self._pending_loader_state
-            if self._plan_changed:  # resume_allow_plan_change: the new plan, at the checkpoint's position
-                length = len(sampler.plan(int(state["epoch"])))
-                state = {
-                    **state,
-                    "seed": self.seed,
-                    "batches_yielded": min(int(state["batches_yielded"]), length),
-                }
-            sampler.load_state_dict(state)
+            sampler.load_state_dict(state if adapt is None else adapt(state))
             self._pending_loader_state = None
         elif trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
@@ -336,8 +330,15 @@ class ParallelQADataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             progress=progress if trainer is not None else None,
+            adapt_state=adapt,
         )
         return self._loader
+
+    def _onto_new_plan(self, state: dict[str, int]) -> dict[str, int]:
+        """A checkpoint's loader position on this (changed, ``allow_plan_change``) plan: the same epoch and batch,
+        with this seed, at most at the end of the epoch."""
+        length = len(self.make_sampler().plan(int(state["epoch"])))
+        return {**state, "seed": self.seed, "batches_yielded": min(int(state["batches_yielded"]), length)}
 
     def planned_steps(
         self, max_epochs: int | None, max_steps: int = -1, limit_batches: int | float = 1.0

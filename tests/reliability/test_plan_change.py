@@ -152,7 +152,8 @@ def test_lightning_restoring_the_datamodule_checks_too(compose: Compose) -> None
 def test_a_real_checkpoint_records_its_plan_and_refuses_another(
     compose: Compose, fast_tiny_model: None
 ) -> None:
-    """Train 2 steps, then resume: with another batch size it is refused; unchanged, it trains on to step 4."""
+    """Train 2 steps; resuming with another batch size is refused; allowed, it trains on to step 4 on the new
+    plan, whose record the next checkpoint holds; resumed unchanged from there, it trains on to step 6."""
     run = (
         "trainer.max_steps=2",
         "callbacks.model_checkpoint.every_n_train_steps=2",
@@ -165,5 +166,12 @@ def test_a_real_checkpoint_records_its_plan_and_refuses_another(
     assert saved["plan"]["data.batch_size"] == 8 and saved["loader"]["batches_yielded"] == 2
     with pytest.raises(ConfigError, match=re.escape("data.batch_size: 8 -> 16")):
         train(compose(*SMOKE, *run, "data.batch_size=16", "ckpt_path=last"))
-    train(compose(*SMOKE, *run, "trainer.max_steps=4", "ckpt_path=last"))
-    assert torch.load(last, weights_only=True)["global_step"] == 4
+    allowed = ("data.batch_size=16", "resume_allow_plan_change=true", "trainer.max_steps=4", "ckpt_path=last")
+    train(compose(*SMOKE, *run, *allowed))
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 4 and saved[KEY]["plan"]["data.batch_size"] == 16
+    assert (
+        saved[KEY]["loader"]["batches_yielded"] == 4
+    )  # the checkpoint's position, then two batches of the new plan
+    train(compose(*SMOKE, *run, "data.batch_size=16", "trainer.max_steps=6", "ckpt_path=last"))
+    assert torch.load(last, weights_only=True)["global_step"] == 6
