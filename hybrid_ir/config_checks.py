@@ -50,7 +50,7 @@ def last_checkpoint(directory: Path) -> Path:
     Raises:
         ConfigError: no complete checkpoint in ``directory``."""
     last = directory / "last.ckpt"
-    problem = "is missing"
+    problem, last_error = "is missing", None
     if last.is_file():
         try:
             read_checkpoint(last, lazy=True)
@@ -65,7 +65,7 @@ def last_checkpoint(directory: Path) -> Path:
             except ConfigError:
                 log.warning("ckpt_path=last: skipping %s, not a complete checkpoint", path)
     if not complete:
-        if last.is_file():
+        if last_error is not None:
             raise last_error
         raise ConfigError(
             f"ckpt_path='last': no checkpoint at {last} (to resume, rerun with the old run's hydra.run.dir=<dir>)"

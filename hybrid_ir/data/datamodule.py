@@ -395,7 +395,7 @@ class ParallelQADataModule(L.LightningDataModule):
         plays its slice of the same global plan. (The hard negatives' texts are not either: they do not move
         the plan's position.)"""
         if self._plan_fingerprint is None:
-            fraction = float(self.val["fraction"]) if self.val is not None else 0.0
+            fraction = float((self.val or {}).get("fraction") or 0.0)
             fingerprint: dict[str, Any] = {
                 "data.batch_size": self.batch_size,
                 "sampler.mode": self.mode,

@@ -101,17 +101,11 @@ class Encoder(nn.Module):
                 f"model.pooling={pooling!r} is not valid; choose one of {', '.join(POOLING_MODES)}"
             )
         self.name_or_path = name_or_path
-        # with name_or_path, the architecture (what a checkpoint records to rebuild the model it holds weights of)
+        # with name_or_path, the architecture a checkpoint records (to rebuild the model whose weights it holds)
         overrides = config_overrides or {}
-        self.config_overrides: dict[str, Any] = (
-            (
-                OmegaConf.to_container(overrides, resolve=True)
-                if OmegaConf.is_config(overrides)
-                else dict(overrides)
-            )
-            if random_init
-            else {}
-        )
+        if OmegaConf.is_config(overrides):
+            overrides = OmegaConf.to_container(overrides, resolve=True)
+        self.config_overrides: dict[str, Any] = dict(overrides) if random_init else {}
         self.pooling = pooling
         self.normalize = normalize
         path = resolve_model_path(name_or_path)

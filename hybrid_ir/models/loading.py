@@ -124,9 +124,8 @@ def load_encoder(
         if "config_overrides" in ours:  # the checkpoint carries its architecture (base model and overrides)
             architecture = {"name_or_path": ours["base_model"], "config_overrides": ours["config_overrides"]}
             model_cfg = with_saved_settings(model_cfg, architecture, str(ckpt_path), explicit)
-            model_cfg["random_init"] = (
-                True  # built as trained; the checkpoint's weights replace the random ones
-            )
+            # built as trained, with random weights that the checkpoint's replace
+            model_cfg["random_init"] = True
         tag, step = str(ckpt_path), state.get("global_step")
     else:
         found = saved_settings(name_or_path)
