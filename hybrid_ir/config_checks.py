@@ -4,7 +4,6 @@ optimisation rejects, callbacks that would select on a test metric."""
 from __future__ import annotations
 
 import logging
-import zipfile
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid_ir.data.plan import check_global_batch_size, check_training_length
 from hybrid_ir.data.split import check_val_config
 from hybrid_ir.models.encoder import check_model_source
-from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
+from hybrid_ir.utils.checkpoint_io import checkpoint_global_step, read_checkpoint
 from hybrid_ir.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,20 +29,56 @@ def world_size_of(trainer_cfg: DictConfig) -> int:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``"last"`` -> ``<output_dir>/checkpoints/last.ckpt`` (rerun with the same ``hydra.run.dir``); an explicit
-    path must exist and be a PyTorch checkpoint (a zip archive, as ``torch.save`` and Lightning write)."""
+    """The checkpoint file of ``ckpt_path``: ``"last"`` -> :func:`last_checkpoint` of ``<output_dir>/checkpoints``
+    (rerun with the same ``hydra.run.dir``); an explicit path must exist (whether it is a ``train.py`` checkpoint
+    is :func:`~hybrid_ir.utils.checkpoint_io.read_checkpoint`'s to say)."""
     if not ckpt_path:
         return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path).expanduser()
+    if ckpt_path == "last":
+        return str(last_checkpoint(output_dir / "checkpoints"))
+    path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        hint = " (to resume, rerun with the old run's hydra.run.dir=<dir>)" if ckpt_path == "last" else ""
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}{hint}")
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(
-            f"ckpt_path={ckpt_path!r}: {path} is not a PyTorch checkpoint (not a torch.save zip archive); give a "
-            "<run>/checkpoints/*.ckpt file written by train.py, or ckpt_path=last"
-        )
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}")
     return str(path)
+
+
+def last_checkpoint(directory: Path) -> Path:
+    """``<directory>/last.ckpt``; when it is missing or not a complete checkpoint (a write that failed, a copy cut
+    short), the newest complete checkpoint beside it (highest global step, e.g. ``epoch00-step000050.ckpt``), with
+    a warning saying so.
+
+    Raises:
+        ConfigError: no complete checkpoint in ``directory``."""
+    last = directory / "last.ckpt"
+    problem, last_error = "is missing", None
+    if last.is_file():
+        try:
+            read_checkpoint(last, lazy=True)
+            return last
+        except ConfigError as err:
+            problem, last_error = "is not a complete checkpoint", err
+    complete = []
+    for path in sorted(directory.glob("*.ckpt")) if directory.is_dir() else []:
+        if path.name != last.name:
+            try:
+                complete.append((checkpoint_global_step(path), path))
+            except ConfigError:
+                log.warning("ckpt_path=last: skipping %s, not a complete checkpoint", path)
+    if not complete:
+        if last_error is not None:
+            raise last_error
+        raise ConfigError(
+            f"ckpt_path='last': no checkpoint at {last} (to resume, rerun with the old run's hydra.run.dir=<dir>)"
+        )
+    step, path = max(complete)
+    log.warning(
+        "ckpt_path=last: %s %s; resuming from the newest complete checkpoint beside it, %s (global step %d)",
+        last,
+        problem,
+        path.name,
+        step,
+    )
+    return path
 
 
 # Trainer settings that manual optimisation ignores or rejects, and the key that does the job here.
@@ -64,17 +99,6 @@ MANUAL_OPTIMISATION_KEYS = {
         "(callbacks.zero_shot_eval); step-based evaluation is not supported",
     ),
 }
-
-
-def resume_step_of(ckpt_path: str | None) -> int | None:
-    """The global step of the checkpoint a training run resumes from (``None``: a fresh run); a file that is
-    not a ``train.py`` checkpoint is a config error."""
-    if ckpt_path is None:
-        return None
-    try:
-        return checkpoint_global_step(ckpt_path)
-    except ValueError as err:
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: {err}; give a checkpoint written by train.py") from None
 
 
 def validate_train_config(cfg: DictConfig) -> None:

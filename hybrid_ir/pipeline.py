@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.config_checks import resolve_ckpt_path, resume_step_of, validate_train_config, world_size_of
+from hybrid_ir.config_checks import resolve_ckpt_path, validate_train_config, world_size_of
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.loading import load_corpus
 from hybrid_ir.data.mining import (
@@ -34,6 +34,7 @@ from hybrid_ir.evaluation.retrieval import IndexConfig
 from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import Encoder, check_model_source
 from hybrid_ir.models.loading import load_encoder
+from hybrid_ir.utils.checkpoint_io import read_checkpoint
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import eval_precision
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -124,12 +125,16 @@ class Components:
 
 
 def build_components(
-    cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = (), resume_step: int | None = None
+    cfg: DictConfig,
+    extra_callbacks: Sequence[L.Callback] = (),
+    resume_step: int | None = None,
+    resume_data: Mapping[str, Any] | None = None,
 ) -> Components:
     """Seed, then build the DataModule (corpora loaded, tokenizer attached), the encoder, the LightningModule,
     the loggers (given the resolved config as hyper-parameters), the callbacks of ``cfg.callbacks`` after
     ``extra_callbacks``, and the Trainer. The evaluation callback's datasets are validated before the model
-    is built, so a bad evaluation setting fails fast."""
+    is built, so a bad evaluation setting fails fast; so is a resume whose checkpoint (DataModule state
+    ``resume_data``) was trained on another batch plan (:meth:`ParallelQADataModule.check_resume`)."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule: ParallelQADataModule = instantiate(cfg.datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -137,6 +142,8 @@ def build_components(
         if isinstance(cb, ZeroShotEvalCallback):
             cb.evaluator.validate()
     datamodule.check_plan(world_size_of(cfg.trainer))
+    if resume_data is not None:
+        datamodule.check_resume(resume_data)
     encoder: Encoder = instantiate(cfg.model)
     module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
     datamodule.attach_tokenizer(encoder.text_tokenizer)
@@ -157,9 +164,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         return dry_run(instantiate(cfg.datamodule), output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    run = build_components(cfg, resume_step=resume_step_of(ckpt_path))
+    resume_step, resume_data = resume_point(ckpt_path)
+    run = build_components(cfg, resume_step=resume_step, resume_data=resume_data)
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith(("eval/", "val/"))}
+
+
+def resume_point(ckpt_path: str | None) -> tuple[int | None, Mapping[str, Any] | None]:
+    """``(resume_step, resume_data)`` of :func:`build_components` for a run resuming from ``ckpt_path``: the
+    checkpoint's global step and its DataModule state (``{}`` when it has none); ``(None, None)`` for a fresh
+    run."""
+    if ckpt_path is None:
+        return None, None
+    checkpoint = read_checkpoint(ckpt_path, lazy=True)
+    return int(checkpoint["global_step"]), checkpoint.get(ParallelQADataModule.__qualname__, {})
 
 
 def sweep_objective(metrics: Mapping[str, float]) -> float | None:

@@ -25,6 +25,9 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 
+# ids hashed at once by :meth:`ParallelCorpus.plan_key`
+PLAN_KEY_CHUNK = 65536
+
 
 @dataclass(frozen=True)
 class QAPair:
@@ -109,6 +112,17 @@ class ParallelCorpus:
                 pair = self.pairs[lang].get(pid)
                 if pair is not None:
                     digest.update(f"\1{lang}\1{pair.question}\1{pair.passage}".encode())
+        return digest.hexdigest()[:24]
+
+    def plan_key(self) -> str:
+        """A hash of what the batch planner reads of the corpus: its languages, ids, the languages of every id and
+        the answer groups (a resume checks that its batch plan is the checkpoint's)."""
+        arrays = self.arrays
+        digest = hashlib.sha256(json.dumps(self.languages).encode())
+        for start in range(0, len(self.pids), PLAN_KEY_CHUNK):
+            digest.update("\0".join(self.pids[start : start + PLAN_KEY_CHUNK]).encode() + b"\1")
+        for array in (arrays.group, arrays.has_lang):
+            digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:24]
 
     def subset(self, index: np.ndarray, name: str) -> ParallelCorpus:

@@ -57,6 +57,8 @@ class ParallelQADataModule(L.LightningDataModule):
         negatives_per_query: hard negatives per training pair (``data.negatives_per_query``), chosen from the
             data's ``negative_ids`` / ``negatives`` in the pair's passage language
             (:mod:`hybrid_ir.data.negatives`); 0: none (validation batches never carry any).
+        allow_plan_change: resume from a checkpoint whose batch plan differs (:meth:`check_resume`) with a warning
+            instead of refusing (``resume_allow_plan_change``).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class ParallelQADataModule(L.LightningDataModule):
         download: bool = True,
         val: Mapping[str, Any] | None = None,
         negatives_per_query: int = 0,
+        allow_plan_change: bool = False,
     ) -> None:
         super().__init__()
         if (
@@ -112,6 +115,10 @@ class ParallelQADataModule(L.LightningDataModule):
         # step count and training, unless more epochs were planned since than the samplers keep.
         self._plans: dict[tuple[int, int], EpochPlan] = {}
         self._plan_lengths: dict[tuple[int, int], int] = {}
+        self.allow_plan_change = allow_plan_change
+        self._plan_fingerprint: dict[str, Any] | None = None
+        self._resume_checked = False
+        self._plan_changed = False
         self.val = check_val_config(val, batch_size, self.specs)
         self.val_corpora: list[ParallelCorpus] = []
         self.val_dataset: PairDataset | None = None
@@ -308,8 +315,10 @@ class ParallelQADataModule(L.LightningDataModule):
         # read the first batches up front) must not move the trainer's.
         reuse = self._loader is not None and self._loader.progress is not None and trainer is not None
         sampler = self._loader.batch_sampler if reuse else self.make_sampler(rank, world)
+        adapt = self._onto_new_plan if self._plan_changed else None
         if self._pending_loader_state is not None:
-            sampler.load_state_dict(self._pending_loader_state)
+            state = self._pending_loader_state
+            sampler.load_state_dict(state if adapt is None else adapt(state))
             self._pending_loader_state = None
         elif trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
@@ -321,8 +330,15 @@ class ParallelQADataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             progress=progress if trainer is not None else None,
+            adapt_state=adapt,
         )
         return self._loader
+
+    def _onto_new_plan(self, state: dict[str, int]) -> dict[str, int]:
+        """A checkpoint's loader position on this (changed, ``allow_plan_change``) plan: the same epoch and batch,
+        with this seed, at most at the end of the epoch."""
+        length = len(self.make_sampler().plan(int(state["epoch"])))
+        return {**state, "seed": self.seed, "batches_yielded": min(int(state["batches_yielded"]), length)}
 
     def planned_steps(
         self, max_epochs: int | None, max_steps: int = -1, limit_batches: int | float = 1.0
@@ -352,17 +368,91 @@ class ParallelQADataModule(L.LightningDataModule):
         return batch_to_device(batch, device)
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"loader": <the training loader's position>}`` for the checkpoint.
+        """``{"plan": <plan_fingerprint()>, "loader": <the training loader's position>}`` for the checkpoint.
 
         Lightning also saves the loader's own state, but on resume it never loads it when
         ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (which builds the loader before
         the checkpoint's loop state is restored; Lightning issue #20550). The datamodule's state is restored
         before that, so :meth:`train_dataloader` positions the new loader itself."""
-        return {"loader": self._loader.state_dict()} if self._loader is not None else {}
+        state: dict[str, Any] = {"plan": self.plan_fingerprint()}
+        if self._loader is not None:
+            state["loader"] = self._loader.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Keep the checkpoint's loader position for the next :meth:`train_dataloader`."""
+        """Check that the checkpoint's batch plan is this one (:meth:`check_resume`, unless done already) and keep
+        its loader position for the next :meth:`train_dataloader`."""
+        if not self._resume_checked:
+            self.check_resume(state)
         self._pending_loader_state = state.get("loader")
+
+    def plan_fingerprint(self) -> dict[str, Any]:
+        """What the batch plan of every epoch depends on, by the config key that sets it: the global batch size,
+        the sampler's settings, the seed, the hard negatives per pair, the held-out validation split, and per
+        training dataset (``data.train.<i>``) a hash of its ids, their languages and answer groups
+        (:meth:`~hybrid_ir.data.corpus.ParallelCorpus.plan_key`, so a moved or re-exported file with the same
+        records is the same data) with a summary for messages. The number of ranks is not part of it: every rank
+        plays its slice of the same global plan. (The hard negatives' texts are not either: they do not move
+        the plan's position.)"""
+        if self._plan_fingerprint is None:
+            fraction = float((self.val or {}).get("fraction") or 0.0)
+            fingerprint: dict[str, Any] = {
+                "data.batch_size": self.batch_size,
+                "sampler.mode": self.mode,
+                "sampler.alpha": self.alpha,
+                "sampler.temperature": self.temperature,
+                "sampler.epoch_steps": self.epoch_steps,
+                "seed": self.seed,
+                "data.negatives_per_query": self.negatives_per_query,
+                "data.val.fraction": fraction,
+            }
+            if fraction:
+                fingerprint["data.val.seed"] = self.val["seed"]
+            for i, corpus in enumerate(self.load_corpora()):
+                source = f" ({corpus.source})" if corpus.source else ""
+                fingerprint[f"data.train.{i}"] = {
+                    "key": corpus.plan_key(),
+                    "summary": f"{corpus.name}{source}: {len(corpus)} ids in {', '.join(corpus.languages)}",
+                }
+            self._plan_fingerprint = fingerprint
+        return self._plan_fingerprint
+
+    def check_resume(self, state: Mapping[str, Any]) -> None:
+        """Compare the batch plan a checkpoint was trained on (its DataModule ``state``, see :meth:`state_dict`)
+        with this one before resuming: the run continues at the checkpoint's position (epoch, batch), which in a
+        different plan skips or repeats ids. A checkpoint written before the plan was saved gets a warning that
+        it cannot be checked.
+
+        Raises:
+            ConfigError: a setting differs (each named with its old and new value), unless
+                ``allow_plan_change``, which logs the same list as a warning."""
+        self._resume_checked = True
+        saved = state.get("plan")
+        if saved is None:
+            log.warning(
+                "the checkpoint does not record the data settings of its batch plan (written by an older version): "
+                "whether data.batch_size, the sampler, the seed and the training data are the ones it was trained "
+                "with cannot be checked; if one changed, the run continues at its position of a different plan"
+            )
+            return
+        changes = plan_changes(saved, self.plan_fingerprint())
+        if not changes:
+            return
+        listed = "; ".join(changes)
+        if not self.allow_plan_change:
+            raise ConfigError(
+                "resuming with data settings that differ from the checkpoint's would continue at its position of a "
+                f"different batch plan (ids skipped or repeated): {listed}. Restore the checkpoint's setting to "
+                "resume, or start a new run (a new hydra.run.dir, without ckpt_path); resume_allow_plan_change=true "
+                "continues anyway"
+            )
+        self._plan_changed = True
+        log.warning(
+            "resume_allow_plan_change=true: resuming with data settings that differ from the checkpoint's (%s); the "
+            "run continues at the checkpoint's epoch and batch of the NEW batch plan, so ids of the current epoch "
+            "are skipped or repeated",
+            listed,
+        )
 
     def preview(self, epoch: int = 0) -> dict[str, Any]:
         """Plan one epoch without any model and summarise it (batch kinds, language-pair counts, duplicates, the
@@ -389,3 +479,19 @@ class ParallelQADataModule(L.LightningDataModule):
                 datasets=[c.name for c in self.val_corpora],
             )
         return stats
+
+
+def plan_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``"<key>: <old> -> <new>"`` for every key of two :meth:`ParallelQADataModule.plan_fingerprint` that differs
+    (a dataset by its hash, shown by its summary; a key only one has shows as ``(none)``)."""
+    changes = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        was, now = old.get(key), new.get(key)
+        if isinstance(was, Mapping) or isinstance(now, Mapping):
+            if (was or {}).get("key") != (now or {}).get("key"):
+                before = was["summary"] if was else "(none)"
+                after = now["summary"] if now else "(none)"
+                changes.append(f"{key}: {before} -> {after} (its ids, languages or answer groups differ)")
+        elif was != now:
+            changes.append(f"{key}: {was!r} -> {now!r}")
+    return changes

@@ -97,11 +97,19 @@ class ResumableDataLoader(DataLoader):
     next batch. (The loop's batch count cannot place the sampler itself: at the first pass of an epoch it may
     still hold the previous epoch's.) The saved position is the number of batches the loop has *consumed*, not
     the number the loader has prefetched, so a resumed run continues with exactly the next unseen batch.
+    ``adapt_state``, when given, maps a saved position before it is restored (a resume onto another plan).
     """
 
-    def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        progress: Callable[[], tuple[int, int]] | None = None,
+        adapt_state: Callable[[dict[str, int]], dict[str, int]] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.progress = progress
+        self.adapt_state = adapt_state
 
     def __iter__(self) -> Any:
         if self.progress is not None:
@@ -119,4 +127,4 @@ class ResumableDataLoader(DataLoader):
         return state
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.load_state_dict(state)
+        self.batch_sampler.load_state_dict(state if self.adapt_state is None else self.adapt_state(state))

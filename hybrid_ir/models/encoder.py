@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -100,6 +101,11 @@ class Encoder(nn.Module):
                 f"model.pooling={pooling!r} is not valid; choose one of {', '.join(POOLING_MODES)}"
             )
         self.name_or_path = name_or_path
+        # with name_or_path, the architecture a checkpoint records (to rebuild the model whose weights it holds)
+        overrides = config_overrides or {}
+        if OmegaConf.is_config(overrides):
+            overrides = OmegaConf.to_container(overrides, resolve=True)
+        self.config_overrides: dict[str, Any] = dict(overrides) if random_init else {}
         self.pooling = pooling
         self.normalize = normalize
         path = resolve_model_path(name_or_path)

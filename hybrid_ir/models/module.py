@@ -256,6 +256,7 @@ class BiEncoderModule(L.LightningModule):
                 logger.write_before_checkpoint(self.trainer)
         checkpoint["hybrid_ir"] = {
             "base_model": self.encoder.name_or_path,
+            "config_overrides": self.encoder.config_overrides,
             "encoder": self.encoder.settings(),
             "skipped_steps": self.skipped_steps,
             "rng_state": capture_rng_state(),

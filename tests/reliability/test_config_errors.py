@@ -147,7 +147,7 @@ CASES = {
     "a checkpoint that is not one": (
         ("ckpt_path=/etc/passwd",),
         ConfigError,
-        ["ckpt_path='/etc/passwd'", "is not a PyTorch checkpoint"],
+        ["ckpt_path: /etc/passwd is not a checkpoint written by train.py", "not a torch.save zip archive"],
     ),
     "a model directory that does not exist": (
         ("model.name_or_path=/nonexistent",),
@@ -223,7 +223,7 @@ def test_a_dataset_too_small_for_one_batch_fails_before_the_model(
             ("model.name_or_path=/nonexistent",),
             "model.name_or_path='/nonexistent': /nonexistent does not exist",
         ),
-        (("ckpt_path=/etc/passwd",), "is not a PyTorch checkpoint"),
+        (("ckpt_path=/etc/passwd",), "ckpt_path: /etc/passwd is not a checkpoint written by train.py"),
     ],
 )
 def test_evaluate_reports_bad_model_sources_before_any_model(
