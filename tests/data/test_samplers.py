@@ -268,7 +268,24 @@ def test_sampler_length_epochs_and_set_epoch(grouped):
     assert second == [batch for _, batch in sampler.plan(1)] and second != first
     sampler.set_epoch(0)
     assert list(sampler) == first
+    assert len(sampler) == len(first), "the epoch just played, until the next one starts"
+    sampler.set_epoch(1)
     assert len(sampler) == len(sampler.plan(1))
+
+
+def test_the_length_after_the_last_epoch_plans_no_further_epoch(grouped):
+    # Lightning asks for the loader's length once more when fit ends (its data fetcher's teardown): that must not
+    # plan (and log) an epoch after the run's last one.
+    planned: list[int] = []
+    sampler = HybridBatchSampler(
+        [grouped], "hybrid", 16, seed=1, on_plan=lambda epoch, plan: planned.append(epoch)
+    )
+    first = list(sampler)
+    assert len(sampler) == len(first)
+    assert sampler.state_dict() == {"epoch": 1, "batches_yielded": 0, "seed": 1}
+    assert planned == [0]
+    assert list(sampler) == [batch for _, batch in sampler.plan(1)]
+    assert planned == [0, 1]
 
 
 def test_a_pass_dropped_after_its_last_batch_still_advances_the_epoch(grouped):
