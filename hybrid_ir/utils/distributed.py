@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -14,6 +15,21 @@ def world_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+# Where a launcher puts a process's place among the ranks before ``torch.distributed`` is set up: torchrun (``RANK``,
+# ``GROUP_RANK``, ``LOCAL_RANK``), SLURM (``SLURM_PROCID``) and Lightning's own launcher (``NODE_RANK``, and
+# ``LOCAL_RANK`` in the processes it starts).
+RANK_ENV = ("RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK")
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0: by the process group once it exists, before that (a run's checks
+    before the Trainer starts) by the launcher's environment (:data:`RANK_ENV`: every one unset or 0). What only
+    one process of a run should log is logged where this holds."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return all(os.environ.get(name, "0").strip() in ("", "0") for name in RANK_ENV)
 
 
 def gather_with_grad(x: Tensor, check_sizes: bool = True) -> Tensor:
