@@ -157,4 +157,5 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         done, n = int(state["batches_yielded"]), len(self.plan(epoch))
         if not 0 <= done <= n:
             raise ValueError(f"batches_yielded={done} is outside [0, {n}] for epoch {epoch}")
-        self._epoch, self._yielded, self._ended = epoch, done, done == n
+        # A state at an epoch's end is the next epoch's start: that epoch is the one to be played (and measured).
+        self._epoch, self._yielded, self._ended = (epoch + 1, 0, False) if done == n else (epoch, done, False)

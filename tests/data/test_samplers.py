@@ -304,6 +304,7 @@ def test_state_at_the_end_of_an_epoch_loads_as_the_next_epoch(grouped):
     sampler = HybridBatchSampler([grouped], "hybrid", 16, seed=1)
     sampler.load_state_dict({"epoch": 3, "batches_yielded": len(sampler.plan(3)), "seed": 1})
     assert sampler.state_dict() == {"epoch": 4, "batches_yielded": 0, "seed": 1}
+    assert len(sampler) == len(sampler.plan(4)), "the length of the epoch to be played"
     assert list(sampler) == [batch for _, batch in sampler.plan(4)]
 
 
