@@ -29,6 +29,7 @@ BENCHMARKS = (
     "gradcache_memory",
     "data_pipeline",
     "scale",
+    "planner",
     "gpu_throughput",
     "gpu_gradcache",
 )

@@ -36,14 +36,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from benchmarks.planner import planner_corpus
 from benchmarks.process import peak_rss_mb, reset_peak_rss, run_worker, worker_main
-
-if TYPE_CHECKING:
-    from hybrid_ir.data.corpus import ParallelCorpus
 
 NAME = "scale"
 LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
@@ -237,27 +235,6 @@ def measure_train(config: dict[str, Any]) -> dict[str, Any]:
         "start_to_5_steps_s": end - start,
         "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def planner_corpus(n_ids: int, seed: int = 0) -> ParallelCorpus:
-    """A corpus of ``n_ids`` ids x 9 languages for the planner alone: ids and their integer view (each id in a
-    language with probability 0.9 and in at least one; one id in ten in the group of the id before it), no texts
-    (a corpus with texts for 2 M ids would not fit in this machine's memory)."""
-    from hybrid_ir.data.corpus import CorpusArrays, ParallelCorpus
-
-    rng = np.random.default_rng(seed)
-    has_lang = rng.random((n_ids, len(LANGS))) < 0.9
-    has_lang[np.arange(n_ids), rng.integers(len(LANGS), size=n_ids)] = True
-    group = np.cumsum(rng.random(n_ids) >= 0.1) - 1
-    group[0] = 0
-    corpus = ParallelCorpus(
-        name="planner", languages=list(LANGS), pairs={lang: {} for lang in LANGS}, group={}
-    )
-    corpus.pids = [f"s{i:07d}" for i in range(n_ids)]
-    corpus.__dict__["arrays"] = CorpusArrays(
-        group=group, has_lang=has_lang, n_langs=has_lang.sum(1, dtype=np.int8)
-    )
-    return corpus
 
 
 def measure_plan(config: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid_ir.config_checks import resolve_ckpt_path, validate_train_config, world_size_of
@@ -35,6 +36,7 @@ from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import Encoder, check_model_source
 from hybrid_ir.models.loading import load_encoder
 from hybrid_ir.utils.checkpoint_io import read_checkpoint
+from hybrid_ir.utils.distributed import launch_rank
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import eval_precision
 from hybrid_ir.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -147,6 +149,11 @@ def build_components(
     encoder: Encoder = instantiate(cfg.model)
     module = instantiate(cfg.module, encoder=encoder, loss=instantiate(cfg.loss))
     datamodule.attach_tokenizer(encoder.text_tokenizer)
+    # Until the Trainer sets up, Lightning's rank-zero-only calls go by RANK / LOCAL_RANK / SLURM_PROCID; a node
+    # that Lightning's multi-node launcher started (NODE_RANK) would log the hyper-parameters as rank 0 (and so
+    # start a W&B run of its own).
+    nodes = int(cfg.trainer.get("num_nodes", 1) or 1)
+    rank_zero_only.rank = launch_rank(world_size_of(cfg.trainer) // nodes)
     loggers = instantiate_loggers(cfg.get("logger"), resume_step=resume_step)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from hybrid_ir.pipeline import build_components
 from hybrid_ir.utils.instantiate import compose_config
@@ -35,3 +36,29 @@ def test_build_components_wires_the_run(tmp_path: Path) -> None:
     assert run.loggers == [] and str(run.trainer.precision) == "32-true"
     for a, b in zip(run.encoder.parameters(), again.encoder.parameters(), strict=True):
         assert torch.equal(a, b)  # seeded before anything is built
+
+
+@pytest.mark.usefixtures("shared_e5_tokenizer")
+@pytest.mark.parametrize("node", [0, 1])
+def test_only_the_first_node_logs_the_hyperparameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node: int
+) -> None:
+    """Lightning's multi-node launcher gives a node its place by ``NODE_RANK`` only, which Lightning's rank-zero-only
+    calls ignore until the Trainer sets up: node 1 logged the hyper-parameters as rank 0 (with W&B, a run of its
+    own; with the CSV logger, into the shared run folder)."""
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # put back after the test
+    for name in ("RANK", "SLURM_PROCID", "GROUP_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NODE_RANK", str(node))
+    overrides = [
+        f"paths.output_dir={tmp_path}",
+        "model=tiny",
+        "logger=csv",
+        "~callbacks.zero_shot_eval",
+        "trainer=ddp_cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        "trainer.precision=32-true",
+    ]
+    build_components(compose_config(CONF, "train", overrides))
+    assert (tmp_path / "csv" / "hparams.yaml").is_file() == (node == 0)

@@ -30,6 +30,7 @@ from hybrid_ir.data.plan_stats import batch_stats, mono_share_summary, plan_summ
 from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.data.samplers import HybridBatchSampler
 from hybrid_ir.data.split import check_val_config, hold_out
+from hybrid_ir.utils.distributed import is_global_zero
 from hybrid_ir.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,9 @@ class ParallelQADataModule(L.LightningDataModule):
         return self._plan_lengths[key]
 
     def _log_plan(self, epoch: int, plan: EpochPlan) -> None:
-        """Log an epoch's :func:`plan_summary` once (a plan no sampler keeps any more is computed again)."""
-        if epoch not in self._logged_epochs:
+        """Log an epoch's :func:`plan_summary` once (a plan no sampler keeps any more is computed again), on global
+        rank 0 only: every DDP process plans epoch 0 for its checks before the Trainer knows its rank."""
+        if epoch not in self._logged_epochs and is_global_zero():
             self._logged_epochs.add(epoch)
             log.info("epoch %d: %s", epoch, plan_summary(plan, self.corpora))
             log.info("epoch %d: %s", epoch, mono_share_summary(plan, self.corpora, self.alpha))

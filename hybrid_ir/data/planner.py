@@ -49,10 +49,31 @@ from hybrid_ir.data.plan import BatchKind, EpochPlan, batch_kinds, capacity_note
 
 
 def _first_of_group(groups: np.ndarray) -> np.ndarray:
-    """Boolean mask of the first occurrence of each value of ``groups``."""
+    """Boolean mask of the first occurrence of each value of ``groups`` (a stable sort, as ``np.unique``'s
+    ``return_index`` does, without its overhead: this runs a few times per batch)."""
     first = np.zeros(len(groups), dtype=bool)
-    first[np.unique(groups, return_index=True)[1]] = True
+    if len(groups) < 2:
+        first[:] = True
+        return first
+    order = np.argsort(groups, kind="stable")
+    ordered = groups[order]
+    starts = np.empty(len(groups), dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    first[order[starts]] = True
     return first
+
+
+# Below this many comparisons, membership is tested by broadcasting (cheaper than ``np.isin``'s sort for the
+# few dozen groups of one batch).
+_BROADCAST_ISIN = 1 << 14
+
+
+def _isin(values: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """``np.isin(values, among)``."""
+    if values.size * among.size <= _BROADCAST_ISIN:
+        return (values[:, None] == among[None, :]).any(axis=1)
+    return np.isin(values, among)
 
 
 class _Pool:
@@ -92,8 +113,11 @@ class _Pool:
         windows of growing length, each handled with array operations."""
         if key in self.dead:
             return None
-        ready = self.deferred[self._fits(key, self.deferred)]
-        picked = [ready[_first_of_group(self.group[ready])][:size]]
+        if self.deferred.size:
+            ready = self.deferred[self._fits(key, self.deferred)]
+            picked = [ready[_first_of_group(self.group[ready])][:size]]
+        else:
+            picked = [self.deferred]
         taken_groups = self.group[picked[0]]
         need = size - len(picked[0])
         skipped: list[np.ndarray] = []
@@ -103,7 +127,7 @@ class _Pool:
             free = self._fits(key, slice(j, hi)) & ~self.used[j:hi] & ~self.waiting[j:hi]
             candidates = j + np.flatnonzero(free)
             groups = self.group[candidates]
-            pick = _first_of_group(groups) & ~np.isin(groups, taken_groups)
+            pick = _first_of_group(groups) & ~_isin(groups, taken_groups)
             hits = np.flatnonzero(pick)
             if hits.size >= need:
                 cut = int(hits[need - 1]) + 1
@@ -124,7 +148,10 @@ class _Pool:
         self.pointer[key] = j
         passed = np.concatenate(skipped) if skipped else self.deferred[:0]
         self.waiting[passed] = True
-        self.deferred = np.concatenate([self.deferred[~self.used[self.deferred]], passed])
+        if self.deferred.size:
+            self.deferred = np.concatenate([self.deferred[~self.used[self.deferred]], passed])
+        else:
+            self.deferred = passed
         return positions
 
     def live_mono_langs(self) -> list[int]:

@@ -21,9 +21,12 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
 
     Rank ``r`` of ``W`` yields ``batch[r * B / W : (r + 1) * B / W]`` of each global batch of size ``B``,
     so the ranks' slices, concatenated, are the global batch. ``len()`` = number of batches in the
-    current epoch. Handing out the last batch of an epoch advances to the next epoch (batch 0), so
-    iterating again gives the next epoch, whether the previous iterator was exhausted or dropped right
-    after its last batch (as Lightning does, knowing the length). An iterator abandoned mid-epoch
+    current epoch. Handing out the last batch of an epoch advances the position (:attr:`epoch`,
+    :attr:`batches_yielded`, :meth:`state_dict`) to the next epoch (batch 0), so iterating again gives the next
+    epoch, whether the previous iterator was exhausted or dropped right after its last batch (as Lightning does,
+    knowing the length); ``len()`` stays that of the epoch just played until the next pass or :meth:`set_epoch`
+    starts the next one, so asking for the length after the run's last epoch (Lightning does, at the end of
+    ``fit``) plans no epoch that is never played. An iterator abandoned mid-epoch
     (``limit_train_batches``, a stop) leaves the position there: call :meth:`set_epoch` with the next
     epoch to start it from its first batch (the DataModule's loader does so before every pass).
     ``state_dict`` / ``load_state_dict`` resume in the middle of an epoch at the next batch (batches
@@ -74,13 +77,27 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         self.rank = rank
         self.world_size = world_size
         self.on_plan = on_plan
-        self.epoch = 0
-        self.batches_yielded = 0
+        # The epoch being played and the batches of it handed out; ``_ended``: its last batch has been handed out
+        # (the position is then the next epoch's batch 0, which is planned only when its pass starts).
+        self._epoch = 0
+        self._yielded = 0
+        self._ended = False
         self._plans = {} if plans is None else plans
 
+    @property
+    def epoch(self) -> int:
+        """The epoch the next batch belongs to."""
+        return self._epoch + 1 if self._ended else self._epoch
+
+    @property
+    def batches_yielded(self) -> int:
+        """The batches of :attr:`epoch` handed out so far."""
+        return 0 if self._ended else self._yielded
+
     def plan(self, epoch: int | None = None) -> EpochPlan:
-        """The global plan of ``epoch`` (default: the current one); the last :data:`KEPT_PLANS` plans are kept."""
-        epoch = self.epoch if epoch is None else epoch
+        """The global plan of ``epoch`` (default: the epoch being played, or just played until the next one
+        starts); the last :data:`KEPT_PLANS` plans are kept."""
+        epoch = self._epoch if epoch is None else epoch
         key = (self.seed, epoch)
         if key not in self._plans:
             plan = plan_epoch(
@@ -104,22 +121,20 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
         return len(self.plan())
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; a different epoch than the current one restarts at its first batch."""
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.batches_yielded = 0
+        """Select the epoch; a different epoch than the current one restarts at its first batch (and so does
+        selecting the next epoch once the previous one has ended: ``len()`` is then that epoch's)."""
+        if epoch != self.epoch or self._ended:
+            self._epoch, self._yielded, self._ended = epoch, 0, False
 
     def __iter__(self) -> Iterator[list[PairRef]]:
-        epoch, plan = self.epoch, self.plan()
+        self.set_epoch(self.epoch)
+        epoch, plan = self._epoch, self.plan()
         per_rank = self.global_batch_size // self.world_size
         lo, hi = self.rank * per_rank, (self.rank + 1) * per_rank
-        for index in range(self.batches_yielded, len(plan)):
-            # Advance before handing out the last batch: a consumer that stops after it (without asking
+        for index in range(self._yielded, len(plan)):
+            # Count a batch before handing it out: a consumer that stops after the last one (without asking
             # for one more) must still find the sampler at the start of the next epoch.
-            if index + 1 == len(plan):
-                self.epoch, self.batches_yielded = epoch + 1, 0
-            else:
-                self.batches_yielded = index + 1
+            self._yielded, self._ended = index + 1, index + 1 == len(plan)
             if self.negatives_per_query:
                 refs = plan.pairs(index)
                 k = self.negatives_per_query
@@ -138,12 +153,9 @@ class HybridBatchSampler(Sampler[list[PairRef]]):
             raise ValueError(
                 f"sampler state lacks {sorted(missing)}; expected keys epoch, batches_yielded, seed"
             )
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
-        done = int(state["batches_yielded"])
-        if not 0 <= done <= len(self.plan()):
-            raise ValueError(
-                f"batches_yielded={done} is outside [0, {len(self.plan())}] for epoch {self.epoch}"
-            )
-        self.batches_yielded = done
-        if done == len(self.plan()):
-            self.epoch, self.batches_yielded = self.epoch + 1, 0
+        self.seed, epoch = int(state["seed"]), int(state["epoch"])
+        done, n = int(state["batches_yielded"]), len(self.plan(epoch))
+        if not 0 <= done <= n:
+            raise ValueError(f"batches_yielded={done} is outside [0, {n}] for epoch {epoch}")
+        # A state at an epoch's end is the next epoch's start: that epoch is the one to be played (and measured).
+        self._epoch, self._yielded, self._ended = (epoch + 1, 0, False) if done == n else (epoch, done, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -14,6 +15,29 @@ def world_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def launch_rank(devices_per_node: int = 1) -> int:
+    """This process's global rank as its launcher's environment gives it, before ``torch.distributed`` is set up:
+    ``RANK`` (torchrun), else ``SLURM_PROCID`` (SLURM), else ``NODE_RANK × devices_per_node + LOCAL_RANK``
+    (Lightning's own launcher: ``NODE_RANK`` per node, ``LOCAL_RANK`` in the processes it starts); 0 when none is
+    set. Lightning's own guess before the Trainer sets up ignores ``NODE_RANK``, so every node started by its
+    launcher would take its first process for global rank 0 until then."""
+    env = os.environ
+    for name in ("RANK", "SLURM_PROCID"):
+        if env.get(name, "").strip():
+            return int(env[name])
+    node = int(env.get("NODE_RANK", "").strip() or env.get("GROUP_RANK", "").strip() or 0)
+    return node * devices_per_node + int(env.get("LOCAL_RANK", "").strip() or 0)
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0: by the process group once it exists, before that (a run's checks
+    before the Trainer starts) by its launcher's environment (:func:`launch_rank`). What only one process of a run
+    should log is logged where this holds."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return launch_rank() == 0
 
 
 def gather_with_grad(x: Tensor, check_sizes: bool = True) -> Tensor:

@@ -438,6 +438,25 @@ def test_each_epoch_plan_is_logged_with_used_and_dropped_ids(caplog: pytest.LogC
     assert not caplog.messages, "only rank 0 logs the plan"
 
 
+@pytest.mark.parametrize("env", ["LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"])
+def test_only_global_rank_zero_logs_the_plan_of_its_checks(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, env: str
+) -> None:
+    """Every DDP process runs the checks (epoch 0's plan) before the Trainer knows its rank: a process its launcher
+    placed elsewhere than global rank 0 (Lightning's launcher: LOCAL_RANK, NODE_RANK; torchrun: RANK; SLURM:
+    SLURM_PROCID) logs no plan summary, so a run's log holds each epoch's once."""
+    for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
+        _datamodule().check_plan(world_size=2)
+    assert sum(m.startswith("epoch 0: ") for m in caplog.messages) == 2  # the plan and its mono share
+    caplog.clear()
+    monkeypatch.setenv(env, "1")
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.data.datamodule"):
+        _datamodule().check_plan(world_size=2)
+    assert not [m for m in caplog.messages if m.startswith("epoch ")]
+
+
 def test_each_epoch_logs_its_realised_mono_share(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An English-only dataset gives mono batches only, so the realised share is logged next to alpha, per dataset."""
     english = _pairs_file(tmp_path / "english.jsonl", 320, ["en"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -23,7 +24,7 @@ from hybrid_ir.data.plan import (
     check_training_length,
 )
 from hybrid_ir.data.plan_stats import batch_stats, dataset_usage
-from hybrid_ir.data.planner import plan_epoch
+from hybrid_ir.data.planner import _first_of_group, _isin, plan_epoch
 from hybrid_ir.data.samplers import HybridBatchSampler
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.paths import default_data_root
@@ -268,7 +269,24 @@ def test_sampler_length_epochs_and_set_epoch(grouped):
     assert second == [batch for _, batch in sampler.plan(1)] and second != first
     sampler.set_epoch(0)
     assert list(sampler) == first
+    assert len(sampler) == len(first), "the epoch just played, until the next one starts"
+    sampler.set_epoch(1)
     assert len(sampler) == len(sampler.plan(1))
+
+
+def test_the_length_after_the_last_epoch_plans_no_further_epoch(grouped):
+    # Lightning asks for the loader's length once more when fit ends (its data fetcher's teardown): that must not
+    # plan (and log) an epoch after the run's last one.
+    planned: list[int] = []
+    sampler = HybridBatchSampler(
+        [grouped], "hybrid", 16, seed=1, on_plan=lambda epoch, plan: planned.append(epoch)
+    )
+    first = list(sampler)
+    assert len(sampler) == len(first)
+    assert sampler.state_dict() == {"epoch": 1, "batches_yielded": 0, "seed": 1}
+    assert planned == [0]
+    assert list(sampler) == [batch for _, batch in sampler.plan(1)]
+    assert planned == [0, 1]
 
 
 def test_a_pass_dropped_after_its_last_batch_still_advances_the_epoch(grouped):
@@ -286,6 +304,7 @@ def test_state_at_the_end_of_an_epoch_loads_as_the_next_epoch(grouped):
     sampler = HybridBatchSampler([grouped], "hybrid", 16, seed=1)
     sampler.load_state_dict({"epoch": 3, "batches_yielded": len(sampler.plan(3)), "seed": 1})
     assert sampler.state_dict() == {"epoch": 4, "batches_yielded": 0, "seed": 1}
+    assert len(sampler) == len(sampler.plan(4)), "the length of the epoch to be played"
     assert list(sampler) == [batch for _, batch in sampler.plan(4)]
 
 
@@ -587,3 +606,43 @@ def test_epoch_steps_leaves_the_exhaustive_epoch_unchanged_when_none(grouped, sp
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="epoch_steps"):
             plan_epoch(corpora, "hybrid", 16, 0.5, 0, 0, epoch_steps=bad)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 50, 600, 5000])
+def test_the_planners_group_helpers_match_numpy(n: int) -> None:
+    rng = np.random.default_rng(n)
+    groups = rng.integers(0, max(1, n // 3), size=n)
+    first = np.zeros(n, dtype=bool)
+    first[np.unique(groups, return_index=True)[1]] = True
+    assert np.array_equal(_first_of_group(groups), first)
+    for among in (groups[:0], groups[: min(n, 32)], rng.integers(0, max(1, n // 3), size=40)):
+        assert np.array_equal(_isin(groups, among), np.isin(groups, among))
+
+
+def _plan_digest(plan: EpochPlan) -> str:
+    digest = hashlib.sha256()
+    for key in ("kind", "dataset", "lang", "pid", "q_lang", "p_lang"):
+        digest.update(getattr(plan, key).astype(np.int64).tobytes())
+    digest.update(repr((plan.dropped, plan.drop_reasons, plan.passes)).encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("mode", "alpha", "batch", "steps", "expected"),
+    [
+        ("hybrid", 0.5, 32, None, "3c773e395abeb90e"),
+        ("mono", 0.5, 16, None, "20cb4b7503e7b05e"),
+        ("cross", 0.5, 64, None, "303339fee4fa3105"),
+        ("hybrid", 0.3, 24, 150, "ca28ee4af0347c0c"),
+    ],
+)
+def test_plans_are_those_of_the_planner_before_its_speed_up(
+    mode: str, alpha: float, batch: int, steps: int | None, expected: str
+) -> None:
+    """The digests were computed with the planner as it was before ``_first_of_group`` / ``_isin`` replaced
+    ``np.unique`` / ``np.isin`` and the empty deferred list was skipped (issue 25): a seed keeps its plans."""
+    corpora = [
+        make_corpus(3000, NINE, "a", group_sizes=[1, 1, 3, 1, 2], subsets=True, seed=1),
+        make_corpus(700, ["en", "de"], "b", group_sizes=[2, 1], seed=2),
+    ]
+    assert _plan_digest(plan_epoch(corpora, mode, batch, alpha, 7, 3, 0.7, steps)) == expected

@@ -8,6 +8,7 @@ from its checkpoints: in the middle of epoch 2 and at the end of epoch 1.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,16 @@ def test_a_resumed_run_continues_with_the_same_batches_and_rates(
     per_epoch = len(_plan(0))
     assert records[0]["step"] == {"resumed_mid": 2 * per_epoch + 4, "resumed_boundary": 2 * per_epoch}[name]
     assert records == full[records[0]["step"] :]
+
+
+def _plan_log_epochs(log: Path) -> list[int]:
+    """The epochs of the plan summaries (``epoch N: B batches; ...``) in a run's console output, in order."""
+    return [int(m) for m in re.findall(r"\] - epoch (\d+): \d+ batches;", log.read_text(errors="replace"))]
+
+
+def test_each_epoch_plan_is_logged_once_and_none_after_the_last(runs: dict[str, Path]) -> None:
+    # Every process of a DDP run writes to the console output; rank 1 plans epoch 0 for its checks too, and Lightning
+    # asks for the loader's length once more after the last epoch.
+    assert _plan_log_epochs(runs["full"].with_suffix(".log")) == list(range(EPOCHS))
+    assert _plan_log_epochs(runs["limited"].with_suffix(".log")) == list(range(EPOCHS))
+    assert _plan_log_epochs(runs["ddp"].with_suffix(".log")) == [0, 1]

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hybrid_ir.models.gradcache import grad_cache_backward
 from hybrid_ir.models.loss import InfoNCELoss, positives_first
-from hybrid_ir.utils.distributed import gather_with_grad, world_info
+from hybrid_ir.utils.distributed import gather_with_grad, is_global_zero, launch_rank, world_info
 from tests.helpers.ddp import gloo_group, spawn
 
 WORLD = 2
@@ -160,3 +160,26 @@ def test_identity_when_not_distributed() -> None:
     x = torch.randn(3, 2, requires_grad=True)
     assert world_info() == (0, 1)
     assert gather_with_grad(x) is x
+
+
+@pytest.mark.parametrize(
+    ("env", "devices", "rank"),
+    [
+        ({}, 4, 0),
+        ({"RANK": "5", "NODE_RANK": "1", "LOCAL_RANK": "1"}, 4, 5),  # torchrun
+        ({"SLURM_PROCID": "6", "LOCAL_RANK": "2"}, 4, 6),  # SLURM
+        ({"NODE_RANK": "1"}, 4, 4),  # Lightning's launcher: the first process of node 1
+        ({"NODE_RANK": "1", "LOCAL_RANK": "3"}, 4, 7),  # ... and a process it started there
+        ({"NODE_RANK": "1"}, 1, 1),
+        ({"LOCAL_RANK": "1"}, 2, 1),  # one node: the second process Lightning started
+    ],
+)
+def test_launch_rank_reads_the_launchers_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], devices: int, rank: int
+) -> None:
+    for name in ("RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert launch_rank(devices) == rank
+    assert is_global_zero() == (rank == 0)
