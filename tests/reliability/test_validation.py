@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -29,15 +30,29 @@ RUN = (
 VAL = ("data.val.fraction=0.02", "callbacks=validation")
 
 
-def test_validation_logs_every_epoch_and_stops_early(compose: Compose, fast_tiny_model: None) -> None:
+def test_validation_logs_every_epoch_and_stops_early(
+    compose: Compose, fast_tiny_model: None, caplog: pytest.LogCaptureFixture
+) -> None:
     # no validation loss can improve by 100: the run stops at the first validation after the first one
     cfg = compose(*RUN, *VAL, "callbacks.early_stopping.patience=0", "callbacks.early_stopping.min_delta=100")
     out = Path(cfg.paths.output_dir)
     run = build_components(cfg)
-    run.trainer.fit(run.module, datamodule=run.datamodule)
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.utils.callbacks"):
+        run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.trainer.current_epoch == 2 < MAX_EPOCHS  # epochs 0 and 1 ran
     rows = [r for r in csv_table(out) if r.get("val/loss")]
     assert [int(r["epoch"]) for r in rows] == [0, 1]
+    # the log says when and why: the epoch, the monitored metric and its best value (epoch 0's), the patience
+    stops = [r.getMessage() for r in caplog.records if "early stopping" in r.getMessage()]
+    assert len(stops) == 1, stops
+    assert stops[0].startswith(
+        f"early stopping ended training after epoch 1 (global step 4, trainer.max_epochs={MAX_EPOCHS})"
+    )
+    assert (
+        "val/loss did not improve by more than min_delta=100 in the last 1 validation(s) (patience=0)"
+        in stops[0]
+    )
+    assert f"best val/loss {float(rows[0]['val/loss']):.6g} (mode min)" in stops[0]
     for row in rows:
         assert 0.0 <= float(row["val/acc@1"]) <= float(row["val/mrr"]) <= 1.0
     # the best checkpoint is epoch 0's: epoch 1 did not improve by min_delta
@@ -76,7 +91,7 @@ def test_early_stopping_continues_from_the_checkpoint_on_resume(
         *VAL,
         "callbacks.early_stopping.patience=0",
         "callbacks.early_stopping.min_delta=100",
-        "callbacks.model_checkpoint.every_n_train_steps=null",  # callbacks=validation's, which smoke sets to 2
+        "callbacks.model_checkpoint.every_n_train_steps=null",  # epoch checkpoints only (smoke: every 2 steps)
     )
     train(compose(*RUN, *stop_at_once, "trainer.max_epochs=1"))
     # resumed, the best val/loss of epoch 0 comes from the checkpoint: epoch 1 does not beat it by 100, so the
