@@ -55,8 +55,11 @@ def test_validation_logs_every_epoch_and_stops_early(
     assert f"best val/loss {float(rows[0]['val/loss']):.6g} (mode min)" in stops[0]
     for row in rows:
         assert 0.0 <= float(row["val/acc@1"]) <= float(row["val/mrr"]) <= 1.0
-    # the best checkpoint is epoch 0's: epoch 1 did not improve by min_delta
-    assert [p.name for p in (out / "checkpoints").glob("best-*.ckpt")] == [f"best-epoch00-step{2:06d}.ckpt"]
+    # the best checkpoint is that of the lower validation loss (min_delta is early stopping's, not the checkpoint's)
+    best = min(rows, key=lambda r: float(r["val/loss"]))
+    best_epoch = int(best["epoch"])
+    expected = f"best-epoch{best_epoch:02d}-step{2 * (best_epoch + 1):06d}.ckpt"
+    assert [p.name for p in (out / "checkpoints").glob("best-*.ckpt")] == [expected]
 
     # the last logged values are the final weights' loss and ranks on the fixed validation batches
     module, dm = run.module.eval(), run.datamodule
