@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 from hybrid_ir.pipeline import build_components, sweep_objective, train
 
@@ -77,6 +78,27 @@ def test_validation_logs_every_epoch_and_stops_early(
     assert float(last["val/loss"]) == pytest.approx(sum(losses) / len(losses), abs=1e-5)
     assert float(last["val/acc@1"]) == pytest.approx(sum(hits) / len(hits), abs=1e-6)
     assert float(last["val/mrr"]) == pytest.approx(sum(reciprocal) / len(reciprocal), abs=1e-6)
+
+
+def test_an_epoch_cut_short_by_max_steps_counts_for_no_validation(
+    compose: Compose, fast_tiny_model: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # max_steps ends epoch 1 after its first batch: no validation ran in it, so early stopping, which would stop
+    # at any validation after the first (min_delta=100), must not judge the previous epoch's val/loss again
+    cfg = compose(
+        *RUN,
+        *VAL,
+        "trainer.max_steps=3",
+        "callbacks.early_stopping.patience=0",
+        "callbacks.early_stopping.min_delta=100",
+    )
+    run = build_components(cfg)
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.utils.callbacks"):
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.trainer.global_step == 3
+    stopper = next(cb for cb in run.trainer.callbacks if isinstance(cb, EarlyStopping))
+    assert stopper.wait_count == 0 and not run.trainer.should_stop
+    assert "early stopping" not in caplog.text
 
 
 def test_without_a_validation_set_no_validation_runs(compose: Compose, fast_tiny_model: None) -> None:
