@@ -317,9 +317,9 @@ class BiEncoderModule(L.LightningModule):
         """Give every training step the random state the previous step left (after a resume: the checkpoint's,
         which is that state too), so dropout matches the uninterrupted run whatever ran between two steps and
         drew random numbers there: validation, evaluations, a new epoch's data loader (each of its iterators
-        draws a seed), setting up the resumed run. Only torch's generators are kept from step to step (reading
-        numpy's costs about as much as a tiny model's step); the checkpoint's numpy and Python states are
-        restored with them on the first resumed step."""
+        draws a seed), setting up the resumed run. Only torch's generators, which the steps draw from, are kept
+        from step to step (reading numpy's state takes a few tenths of a millisecond); the checkpoint's numpy and
+        Python states are restored with them on the first resumed step."""
         if self._resume_rng_state is not None:
             restore_rng_state(self._resume_rng_state)
             self._resume_rng_state = None
