@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from hybrid_ir.models.encoder import resolve_model_path
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from tests.helpers.batch_log import read_batch_log
 
-from .runs import DELAY, RUN_TIMEOUT_S, csv_table, finish, kill_after_checkpoint, start_train, step_losses
+from .runs import RUN_TIMEOUT_S, csv_table, finish, kill_after_checkpoint, start_train, step_losses
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +69,12 @@ CONFIGS = {
     "short": (*BASE, "callbacks.model_checkpoint.every_n_train_steps=50", f"trainer.max_steps={SHORT}"),
 }
 LONGER = ("ckpt_path=last", f"trainer.max_steps={TOTAL}")
+# Slows a run to be killed down (:class:`tests.helpers.fakes.StepDelay`): the kill must land before the step
+# checkpoint two steps after the end of epoch 1, also on a busy machine.
+DELAY = (
+    "+callbacks.step_delay._target_=tests.helpers.fakes.StepDelay",
+    "+callbacks.step_delay.seconds=1.5",
+)
 
 
 @dataclass
@@ -99,13 +106,24 @@ def boundaries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Boundaries]
         name: start_train(runs[f"killed_{name}"], *CONFIGS[name], *DELAY) for name in ("epochs", "validation")
     }
     started = [*procs.values(), *killed.values()]
-    killed_at, alive = {}, {}
+    killed_at: dict[str, int] = {}
     try:
-        for name, proc in killed.items():
+        # watched at once: each must be killed right after its checkpoint, whichever gets there first
+        with ThreadPoolExecutor(len(killed)) as pool:
+            watches = {
+                name: pool.submit(
+                    kill_after_checkpoint,
+                    proc,
+                    runs[f"killed_{name}"] / "checkpoints" / "last.ckpt",
+                    BOUNDARY,
+                    2 * RUN_TIMEOUT_S,  # five processes start at once: allow for a slow start
+                )
+                for name, proc in killed.items()
+            }
+            alive = {name: watch.result() for name, watch in watches.items()}
+        for name in killed:
             run = runs[f"killed_{name}"]
             ckpt = run / "checkpoints" / "last.ckpt"
-            # five processes start at once: allow for a slow start
-            alive[name] = kill_after_checkpoint(proc, ckpt, BOUNDARY, 2 * RUN_TIMEOUT_S)
             log = run.with_suffix(".log").rename(run.with_suffix(".killed.log"))
             if not ckpt.is_file():
                 pytest.fail(f"the run to be killed wrote no checkpoint:\n{log.read_text()[-4000:]}")
