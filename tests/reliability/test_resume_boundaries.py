@@ -12,8 +12,8 @@ Runs of three epochs of ``EPOCH`` batches (dropout on, a constant learning rate)
 
 Every resumed run must train on the same batches with the same losses as the uninterrupted run of its config
 (``epochs`` for ``short``: the checkpoint interval changes nothing else), and every run's final ``last.ckpt``
-must hold its last step and the weights of the exported encoder (``checkpoints/encoder``). About two minutes
-on two cores.
+must hold its last step and the weights of the exported encoder (``checkpoints/encoder``). A few minutes on
+two cores (six on a busy machine).
 """
 
 from __future__ import annotations
