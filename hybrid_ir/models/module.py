@@ -18,7 +18,12 @@ from hybrid_ir.models.loss import InfoNCELoss, positives_first
 from hybrid_ir.utils.csv_logger import ResumableCSVLogger
 from hybrid_ir.utils.distributed import gather_with_grad, world_info
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
+from hybrid_ir.utils.rng import (
+    capture_rng_state,
+    capture_torch_rng_state,
+    restore_rng_state,
+    restore_torch_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +104,10 @@ class BiEncoderModule(L.LightningModule):
         self.encoder = encoder
         self.loss = loss
         self.skipped_steps = 0
+        # the checkpoint's random state, restored before the first resumed step; torch's random state at the end
+        # of the last training step, restored before the next one (see on_train_batch_start)
         self._resume_rng_state: dict[str, Any] | None = None
+        self._step_rng_state: dict[str, Any] | None = None
         # {"lr", "warmup", "total"} of the LR schedule built by configure_optimizers, and of the checkpoint's
         self._schedule: dict[str, float] | None = None
         self._resume_schedule: dict[str, float] | None = None
@@ -156,6 +164,14 @@ class BiEncoderModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self._train_on(batch, batch_idx)
+        # what the next step draws from, whatever runs in between (see on_train_batch_start)
+        self._step_rng_state = capture_torch_rng_state()
+        return loss
+
+    def _train_on(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One optimisation step on ``batch`` (or none, when the loss is not finite and ``nonfinite=skip``);
+        returns the loss."""
         opt = self.optimizers()
         if self.hparams.grad_cache_chunk_size:
             loss = self._grad_cache_step(batch)
@@ -259,7 +275,9 @@ class BiEncoderModule(L.LightningModule):
             "config_overrides": self.encoder.config_overrides,
             "encoder": self.encoder.settings(),
             "skipped_steps": self.skipped_steps,
-            "rng_state": capture_rng_state(),
+            # numpy's and Python's as they are now; torch's as the last step left them: what the next step
+            # draws from
+            "rng_state": {**capture_rng_state(), **(self._step_rng_state or {})},
             "schedule": self._schedule,
         }
 
@@ -297,12 +315,17 @@ class BiEncoderModule(L.LightningModule):
         )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """On the first step after a resume, restore the RNG state saved with the checkpoint (here, not when
-        loading it: setting up the data loader draws a random number), so dropout matches the
-        uninterrupted run."""
+        """Give every training step the random state the previous step left (after a resume: the checkpoint's,
+        which is that state too), so dropout matches the uninterrupted run whatever ran between two steps and
+        drew random numbers there: validation, evaluations, a new epoch's data loader (each of its iterators
+        draws a seed), setting up the resumed run. Only torch's generators, which the steps draw from, are kept
+        from step to step (reading numpy's state takes a few tenths of a millisecond); the checkpoint's numpy and
+        Python states are restored with them on the first resumed step."""
         if self._resume_rng_state is not None:
             restore_rng_state(self._resume_rng_state)
             self._resume_rng_state = None
+        elif self._step_rng_state is not None:
+            restore_torch_rng_state(self._step_rng_state)
 
 
 def hard_negatives(batch: dict[str, Any]) -> tuple[Tensor, Tensor] | None:

@@ -374,6 +374,32 @@ def test_configure_optimizers_schedule(tiny_encoder_factory) -> None:
     assert lrs == pytest.approx(expected)
 
 
+class DrawBetweenEpochs(L.Callback):
+    """Draws random numbers between two training steps, as validation, an evaluation or a new epoch's data
+    loader do."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.rand(7)
+
+
+def test_a_step_draws_from_the_random_state_the_previous_step_left(tiny_encoder_factory) -> None:
+    """Random numbers drawn between two steps change no dropout mask: the random state a checkpoint saves after
+    a step is the one the next step draws from, also after an epoch's validation or evaluation."""
+    batch = make_batch(tiny_encoder_factory())
+
+    def run(*callbacks: L.Callback) -> list[float]:
+        encoder = tiny_encoder_factory()  # dropout on
+        torch.manual_seed(0)
+        record = RecordLosses()
+        module = BiEncoderModule(encoder, InfoNCELoss(TAU), lr=1e-3, warmup_steps=0)
+        make_trainer(max_epochs=2, callbacks=[record, *callbacks]).fit(module, repeated(batch, 2))
+        return record.losses
+
+    plain, disturbed = run(), run(DrawBetweenEpochs())
+    assert len(plain) == 4 and len(set(plain)) == 4
+    assert disturbed == plain
+
+
 def test_checkpoint_hooks_keep_skipped_steps(tiny_encoder_factory) -> None:
     encoder = tiny_encoder_factory()
     module = BiEncoderModule(encoder, InfoNCELoss())

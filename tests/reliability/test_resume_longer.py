@@ -1,9 +1,11 @@
-"""Resume a finished run with a larger ``trainer.max_steps``: nothing the first run wrote is lost.
+"""Resume a finished run with a larger ``trainer.max_steps`` (the README's "train it longer"): it trains the rest
+of the interrupted epoch, and nothing the first run wrote is lost.
 
 A real ``train.py`` run of :data:`runs.SMOKE` with both loggers (W&B offline and CSV), plots and per-query
-files stops at ``FIRST_STEPS``; the same command with ``ckpt_path=last`` and ``trainer.max_steps=LONGER_STEPS``
-continues it in the same ``hydra.run.dir``. Both end epoch 0 (the epoch is longer than either run), so both
-evaluate it. What the first run wrote is copied aside before the resume.
+files and the default checkpoint interval (50 steps, longer than the run) stops at ``FIRST_STEPS``, in the
+middle of its only epoch (``trainer.max_epochs=1``); the same command with ``ckpt_path=last`` and
+``trainer.max_steps=LONGER_STEPS`` continues it in the same ``hydra.run.dir``. Both end epoch 0 (the epoch is
+longer than either run), so both evaluate it. What the first run wrote is copied aside before the resume.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.evaluation.outputs import per_query_path, plot_path, read_per_query
 from hybrid_ir.models.module import linear_warmup_decay
+from hybrid_ir.utils.paths import default_data_root
+from tests.helpers.batch_log import read_batch_log
 
 from .runs import SMOKE, csv_rows, csv_table, eval_records, finish, start_train
 
@@ -31,8 +37,14 @@ RUN = (
     "logger=default",
     "eval.plots=true",
     "eval.per_query=true",
-    f"callbacks.model_checkpoint.every_n_train_steps={FIRST_STEPS}",
+    # the default interval: the first run writes its only checkpoint as it ends, mid-epoch
+    "callbacks.model_checkpoint.every_n_train_steps=50",
+    "+callbacks.batch_log._target_=tests.helpers.batch_log.BatchLog",
+    "+callbacks.batch_log.dirpath=${paths.output_dir}/batches",
 )
+# the smoke run's training data and batches (conf/data/base.yaml, conf/experiment/smoke.yaml)
+LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
+BATCH = 8
 TAGS = ["pretrained", f"epoch0-step{FIRST_STEPS}", f"epoch0-step{LONGER_STEPS}"]
 
 
@@ -59,6 +71,17 @@ def longer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LongerRun]:
             proc.kill()
             proc.wait()
     yield LongerRun(run=run, first=first, resumed_log=run.with_suffix(".log").read_text(errors="replace"))
+
+
+def test_the_resumed_run_trains_the_rest_of_the_epoch(longer_run: LongerRun) -> None:
+    # the first run's batches, then the resumed run's: the first LONGER_STEPS batches of epoch 0's plan
+    corpus = load_corpus({"name": "xquad-r", "languages": LANGS}, default_data_root(), download=False)
+    plan = plan_epoch([corpus], "hybrid", BATCH, 0.5, 0, 0)
+    assert len(plan) > LONGER_STEPS
+    expected = [[[ref.pid, ref.q_lang, ref.p_lang] for ref in refs] for _, refs in plan][:LONGER_STEPS]
+    records = read_batch_log(longer_run.run / "batches")
+    assert [(r["epoch"], r["step"]) for r in records] == [(0, step) for step in range(LONGER_STEPS)]
+    assert [r["pairs"] for r in records] == expected
 
 
 def test_the_csv_log_keeps_the_first_runs_rows(longer_run: LongerRun) -> None:

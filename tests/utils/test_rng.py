@@ -6,9 +6,15 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from hybrid_ir.utils.rng import capture_rng_state, restore_rng_state
+from hybrid_ir.utils.rng import (
+    capture_rng_state,
+    capture_torch_rng_state,
+    restore_rng_state,
+    restore_torch_rng_state,
+)
 
 
 def draws() -> tuple[list[float], list[float], list[float], list[float]]:
@@ -39,3 +45,23 @@ def test_state_is_tensors_and_plain_values() -> None:
     assert isinstance(state["torch"], torch.Tensor) and state["torch"].dtype == torch.uint8
     assert isinstance(state["numpy"]["key"], torch.Tensor) and state["numpy"]["key"].shape == (624,)
     assert state["python"][0] == random.getstate()[0]
+
+
+def test_torch_state_alone_replays_torch_draws_and_leaves_the_others() -> None:
+    torch.manual_seed(4)
+    np.random.seed(5)
+    state = capture_torch_rng_state()
+    assert set(state) == {"torch", "cuda"}
+    expected = torch.rand(3).tolist()
+    numpy_next = np.random.rand()
+    restore_torch_rng_state(state)
+    assert torch.rand(3).tolist() == expected
+    assert np.random.rand() != numpy_next  # numpy's generator was not reset
+
+
+def test_a_process_that_never_used_cuda_saves_no_cuda_state() -> None:
+    # asking for the CUDA states would start CUDA (and take GPU memory) in a run that trains on the CPU
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA is already in use in this process")
+    assert capture_rng_state()["cuda"] == []
+    assert not torch.cuda.is_initialized()
