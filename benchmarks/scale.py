@@ -36,12 +36,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.planner import planner_corpus
 from benchmarks.process import peak_rss_mb, reset_peak_rss, run_worker, worker_main
+
+if TYPE_CHECKING:
+    from hybrid_ir.data.corpus import ParallelCorpus
 
 NAME = "scale"
 LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]

@@ -60,8 +60,14 @@ def test_scale_quick(tmp_path: Path) -> None:
     assert data["batches_per_epoch"] > 0 and data["store_tokens"] > 0 and data["fetch_median_ms"] > 0
     assert case["train"]["start_to_5_steps_s"] > case["train"]["start_to_first_step_s"] > 0
     assert data["table_build_s"] > 0 and data["table_mb"] > 0
-    assert data["store_build_peak_rss_mb"] > 0 and data["store_tokens_per_s"] > 0 and data["bare_tokens_per_s"] > 0
-    assert any(g["name"] == "2000 ids: store build tokens/s / bare tokenizer tokens/s" for g in record["goals"])
+    assert (
+        data["store_build_peak_rss_mb"] > 0
+        and data["store_tokens_per_s"] > 0
+        and data["bare_tokens_per_s"] > 0
+    )
+    assert any(
+        g["name"] == "2000 ids: store build tokens/s / bare tokenizer tokens/s" for g in record["goals"]
+    )
     assert not list(cache_dir("stores").glob("synthetic-scale-*")), "the benchmark removes its stores"
     assert not list(cache_dir("tables").glob("synthetic-*")), "the benchmark removes its record tables"
 
