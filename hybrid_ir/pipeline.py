@@ -17,7 +17,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.config_checks import resolve_ckpt_path, resume_step_of, validate_train_config, world_size_of
+from hybrid_ir.config_checks import (
+    check_seed,
+    resolve_ckpt_path,
+    resume_step_of,
+    validate_train_config,
+    world_size_of,
+)
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.loading import load_corpus
 from hybrid_ir.data.mining import (
@@ -216,6 +222,7 @@ def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
     other dataset exported with its groups kept, see :func:`write_corpus_mined`) and ``mine_stats.json``, print
     a summary."""
     output_dir = Path(cfg.paths.output_dir)
+    check_seed(cfg.seed)
     mcfg = cfg.mine
     settings = MineSettings(
         pool=mcfg.pool,
