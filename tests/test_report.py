@@ -11,7 +11,7 @@ import yaml
 
 from hybrid_ir.evaluation.outputs import per_query_path, write_per_query
 from hybrid_ir.report import find_jobs, main, significance_rows, summary_rows, write_report
-from hybrid_ir.utils.errors import DataError
+from hybrid_ir.utils.errors import ConfigError, DataError
 
 QIDS = [f"q{i}" for i in range(12)]
 
@@ -117,7 +117,7 @@ def test_write_report_files_and_cli(sweep: Path, tmp_path: Path, capsys: pytest.
 
 
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no metrics\.json"):
+    with pytest.raises(ConfigError, match=r"no metrics\.json"):
         find_jobs([tmp_path])
 
 

@@ -61,7 +61,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def model_not_loadable(name_or_path: str, path: str, err: OSError) -> ConfigError:
+def model_not_loadable(name_or_path: str, path: str, err: Exception) -> ConfigError:
     """The error for a model that transformers could not load (``err``): a local directory without a loadable
     model, or a hub id neither in the local Hugging Face cache nor downloadable (no network, a wrong id)."""
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -144,6 +144,10 @@ class Encoder(nn.Module):
                     self.model = AutoModel.from_pretrained(path, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except OSError as err:  # transformers' words for "not on disk and not downloadable"
+            raise model_not_loadable(name_or_path, path, err) from err
+        except ValueError as err:  # a local directory without a model ("Unrecognized model in ...")
+            if not Path(path).is_dir():
+                raise
             raise model_not_loadable(name_or_path, path, err) from err
         self.text_tokenizer = TextTokenizer(tokenizer, query_prefix, passage_prefix, max_length)
         if gradient_checkpointing:
