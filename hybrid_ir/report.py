@@ -15,7 +15,7 @@ training effect.
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
 compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted): that
 covers query-level variation only. Where the groups have several seeds, the runs' mean metrics are also compared
-across seeds (exact permutation test over runs), which covers training-seed variation; ``report.md`` says which
+across seeds (Welch's t-test over runs), which covers training-seed variation; ``report.md`` says which
 test covers what (:func:`significance_rows`). Job directories without ``metrics.json`` are skipped with a warning
 naming each and why.
 ``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
@@ -43,11 +43,10 @@ import yaml
 from hybrid_ir.evaluation.outputs import METRICS_FILE, per_query_path, read_per_query
 from hybrid_ir.evaluation.plots import plot_grouped_bars, plot_sweep
 from hybrid_ir.evaluation.significance import (
-    MAX_EXACT_N,
     holm_bonferroni,
     paired_bootstrap,
     paired_randomization_test,
-    run_permutation_test,
+    welch_t_test,
 )
 from hybrid_ir.evaluation.table import LAREQA_COLUMNS as METRICS
 from hybrid_ir.utils.cli import report_expected_errors
@@ -317,11 +316,11 @@ def significance_rows(jobs: list[Job], dataset: str, n_resamples: int = 10000, s
       over its seeds, compared query by query (paired randomisation test). It takes the trained models as
       fixed: query-level variation only.
     * over seeds (``p_seeds``, ``p_seeds_holm``): each run's mean over the same queries is one value, and
-      :func:`~hybrid_ir.evaluation.significance.run_permutation_test` asks whether the runs of ``a`` and ``b``
-      could be one population; this covers training-seed variation (the queries taken as fixed). An
-      ``evaluate.py`` group (a pretrained model) has no seed variation: it is one fixed value, and the other
-      group's runs are tested against it (exact sign-flip test). Only where each trained group has at least two
-      runs; else ``None`` (a single seed says nothing about seed-to-seed variation).
+      Welch's t-test (:func:`~hybrid_ir.evaluation.significance.welch_t_test`) compares the runs of ``a`` with
+      those of ``b``; this covers training-seed variation (the queries taken as fixed), assuming run means vary
+      normally from seed to seed. An ``evaluate.py`` group (a pretrained model) has no seed variation: it is one
+      fixed value, and the other group's runs are tested against it (one-sample t-test). Only where each trained
+      group has at least two runs; else ``None`` (a single seed says nothing about seed-to-seed variation).
 
     Pooling seeds per query alone would ignore seed-to-seed variation: two runs differing only by their seed
     differ consistently over thousands of queries, which the query-level test calls significant."""
@@ -353,7 +352,7 @@ def significance_rows(jobs: list[Job], dataset: str, n_resamples: int = 10000, s
                     "p_bootstrap": boot.p_value,
                     "seeds_a": len(runs[a]),
                     "seeds_b": len(runs[b]),
-                    "p_seeds": seed_level_p(run_a, run_b, a in fixed, b in fixed, n_resamples, seed),
+                    "p_seeds": seed_level_p(run_a, run_b, a in fixed, b in fixed),
                 }
             )
         if block:
@@ -374,25 +373,16 @@ def run_means(runs: Sequence[dict[tuple, float]], keys: Sequence[tuple], fixed: 
     return [float(np.mean(values))] if fixed else values
 
 
-def seed_level_p(
-    a: Sequence[float], b: Sequence[float], a_fixed: bool, b_fixed: bool, n_resamples: int, seed: int
-) -> float | None:
+def seed_level_p(a: Sequence[float], b: Sequence[float], a_fixed: bool, b_fixed: bool) -> float | None:
     """The over-seeds p-value of :func:`significance_rows` for the run means ``a`` and ``b`` (``None``: not
     tested: a trained group with one run, or two fixed models)."""
     if a_fixed and b_fixed:
         return None
-    if a_fixed or b_fixed:
-        runs, value = (b, a[0]) if a_fixed else (a, b[0])
-        if len(runs) < 2:
-            return None
-        diffs = np.asarray(runs) - value
-        exact = len(runs) <= MAX_EXACT_N
-        return paired_randomization_test(
-            diffs, np.zeros_like(diffs), n_resamples=n_resamples, seed=seed, exact=exact
-        ).p_value
-    if len(a) < 2 or len(b) < 2:
+    if a_fixed:
+        a, b = b, a
+    if len(a) < 2 or (len(b) < 2 and not (a_fixed or b_fixed)):
         return None
-    return run_permutation_test(a, b, n_resamples=n_resamples, seed=seed)
+    return welch_t_test(a, b)
 
 
 def to_markdown(rows: list[dict], sig: list[dict], dataset: str) -> str:
@@ -458,11 +448,12 @@ def coverage_note(over_seeds: bool) -> list[str]:
             "(train each with several, e.g. `seed=0,1,2`, to test it)."
         ]
     return [
-        f"{queries} `p seeds`: training-seed variation: an exact permutation test on the runs' mean metrics (one "
-        "value per seed, over the same queries; a pretrained model is one fixed value), the queries taken as "
-        "fixed. With few seeds it cannot be small (2 vs 2 seeds: p ≥ 0.33; 3 vs 3: p ≥ 0.10; 3 seeds against a "
-        "fixed model: p ≥ 0.25). A difference holds over both sources of variation only where both p are small; "
-        "`—`: a run with one seed, training-seed variation not tested."
+        f"{queries} `p seeds`: training-seed variation: Welch's t-test on the runs' mean metrics (one value per "
+        "seed, over the same queries; a pretrained model is one fixed value, tested against with a one-sample "
+        "t-test), the queries taken as fixed; it assumes normal seed-to-seed variation, and with 2 or 3 seeds per "
+        "run (1 or 2 degrees of freedom) only a difference large against the seeds' spread comes out small. A "
+        "difference holds over both sources of variation only where both p are small; `—`: a run with one seed, "
+        "training-seed variation not tested."
     ]
 
 
