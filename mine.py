@@ -4,12 +4,14 @@
 import hydra
 from omegaconf import DictConfig
 
+from hybrid_ir.utils.cli import report_expected_errors
 from hybrid_ir.utils.instantiate import register_resolvers
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="mine")
+@report_expected_errors
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

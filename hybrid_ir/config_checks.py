@@ -106,6 +106,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     length, Trainer settings that manual optimisation does not honour, mandatory data paths and a path-like
     ``model.name_or_path``. The sampler and data settings are checked when the DataModule is built and
     planned, the evaluation datasets by the evaluator's ``validate``."""
+    check_seed(cfg.seed)
+    check_accelerator(cfg.trainer)
     check_global_batch_size(cfg.data.batch_size, world_size_of(cfg.trainer))
     trainer = cfg.trainer
     for key, (default, use) in MANUAL_OPTIMISATION_KEYS.items():
@@ -152,3 +154,38 @@ def check_monitors(cfg: DictConfig) -> None:
                 key,
                 monitor,
             )
+
+
+SEED_MAX = 2**32 - 1
+"""The largest seed numpy (and so ``lightning.seed_everything``) accepts; the smallest is 0."""
+
+
+def check_seed(seed: object, key: str = "seed") -> None:
+    """``seed`` must be a whole number in ``0 .. 2**32 - 1`` (numpy's range), named as ``key`` in the error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{key}={seed!r}: a seed must be a whole number from 0 to {SEED_MAX} (2**32 - 1)")
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """A GPU trainer (``trainer.accelerator`` ``gpu`` / ``cuda``) needs as many visible CUDA GPUs as
+    ``trainer.devices`` asks for (``-1`` / ``auto``: at least one; a list: each index visible); checked before any
+    data or model is loaded, instead of Lightning's error once the Trainer is built."""
+    if trainer_cfg.get("accelerator") not in ("gpu", "cuda"):
+        return
+    devices = trainer_cfg.get("devices", 1)
+    visible = torch.cuda.device_count()
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        needed = max(int(d) for d in devices) + 1 if len(devices) else 1
+    elif devices in (-1, "auto", "-1"):
+        needed = 1
+    else:
+        needed = int(devices)
+    if visible >= needed:
+        return
+    seen = "no CUDA GPU is visible" if visible == 0 else f"only {visible} CUDA GPU(s) are visible"
+    fix = "lower trainer.devices, or train" if visible else "train"
+    raise ConfigError(
+        f"trainer.accelerator={trainer_cfg.get('accelerator')} with trainer.devices={devices} asks for "
+        f"{needed} GPU(s), but {seen} (torch.cuda.device_count() = {visible}); {fix} on the CPU with trainer=cpu "
+        "(or trainer=ddp_cpu for several processes)"
+    )

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.config_checks import resolve_ckpt_path, validate_train_config, world_size_of
+from hybrid_ir.config_checks import check_seed, resolve_ckpt_path, validate_train_config, world_size_of
 from hybrid_ir.data.datamodule import ParallelQADataModule
 from hybrid_ir.data.loading import load_corpus
 from hybrid_ir.data.mining import (
@@ -241,6 +241,7 @@ def mine(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> dict[str, Any]:
     other dataset exported with its groups kept, see :func:`write_corpus_mined`) and ``mine_stats.json``, print
     a summary."""
     output_dir = Path(cfg.paths.output_dir)
+    check_seed(cfg.seed)
     mcfg = cfg.mine
     settings = MineSettings(
         pool=mcfg.pool,

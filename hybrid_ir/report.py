@@ -13,7 +13,11 @@ second table gives the change of each job from its **own** pretrained evaluation
 sweep whose jobs start from different models (``model=`` sweeps, seeds of a random initialisation) shows no false
 training effect.
 Significance: for each pair of groups and each metric, per-query values are averaged over the seeds of a group and
-compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted).
+compared query by query (paired randomisation test and bootstrap CI of the mean difference, Holm-adjusted): that
+covers query-level variation only. Where the groups have several seeds, the runs' mean metrics are also compared
+across seeds (Welch's t-test over runs), which covers training-seed variation; ``report.md`` says which
+test covers what (:func:`significance_rows`). Job directories without ``metrics.json`` are skipped with a warning
+naming each and why.
 ``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
 ``sampler.alpha=0,0.25,0.5,0.75,1``, or ``seed``): rows in the order of ``KEY`` and ``report_<KEY>.png``, each
 metric against it. ``--each-eval`` reports every evaluation of a run, not only its last (a run evaluated after
@@ -27,6 +31,7 @@ import csv
 import io
 import itertools
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -37,10 +42,18 @@ import yaml
 
 from hybrid_ir.evaluation.outputs import METRICS_FILE, per_query_path, read_per_query
 from hybrid_ir.evaluation.plots import plot_grouped_bars, plot_sweep
-from hybrid_ir.evaluation.significance import holm_bonferroni, paired_bootstrap, paired_randomization_test
+from hybrid_ir.evaluation.significance import (
+    holm_bonferroni,
+    paired_bootstrap,
+    paired_randomization_test,
+    welch_t_test,
+)
 from hybrid_ir.evaluation.table import LAREQA_COLUMNS as METRICS
-from hybrid_ir.utils.errors import DataError
+from hybrid_ir.utils.cli import report_expected_errors
+from hybrid_ir.utils.errors import ConfigError, DataError
 from hybrid_ir.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 PRETRAINED = "pretrained"
 # metric -> (per-query setting, per-query column); rank distance is lower-is-better.
@@ -128,9 +141,17 @@ def find_jobs(roots: Sequence[Path], x: str | None = None, each_eval: bool = Fal
     """All job directories (those with a ``metrics.json``) under ``roots``, sorted by path; with ``x="seed"``
     (a sweep over seeds) each seed is its own group. With ``each_eval`` a trained job becomes one job per
     evaluation after training, grouped as ``<group> @ <tag>`` (see :func:`each_evaluation`)."""
+    missing = [str(root) for root in roots if not Path(root).is_dir()]
+    if missing:
+        raise ConfigError(
+            f"no such directory: {', '.join(missing)}; give run or multirun directories of train.py / evaluate.py "
+            "(e.g. multirun/train/<date>/)"
+        )
     paths = sorted({p.parent for root in roots for p in Path(root).rglob(METRICS_FILE)})
+    for path, why in skipped_jobs(roots, paths):
+        log.warning("skipped %s: %s", path, why)
     if not paths:
-        raise FileNotFoundError(f"no {METRICS_FILE} under {', '.join(map(str, roots))}")
+        raise ConfigError(f"no {METRICS_FILE} under {', '.join(map(str, roots))}: no evaluated run to report")
     jobs = [read_job(p, keep_seed=x == "seed") for p in paths]
     trained = [j for j in jobs if not j.evaluated]
     if len(trained) > 1:  # label runs by what varies between them (a sweep's shared overrides say nothing)
@@ -143,6 +164,30 @@ def find_jobs(roots: Sequence[Path], x: str | None = None, each_eval: bool = Fal
     if each_eval:
         jobs = [part for job in jobs for part in each_evaluation(job)]
     return jobs
+
+
+def skipped_jobs(roots: Sequence[Path], reported: Sequence[Path]) -> list[tuple[Path, str]]:
+    """The Hydra job directories (those with a ``.hydra`` folder) under ``roots`` that are not in ``reported``
+    (they have no ``metrics.json``), each with why: a dry run, a ``mine.py`` run, or a run that failed or
+    was stopped before its first evaluation."""
+    jobs = sorted({p.parent for root in roots for p in Path(root).rglob(".hydra") if p.is_dir()})
+    out = []
+    for job in jobs:
+        if job in reported:
+            continue
+        if (job / "batch_stats.json").is_file():
+            why = "a dry run (dry_run=true): batch_stats.json, no evaluation"
+        elif (job / "mine_stats.json").is_file():
+            why = "a mine.py run: mine_stats.json, no evaluation"
+        else:
+            why = (
+                f"no {METRICS_FILE}: the run failed or was stopped before its first evaluation, or evaluated "
+                "nothing (callbacks without zero_shot_eval)"
+            )
+            if (job / "checkpoints" / "last.ckpt").is_file():
+                why += f"; it has checkpoints/last.ckpt (resume it with hydra.run.dir={job} ckpt_path=last)"
+        out.append((job, why))
+    return out
 
 
 def _differing(jobs: Sequence[Job]) -> list[str]:
@@ -251,21 +296,39 @@ def per_query_values(job: Job, dataset: str, metric: str) -> dict[tuple, float]:
     return out
 
 
-def group_means(jobs: list[Job], dataset: str, metric: str) -> dict[str, dict[tuple, float]]:
-    """Per group: per-query values averaged over its seeds (queries present in every seed)."""
-    out = {}
-    for group, members in _groups(jobs):
-        runs = [per_query_values(j, dataset, metric) for j in members]
-        keys = set.intersection(*(set(r) for r in runs))
-        out[group] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
-    return out
+def group_runs(jobs: list[Job], dataset: str, metric: str) -> dict[str, list[dict[tuple, float]]]:
+    """Per group: the per-query values of each of its runs (seeds)."""
+    return {
+        group: [per_query_values(j, dataset, metric) for j in members] for group, members in _groups(jobs)
+    }
+
+
+def seed_means(runs: Sequence[dict[tuple, float]]) -> dict[tuple, float]:
+    """Per-query values averaged over a group's runs (queries present in every run)."""
+    keys = set.intersection(*(set(r) for r in runs))
+    return {k: float(np.mean([r[k] for r in runs])) for k in keys}
 
 
 def significance_rows(jobs: list[Job], dataset: str, n_resamples: int = 10000, seed: int = 0) -> list[dict]:
-    """Paired tests for every pair of groups and metric; p-values Holm-adjusted within each metric."""
+    """For every pair of groups and metric, two tests of ``a − b``, p-values Holm-adjusted within each metric:
+
+    * over queries (``p_randomization``, ``p_holm``, the bootstrap CI): each group's per-query values averaged
+      over its seeds, compared query by query (paired randomisation test). It takes the trained models as
+      fixed: query-level variation only.
+    * over seeds (``p_seeds``, ``p_seeds_holm``): each run's mean over the same queries is one value, and
+      Welch's t-test (:func:`~hybrid_ir.evaluation.significance.welch_t_test`) compares the runs of ``a`` with
+      those of ``b``; this covers training-seed variation (the queries taken as fixed), assuming run means vary
+      normally from seed to seed. An ``evaluate.py`` group (a pretrained model) has no seed variation: it is one
+      fixed value, and the other group's runs are tested against it (one-sample t-test). Only where each trained
+      group has at least two runs; else ``None`` (a single seed says nothing about seed-to-seed variation).
+
+    Pooling seeds per query alone would ignore seed-to-seed variation: two runs differing only by their seed
+    differ consistently over thousands of queries, which the query-level test calls significant."""
+    fixed = {group for group, members in _groups(jobs) if members[0].evaluated}
     rows = []
     for metric in METRICS:
-        means = group_means(jobs, dataset, metric)
+        runs = group_runs(jobs, dataset, metric)
+        means = {group: seed_means(r) for group, r in runs.items()}
         block = []
         for a, b in itertools.combinations(sorted(means), 2):
             keys = sorted(set(means[a]) & set(means[b]))
@@ -275,6 +338,7 @@ def significance_rows(jobs: list[Job], dataset: str, n_resamples: int = 10000, s
             y = np.array([means[b][k] for k in keys])
             rand = paired_randomization_test(x, y, n_resamples=n_resamples, seed=seed)
             boot = paired_bootstrap(x, y, n_resamples=n_resamples, seed=seed)
+            run_a, run_b = (run_means(runs[g], keys, g in fixed) for g in (a, b))
             block.append(
                 {
                     "metric": metric,
@@ -286,14 +350,39 @@ def significance_rows(jobs: list[Job], dataset: str, n_resamples: int = 10000, s
                     "ci_high": boot.ci_high,
                     "p_randomization": rand.p_value,
                     "p_bootstrap": boot.p_value,
+                    "seeds_a": len(runs[a]),
+                    "seeds_b": len(runs[b]),
+                    "p_seeds": seed_level_p(run_a, run_b, a in fixed, b in fixed),
                 }
             )
         if block:
-            adjusted = holm_bonferroni([r["p_randomization"] for r in block])
-            for r, p in zip(block, adjusted, strict=True):
-                r["p_holm"] = float(p)
+            for key, adjusted_key in (("p_randomization", "p_holm"), ("p_seeds", "p_seeds_holm")):
+                tested = [r for r in block if r[key] is not None]
+                adjusted = holm_bonferroni([r[key] for r in tested]) if tested else []
+                for r in block:
+                    r[adjusted_key] = None
+                for r, p in zip(tested, adjusted, strict=True):
+                    r[adjusted_key] = float(p)
         rows.extend(block)
     return rows
+
+
+def run_means(runs: Sequence[dict[tuple, float]], keys: Sequence[tuple], fixed: bool) -> list[float]:
+    """Each run's mean over ``keys``; a ``fixed`` group (a pretrained model, no seeds) as one value."""
+    values = [float(np.mean([r[k] for k in keys])) for r in runs]
+    return [float(np.mean(values))] if fixed else values
+
+
+def seed_level_p(a: Sequence[float], b: Sequence[float], a_fixed: bool, b_fixed: bool) -> float | None:
+    """The over-seeds p-value of :func:`significance_rows` for the run means ``a`` and ``b`` (``None``: not
+    tested: a trained group with one run, or two fixed models)."""
+    if a_fixed and b_fixed:
+        return None
+    if a_fixed:
+        a, b = b, a
+    if len(a) < 2 or (len(b) < 2 and not (a_fixed or b_fixed)):
+        return None
+    return welch_t_test(a, b)
 
 
 def to_markdown(rows: list[dict], sig: list[dict], dataset: str) -> str:
@@ -320,20 +409,52 @@ def to_markdown(rows: list[dict], sig: list[dict], dataset: str) -> str:
             cells = [f"{d[m][0]:+.4f} ± {d[m][1]:.4f}" if r["n"] > 1 else f"{d[m][0]:+.4f}" for m in METRICS]
             lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
     if sig:
+        over_seeds = any(s["p_seeds"] is not None for s in sig)
         lines += [
             "",
             "### Paired significance over queries "
-            "(a − b; randomisation test, Holm-adjusted; 95% bootstrap CI)",
+            + ("and over seeds " if over_seeds else "")
+            + "(a − b; randomisation test, Holm-adjusted; 95% bootstrap CI)",
             "",
-            "| metric | a | b | queries | mean diff | 95% CI | p | p (Holm) |",
-            "|---|---|---|---:|---:|---|---:|---:|",
+            *coverage_note(over_seeds),
+            "",
+            "| metric | a | b | queries | mean diff | 95% CI | p | p (Holm) |"
+            + (" seeds | p seeds | p seeds (Holm) |" if over_seeds else ""),
+            "|---|---|---|---:|---:|---|---:|---:|" + ("---:|---:|---:|" if over_seeds else ""),
         ]
         for s in sig:
-            lines.append(
+            line = (
                 f"| {s['metric']} | {s['a']} | {s['b']} | {s['n_queries']} | {s['mean_diff']:+.4f} | "
                 f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}] | {s['p_randomization']:.4f} | {s['p_holm']:.4f} |"
             )
+            if over_seeds:
+                tested = s["p_seeds"] is not None
+                line += f" {s['seeds_a']} vs {s['seeds_b']} | " + (
+                    f"{s['p_seeds']:.4f} | {s['p_seeds_holm']:.4f} |" if tested else "— | — |"
+                )
+            lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def coverage_note(over_seeds: bool) -> list[str]:
+    """What the significance table's tests cover (see :func:`significance_rows`), as Markdown lines."""
+    queries = (
+        "`p`: query-level variation only: each run's per-query values averaged over its seeds and compared query "
+        "by query, the trained models taken as fixed."
+    )
+    if not over_seeds:
+        return [
+            f"{queries} Training-seed variation is not tested: no compared run has two or more seeds "
+            "(train each with several, e.g. `seed=0,1,2`, to test it)."
+        ]
+    return [
+        f"{queries} `p seeds`: training-seed variation: Welch's t-test on the runs' mean metrics (one value per "
+        "seed, over the same queries; a pretrained model is one fixed value, tested against with a one-sample "
+        "t-test), the queries taken as fixed; it assumes normal seed-to-seed variation, and with 2 or 3 seeds per "
+        "run (1 or 2 degrees of freedom) only a difference large against the seeds' spread comes out small. A "
+        "difference holds over both sources of variation only where both p are small; `—`: a run with one seed, "
+        "training-seed variation not tested."
+    ]
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -392,6 +513,7 @@ def write_report(
     return {"rows": rows, "significance": sig, "markdown": markdown, "dataset": dataset}
 
 
+@report_expected_errors
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("roots", nargs="+", type=Path, help="multirun directories (searched recursively)")

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from hybrid_ir.evaluation.outputs import per_query_path, write_per_query
 from hybrid_ir.report import find_jobs, main, significance_rows, summary_rows, write_report
-from hybrid_ir.utils.errors import DataError
+from hybrid_ir.utils.errors import ConfigError, DataError
 
 QIDS = [f"q{i}" for i in range(12)]
 
@@ -117,7 +118,7 @@ def test_write_report_files_and_cli(sweep: Path, tmp_path: Path, capsys: pytest.
 
 
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no metrics\.json"):
+    with pytest.raises(ConfigError, match=r"no metrics\.json"):
         find_jobs([tmp_path])
 
 
@@ -272,3 +273,109 @@ def test_each_eval_gives_a_row_per_evaluation_compared_query_by_query(tmp_path: 
     assert rows["trainer.max_epochs=2 @ epoch1"]["delta"]["map_multi"][0] == pytest.approx(0.45 - 0.1)
     sig = [r for r in significance_rows(jobs, "ds", n_resamples=200) if r["metric"] == "map_multi"]
     assert len(sig) == 1 and sig[0]["mean_diff"] == pytest.approx(0.5 - 0.9)
+
+
+def test_a_missing_directory_is_one_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "no-such-dir"), "--out", str(tmp_path / "out")])
+    assert info.value.code == 1
+    assert capsys.readouterr().err == (
+        f"Error: no such directory: {tmp_path / 'no-such-dir'}; give run or multirun directories of train.py / "
+        "evaluate.py (e.g. multirun/train/<date>/)\n"
+    )
+
+
+def test_job_directories_without_metrics_are_named_with_why(
+    sweep: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    killed = sweep / "3"
+    (killed / ".hydra").mkdir(parents=True)
+    (killed / "checkpoints").mkdir()
+    (killed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    dry = sweep / "4"
+    (dry / ".hydra").mkdir(parents=True)
+    (dry / "batch_stats.json").write_text("{}")
+    with caplog.at_level("WARNING", logger="hybrid_ir.report"):
+        jobs = find_jobs([sweep])
+    assert sorted(j.path.name for j in jobs) == ["0", "1", "2"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"skipped {killed}: no metrics.json: the run failed or was stopped")
+    assert f"resume it with hydra.run.dir={killed} ckpt_path=last" in warnings[0]
+    assert warnings[1] == f"skipped {dry}: a dry run (dry_run=true): batch_stats.json, no evaluation"
+
+
+def _seed_runs(root: Path, group: str, offsets: list[float], base: np.ndarray) -> None:
+    """One job per seed of ``group``; seed ``s`` scores ``base + offsets[s]`` on every query."""
+    for seed, offset in enumerate(offsets):
+        ap = list(base + offset)
+        maps = {"map_mono": 0.5, "map_cross": 0.4, "map_multi": float(np.mean(ap))}
+        make_job(root, f"{group}{seed}", [f"sampler={group}", f"seed={seed}"], maps, ap)
+
+
+def test_seed_to_seed_variation_is_tested_across_seeds(tmp_path: Path) -> None:
+    # Two samplers whose seeds scatter by ±0.05 on every query, 0.01 apart on average: pooled per query the
+    # 0.01 is consistent over all 12 queries (query-level p tiny), but across seeds it is noise.
+    base = np.random.default_rng(0).uniform(0.3, 0.6, size=12)
+    _seed_runs(tmp_path, "hybrid", [0.06, -0.04, 0.01], base)
+    _seed_runs(tmp_path, "mono", [-0.05, 0.05, 0.0], base)
+    (s,) = [
+        r
+        for r in significance_rows(find_jobs([tmp_path]), "ds", n_resamples=2000)
+        if r["metric"] == "map_multi"
+    ]
+    assert s["mean_diff"] == pytest.approx(0.01)
+    assert s["p_randomization"] < 0.01  # the query-level test alone calls it significant
+    assert (s["seeds_a"], s["seeds_b"]) == (3, 3)
+    # Welch's t-test on the runs' means, whose differences are the seeds' offsets
+    welch = stats.ttest_ind([0.06, -0.04, 0.01], [-0.05, 0.05, 0.0], equal_var=False)
+    assert s["p_seeds"] == pytest.approx(welch.pvalue) and s["p_seeds"] > 0.5
+    assert s["p_seeds_holm"] == pytest.approx(s["p_seeds"])
+
+
+def test_a_consistent_gain_over_seeds_is_small_across_seeds_too(tmp_path: Path) -> None:
+    base = np.random.default_rng(0).uniform(0.3, 0.6, size=12)
+    _seed_runs(tmp_path, "hybrid", [0.10, 0.11, 0.09], base)
+    _seed_runs(tmp_path, "mono", [0.0, 0.01, -0.01], base)
+    (s,) = [
+        r
+        for r in significance_rows(find_jobs([tmp_path]), "ds", n_resamples=200)
+        if r["metric"] == "map_multi"
+    ]
+    assert s["p_seeds"] < 0.001
+
+
+def test_a_pretrained_model_is_one_fixed_value_against_the_seeds(sweep: Path) -> None:
+    make_job(
+        sweep, "pre", ["data=mlqa-r"], {"map_mono": 0.55, "map_cross": 0.35, "map_multi": 0.25}, [0.3] * 12
+    )
+    (sweep / "pre" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "evaluate"}))
+    rows = significance_rows(find_jobs([sweep]), "ds", n_resamples=200)
+    sig = {(r["a"], r["b"]): r for r in rows if r["metric"] == "map_multi"}
+    # sampler=hybrid has two seeds with identical per-query values: no seed variation, a clear difference
+    assert sig[("pretrained", "sampler=hybrid")]["p_seeds"] == 0.0
+    # sampler=mono has one seed: not tested across seeds
+    assert sig[("pretrained", "sampler=mono")]["p_seeds"] is None
+    assert sig[("sampler=hybrid", "sampler=mono")]["p_seeds"] is None
+
+
+def test_the_report_says_what_the_tests_cover(sweep: Path, tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    for name in ("0", "2"):  # one seed per run
+        make_job(
+            single,
+            name,
+            [f"sampler={name}", "seed=0"],
+            {"map_mono": 0.5, "map_cross": 0.4, "map_multi": 0.3},
+            [0.5] * 12,
+        )
+    markdown = write_report([single], "ds", tmp_path / "out1", n_resamples=50)["markdown"]
+    assert "query-level variation only" in markdown
+    assert "Training-seed variation is not tested: no compared run has two or more seeds" in markdown
+    assert "p seeds" not in markdown
+    _seed_runs(tmp_path / "multi", "hybrid", [0.01, 0.02], np.full(12, 0.4))
+    _seed_runs(tmp_path / "multi", "mono", [0.0, 0.01], np.full(12, 0.4))
+    markdown = write_report([tmp_path / "multi"], "ds", tmp_path / "out2", n_resamples=50)["markdown"]
+    assert "| seeds | p seeds | p seeds (Holm) |" in markdown
+    assert "`p seeds`: training-seed variation: Welch's t-test" in markdown
+    assert "| 2 vs 2 |" in markdown

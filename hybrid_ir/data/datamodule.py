@@ -29,7 +29,7 @@ from hybrid_ir.data.plan import (
 from hybrid_ir.data.plan_stats import batch_stats, mono_share_summary, plan_summary
 from hybrid_ir.data.planner import plan_epoch
 from hybrid_ir.data.samplers import HybridBatchSampler
-from hybrid_ir.data.split import check_val_config, hold_out
+from hybrid_ir.data.split import check_val_config, held_out_note, hold_out
 from hybrid_ir.utils.distributed import is_global_zero
 from hybrid_ir.utils.errors import ConfigError
 
@@ -219,10 +219,10 @@ class ParallelQADataModule(L.LightningDataModule):
         corpora = self.load_corpora()
         try:
             plan = self.make_sampler(world_size=world_size).plan(0)
-        except ConfigError:
-            raise
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
+        except ValueError as err:  # a ConfigError too
+            raise ConfigError(
+                self._fraction_note("too few for training (lower data.val.fraction)") + str(err)
+            ) from err
         kinds = batch_kinds(self.mode, self.alpha)
         for d, n in enumerate(plan.batches_per_dataset(len(corpora))):
             # An epoch of epoch_steps batches may skip a small dataset by chance; only one that cannot fill a
@@ -232,7 +232,8 @@ class ParallelQADataModule(L.LightningDataModule):
             )
             if n == 0 and not fits:
                 raise ConfigError(
-                    f"training dataset {corpora[d].name!r} (data.train.{d}) contributes no batch of "
+                    self._fraction_note("too few for training (lower data.val.fraction)")
+                    + f"training dataset {corpora[d].name!r} (data.train.{d}) contributes no batch of "
                     f"data.batch_size={self.batch_size} {self.mode} pairs: {capacity_note(corpora[d], kinds)}. "
                     "Lower data.batch_size or remove the dataset from data.train"
                 )
@@ -241,6 +242,13 @@ class ParallelQADataModule(L.LightningDataModule):
             check_global_batch_size(self.val["batch_size"], world_size, key="data.val.batch_size")
             self.val_plan()
         return plan
+
+    def _fraction_note(self, verdict: str) -> str:
+        """The start of a message about batches that cannot be filled when the validation set is held out of the
+        training data: ``"<what data.val.fraction left on each side>: <verdict>: "``; else ``""``."""
+        if self.val is None or not self.val["fraction"]:
+            return ""
+        return f"{held_out_note(self.val['fraction'], self.corpora, self.val_corpora)}: {verdict}: "
 
     def negative_stats(self, plan: EpochPlan, epoch: int) -> dict[str, Any] | None:
         """:func:`~hybrid_ir.data.negatives.negative_stats` of ``plan`` (``None`` without hard negatives).
@@ -274,7 +282,8 @@ class ParallelQADataModule(L.LightningDataModule):
             ]
         except ValueError as err:
             raise ConfigError(
-                f"the validation set cannot fill a batch of data.val.batch_size={val['batch_size']} "
+                self._fraction_note("too few for validation")
+                + f"the validation set cannot fill a batch of data.val.batch_size={val['batch_size']} "
                 f"{val['mode']} pairs ({err}); lower data.val.batch_size, or hold out more ids (data.val.fraction)"
             ) from err
         return plans[0] if len(plans) == 1 else concat_plans(plans)

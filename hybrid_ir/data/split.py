@@ -65,6 +65,16 @@ def hold_out(corpus: ParallelCorpus, fraction: float, seed: int) -> tuple[Parall
     )
 
 
+def held_out_note(fraction: float, train: Sequence[ParallelCorpus], val: Sequence[ParallelCorpus]) -> str:
+    """What ``data.val.fraction`` left on each side, to begin a message about batches that cannot be filled:
+    ``data.val.fraction=0.99 holds out 1182 of the 1190 ids of xquad-r (8 left for training)``."""
+    parts = [
+        f"{len(v)} of the {len(t) + len(v)} ids of {t.name} ({len(t)} left for training)"
+        for t, v in zip(train, val, strict=True)
+    ]
+    return f"data.val.fraction={fraction} holds out " + "; ".join(parts)
+
+
 VAL_KEYS = ("fraction", "datasets", "seed", "batch_size", "mode", "alpha", "passes")
 
 

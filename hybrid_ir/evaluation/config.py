@@ -38,10 +38,12 @@ class EvalConfig:
         datasets: dataset specs (see the module docstring).
         root: data root; ``None``: :func:`hybrid_ir.utils.paths.default_data_root`.
         download: fetch missing LAReQA files from their public source.
-        max_queries_per_language: keep N question ids per language (LAReQA: the pool stays complete;
-            MIRACL: a seeded sample of N judged queries per language).
+        max_queries_per_language: keep N question ids per language (LAReQA: the pool stays complete, so every
+            candidate is still encoded and the metrics estimate the full-pool ones; MIRACL: a seeded sample of N
+            judged queries per language).
         max_qids: LAReQA only: keep N parallel question ids and only their answer paragraphs as the pool
-            (:func:`hybrid_ir.data.subset.subset_pool`).
+            (:func:`hybrid_ir.data.subset.subset_pool`): the quick look, as few candidates are encoded (a smaller
+            pool makes retrieval easier, so the metrics are higher than full-pool ones).
         subset_seed: seed of both subsamplings.
         batch_size: encoding batch size.
         map_k, share_k: cut-offs of AP@k and of the language share (LAReQA).

@@ -97,6 +97,16 @@ class Evaluator:
                 bench = subset_pool(bench, cfg.max_qids, cfg.subset_seed)
             sizes = f"{len(bench.queries)} queries, {len(bench.candidates)} candidates"
             log.info("%s: %s (%s)", spec.name, sizes, ", ".join(bench.languages))
+            if cfg.max_queries_per_language is not None and cfg.max_qids is None:
+                log.info(
+                    "%s: eval.max_queries_per_language=%d samples the queries only; the pool stays whole (all %d "
+                    "candidates are encoded, metrics comparable with full-pool ones); for a quick look use "
+                    "eval.max_qids=%d (those questions with only their paragraphs as the pool)",
+                    spec.name,
+                    cfg.max_queries_per_language,
+                    len(bench.candidates),
+                    cfg.max_queries_per_language,
+                )
             return bench
         return miracl.load_miracl_dataset(self.root, spec, cfg.max_queries_per_language, cfg.subset_seed)
 

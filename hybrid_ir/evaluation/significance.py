@@ -1,11 +1,14 @@
-"""Paired significance tests for comparing two systems' per-query scores on the same queries.
+"""Significance tests for comparing two systems.
 
-``a[i]`` and ``b[i]`` are the two systems' scores (e.g. nDCG@10) on query ``i``; every test works on the
-per-query differences ``d = a - b`` and the observed statistic ``mean(d)``.
+Paired over queries: ``a[i]`` and ``b[i]`` are the two systems' scores (e.g. nDCG@10) on query ``i``; these tests
+work on the per-query differences ``d = a - b`` and the observed statistic ``mean(d)``, and take each system as
+fixed (query-level variation only). Over training runs (:func:`welch_t_test`): one value per run (seed) of each
+system, so training-seed variation is tested.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -154,3 +157,67 @@ def _ranges(total: int, n: int) -> Sequence[tuple[int, int]]:
     """``[start, stop)`` row ranges covering ``total`` rows, about ``_BLOCK_ELEMENTS / n`` rows each."""
     rows = max(1, _BLOCK_ELEMENTS // n)
     return [(start, min(start + rows, total)) for start in range(0, total, rows)]
+
+
+def welch_t_test(a: ArrayLike, b: ArrayLike) -> float:
+    """Two-sided p-value of Welch's t-test of ``H0: E[a] = E[b]`` for two groups of training runs.
+
+    ``a`` and ``b`` hold one value per run (e.g. each seed's mean metric over the same queries), so the test covers
+    training-seed variation (the queries are taken as fixed). It assumes each group's run values vary normally from
+    seed to seed, with their own variances: ``t = (mean(a) - mean(b)) / sqrt(s_a²/n_a + s_b²/n_b)`` with the
+    Welch-Satterthwaite degrees of freedom. A ``b`` of one value is a fixed model without seed variation (e.g.
+    the pretrained one): the one-sample t-test of ``a`` against it (``n_a - 1`` degrees of freedom). Needs two or
+    more runs in every group that varies. When neither group varies, ``p`` is 1 for equal means, else 0.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.ndim != 1 or y.ndim != 1 or x.size < 2 or y.size < 1:
+        raise ValueError(f"need at least 2 runs in a and 1 in b, got shapes {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("a and b must be finite")
+    if y.size == 1:  # a fixed value: one-sample test
+        var_a, var_b = float(x.var(ddof=1)) / x.size, 0.0
+        df = x.size - 1.0
+    else:
+        var_a, var_b = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
+        denominator = var_a**2 / (x.size - 1) + var_b**2 / (y.size - 1)
+        df = (var_a + var_b) ** 2 / denominator if denominator > 0 else 1.0
+    diff = float(x.mean() - y.mean())
+    if var_a + var_b == 0:
+        return 1.0 if diff == 0 else 0.0
+    t = diff / math.sqrt(var_a + var_b)
+    return _regularized_beta(df / 2, 0.5, df / (df + t * t))  # P(|T_df| >= |t|)
+
+
+def _regularized_beta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function ``I_x(a, b)`` (continued fraction, as in Numerical Recipes)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def _beta_fraction(a: float, b: float, x: float, max_terms: int = 500, eps: float = 1e-15) -> float:
+    """The continued fraction of ``I_x(a, b)`` by the modified Lentz method."""
+    tiny = 1e-300
+
+    def nonzero(v: float) -> float:
+        return v if abs(v) > tiny else tiny
+
+    c, d = 1.0, 1.0 / nonzero(1.0 - (a + b) * x / (a + 1))
+    h = d
+    for m in range(1, max_terms + 1):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 / nonzero(1.0 + numerator * d)
+            c = nonzero(1.0 + numerator / c)
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h

@@ -62,6 +62,23 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def model_not_loadable(name_or_path: str, path: str, err: Exception) -> ConfigError:
+    """The error for a model that transformers could not load (``err``): a local directory without a loadable
+    model, or a hub id neither in the local Hugging Face cache nor downloadable (no network, a wrong id)."""
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if Path(path).is_dir():
+        return ConfigError(
+            f"model.name_or_path={name_or_path!r}: {path} is not a loadable model directory ({reason}); give a "
+            "directory written by save_pretrained (e.g. <run>/checkpoints/encoder)"
+        )
+    return ConfigError(
+        f"model.name_or_path={name_or_path!r} could not be found locally (not in the Hugging Face cache) or "
+        f"downloaded from the Hugging Face hub (transformers: {reason}). Without network, copy the model to this "
+        f"machine (e.g. `huggingface-cli download {name_or_path} --local-dir <dir>` where there is network) and "
+        "use model.name_or_path=<local dir>"
+    )
+
+
 class Encoder(nn.Module):
     """One encoder shared by queries and passages.
 
@@ -113,24 +130,31 @@ class Encoder(nn.Module):
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if pooling != "pooler":
             kwargs["add_pooling_layer"] = False
-        if random_init:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-            for key, value in (config_overrides or {}).items():
-                setattr(config, key, value)
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
+        try:
+            if random_init:
+                config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+                for key, value in (config_overrides or {}).items():
+                    setattr(config, key, value)
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed)
+                    try:
+                        self.model = AutoModel.from_config(config, **kwargs)
+                    except TypeError:
+                        kwargs.pop("add_pooling_layer", None)
+                        self.model = AutoModel.from_config(config, **kwargs)
+            else:
                 try:
-                    self.model = AutoModel.from_config(config, **kwargs)
+                    self.model = AutoModel.from_pretrained(path, **kwargs)
                 except TypeError:
                     kwargs.pop("add_pooling_layer", None)
-                    self.model = AutoModel.from_config(config, **kwargs)
-        else:
-            try:
-                self.model = AutoModel.from_pretrained(path, **kwargs)
-            except TypeError:
-                kwargs.pop("add_pooling_layer", None)
-                self.model = AutoModel.from_pretrained(path, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+                    self.model = AutoModel.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except OSError as err:  # transformers' words for "not on disk and not downloadable"
+            raise model_not_loadable(name_or_path, path, err) from err
+        except ValueError as err:  # a local directory without a model ("Unrecognized model in ...")
+            if not Path(path).is_dir():
+                raise
+            raise model_not_loadable(name_or_path, path, err) from err
         self.text_tokenizer = TextTokenizer(tokenizer, query_prefix, passage_prefix, max_length)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()

@@ -1,4 +1,5 @@
-"""Paired bootstrap, sign-flip randomisation test and Holm-Bonferroni against hand computations and scipy."""
+"""Paired bootstrap, sign-flip randomisation test, Holm-Bonferroni and Welch's t-test over runs against hand
+computations and scipy."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hybrid_ir.evaluation.significance import (
     holm_bonferroni,
     paired_bootstrap,
     paired_randomization_test,
+    welch_t_test,
 )
 
 # Differences 1, 2, 3, -0.5, 0.25 (a - b): small enough to enumerate all 2**5 sign flips by hand.
@@ -147,3 +149,20 @@ def test_holm_bonferroni_by_hand() -> None:
 def test_rejects_bad_input(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(("n_a", "n_b"), [(2, 2), (3, 3), (2, 5), (10, 7), (3, 1), (2, 1)])
+def test_welch_t_test_agrees_with_scipy(n_a: int, n_b: int) -> None:
+    rng = np.random.default_rng(n_a * 10 + n_b)
+    a, b = rng.normal(0.0, 1.0, n_a), rng.normal(0.7, 2.0, n_b)
+    expected = (
+        stats.ttest_1samp(a, b[0]).pvalue if n_b == 1 else stats.ttest_ind(a, b, equal_var=False).pvalue
+    )
+    assert welch_t_test(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_welch_t_test_without_seed_variation() -> None:
+    assert welch_t_test([0.5, 0.5], [0.4]) == 0.0
+    assert welch_t_test([0.5, 0.5], [0.5, 0.5]) == 1.0
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        welch_t_test([0.5], [0.4, 0.3])
