@@ -18,9 +18,12 @@ covers query-level variation only. Where the groups have several seeds, the runs
 across seeds (Welch's t-test over runs), which covers training-seed variation; ``report.md`` says which
 test covers what (:func:`significance_rows`). Job directories without ``metrics.json`` are skipped with a warning
 naming each and why.
-``--x KEY`` treats the runs as a sweep over the numeric override ``KEY`` (e.g. the α grid of
-``sampler.alpha=0,0.25,0.5,0.75,1``, or ``seed``): rows in the order of ``KEY`` and ``report_<KEY>.png``, each
-metric against it. ``--each-eval`` reports every evaluation of a run, not only its last (a run evaluated after
+``--x KEY`` treats the runs as a sweep over the numeric setting ``KEY`` (e.g. the α grid of
+``sampler.alpha=0,0.25,0.5,0.75,1``, or ``seed``; a run without the override takes ``KEY`` from its resolved config,
+so ``sampler=mono`` / ``sampler=cross`` runs are α = 1 / 0): rows in the order of ``KEY``, ``report_<KEY>.png``
+(each metric against it) and ``report_<KEY>_tradeoff.png`` (monolingual mAP against rank distance and against
+cross-lingual mAP, one point per value with its seed spread, the pretrained model starred).
+``--each-eval`` reports every evaluation of a run, not only its last (a run evaluated after
 each epoch gives one row per epoch, ``<group> @ <tag>``, compared query by query like any other row).
 """
 
@@ -36,12 +39,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
 from hybrid_ir.evaluation.outputs import METRICS_FILE, per_query_path, read_per_query
-from hybrid_ir.evaluation.plots import plot_grouped_bars, plot_sweep
+from hybrid_ir.evaluation.plots import TradeoffPoint, plot_grouped_bars, plot_sweep, plot_tradeoff
 from hybrid_ir.evaluation.significance import (
     holm_bonferroni,
     paired_bootstrap,
@@ -212,16 +216,31 @@ def scalar(record: dict, dataset: str, metric: str) -> float:
 
 
 def sweep_value(job: Job, key: str) -> float:
-    """The numeric value of the override ``key`` of a trained job (``--x``)."""
+    """The numeric value of ``key`` in a trained job (``--x``): its override ``key=...``, else the value of ``key``
+    in its resolved config (``.hydra/config.yaml``), so runs that set it through a config group count too (e.g.
+    ``sampler=mono`` is ``sampler.alpha=1.0``, ``sampler=cross`` is ``0.0``, next to ``sampler.alpha=0.25``)."""
     where = job.path / ".hydra" / "overrides.yaml"
     for override in job.all_overrides:
         value = override.partition("=")[2]
         if override_key(override) == key:
-            try:
-                return float(value)
-            except ValueError:
-                raise DataError(where, key, f"expected a number for --x, got {value!r}") from None
-    raise DataError(where, key, f"no override {key}=...; with --x {key} every trained run needs one")
+            return _number(value, where, key)
+    config_file = job.path / ".hydra" / "config.yaml"
+    if config_file.exists():
+        value: Any = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            return _number(value, config_file, key)
+    raise DataError(
+        where, key, f"no override {key}=... and no {key} in its config; with --x every trained run needs one"
+    )
+
+
+def _number(value: Any, where: Path, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(where, key, f"expected a number for --x, got {value!r}") from None
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -509,6 +528,13 @@ def write_report(
             out / f"report_{x}.png",
             title=f"{dataset}: metrics against {x} (mean ± std over seeds)",
             xlabel=x,
+        )
+        pretrained = [r for r in rows if "x" not in r]
+        plot_tradeoff(
+            [TradeoffPoint(r["group"], {m: r[m] for m in METRICS}, reference=True) for r in pretrained]
+            + [TradeoffPoint(f"{x}={r['x']:g}", {m: r[m] for m in METRICS}) for r in swept],
+            out / f"report_{x}_tradeoff.png",
+            title=f"{dataset}: the trade-off along {x} (mean ± std over seeds)",
         )
     return {"rows": rows, "significance": sig, "markdown": markdown, "dataset": dataset}
 

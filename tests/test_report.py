@@ -379,3 +379,25 @@ def test_the_report_says_what_the_tests_cover(sweep: Path, tmp_path: Path) -> No
     assert "| seeds | p seeds | p seeds (Holm) |" in markdown
     assert "`p seeds`: training-seed variation: Welch's t-test" in markdown
     assert "| 2 vs 2 |" in markdown
+
+
+def test_runs_of_a_sampler_group_take_the_swept_value_from_their_config(tmp_path: Path) -> None:
+    """``sampler=mono`` / ``sampler=cross`` set α through their group (config 1.0 / 0.0): with ``--x sampler.alpha``
+    they are the sweep's ends, next to runs that override it; the trade-off picture is drawn from the rows."""
+    runs = [("mono", ["sampler=mono"], 1.0, 0.6), ("cross", ["sampler=cross"], 0.0, 0.5)]
+    runs += [("a25", ["sampler=hybrid", "sampler.alpha=0.25"], None, 0.52)]
+    for name, overrides, alpha, mono in runs:
+        for seed in (0, 1):
+            maps = {"map_mono": mono + seed / 100, "map_cross": 0.4, "map_multi": 0.3}
+            make_job(tmp_path, f"{name}{seed}", [*overrides, f"seed={seed}"], maps, [0.5] * 12)
+            config = {"sampler": {"mode": name, "alpha": 0.5 if alpha is None else alpha}}
+            (tmp_path / f"{name}{seed}" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = write_report([tmp_path], "ds", tmp_path / "out", n_resamples=50, x="sampler.alpha")
+    swept = [r for r in result["rows"] if "x" in r]
+    assert [(r["group"], r["x"]) for r in swept] == [
+        ("sampler=cross", 0.0),
+        ("sampler=hybrid,sampler.alpha=0.25", 0.25),
+        ("sampler=mono", 1.0),
+    ]
+    assert [r["map_mono"][0] for r in swept] == pytest.approx([0.505, 0.525, 0.605])
+    assert (tmp_path / "out" / "report_sampler.alpha_tradeoff.png").read_bytes()[:4] == b"\x89PNG"
