@@ -20,9 +20,8 @@ resident memory is its own) measure:
 
 Goals (issue 12, at 200 k ids): peak RSS of the training process <= 2.5 GB, start to first step <= 30 s, store build
 <= 10 min; per-batch fetch <= 2 ms at every N. Issue 25: the store build's tokens/s >= 0.9 x the bare tokenizer's at
-every N; its peak RSS <= 3 GB at >= 1 M ids and within 1.25 x of the 200 k build's when both run. ``planner``: the
-array planner alone (no texts) at 200 k and 2 M ids, its time per epoch, the time of the dry run's statistics of its
-plan and peak RSS. ``--quick`` runs N = 2,000 (planner: 20,000). The environment variable ``HYBRID_IR_SCALE_IDS``
+every N; its peak RSS <= 3 GB at >= 1 M ids and within 1.25 x of the 200 k build's when both run. The planner alone (no
+texts) is :mod:`benchmarks.planner`. ``--quick`` runs N = 2,000. The environment variable ``HYBRID_IR_SCALE_IDS``
 (comma-separated, e.g. ``1000000``) replaces the sizes of a full run (the corpus, its record table and its store need
 about 12 GB of disk per million ids while they exist).
 """
@@ -40,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.planner import planner_corpus
 from benchmarks.process import peak_rss_mb, reset_peak_rss, run_worker, worker_main
 
 if TYPE_CHECKING:
@@ -52,8 +50,6 @@ LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
 CHARS_PER_WORD = {"th": 5, "zh": 2}
 FULL = (20_000, 200_000)
 QUICK = (2_000,)
-PLAN_FULL = (200_000, 2_000_000)
-PLAN_QUICK = (20_000,)
 BATCH = 32
 # Distinct texts the bare tokenizer pass reads (its rate, not its total, is compared with the store build's).
 BARE_SAMPLE = 200_000
@@ -240,43 +236,9 @@ def measure_train(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure_plan(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``plan`` worker: one epoch of the array planner per mode at batch 32 on :func:`planner_corpus`, and the
-    dry run's statistics of the hybrid plan (``stats_s``: :func:`~hybrid_ir.data.plan_stats.batch_stats`)."""
-    from hybrid_ir.data.plan_stats import batch_stats
-    from hybrid_ir.data.planner import plan_epoch
-
-    corpus = planner_corpus(config["n"])
-    rss_before = peak_rss_mb()
-    out: dict[str, Any] = {"ids": config["n"], "rss_before_plan_mb": rss_before}
-    for mode in ("hybrid", "mono", "cross"):
-        start = time.perf_counter()
-        plan = plan_epoch([corpus], mode, BATCH, 0.5, seed=0, epoch=1)
-        out[f"{mode}_plan_s"] = time.perf_counter() - start
-        out[f"{mode}_batches"] = len(plan)
-        if mode == "hybrid":
-            start = time.perf_counter()
-            batch_stats(plan, LANGS, [corpus])
-            out["stats_s"] = time.perf_counter() - start
-        del plan
-    out["peak_rss_mb"] = peak_rss_mb()
-    return out
-
-
 def work(config: dict[str, Any]) -> dict[str, Any]:
     kind = config["kind"]
-    return (
-        measure_data(config)
-        if kind == "data"
-        else measure_train(config)
-        if kind == "train"
-        else measure_plan(config)
-    )
-
-
-def plan_cases(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
-    """The planner alone at each of ``sizes`` ids (see :func:`planner_corpus`), one worker process each."""
-    return [run_worker("benchmarks.scale", {"kind": "plan", "n": n}, timeout=1800) for n in sizes]
+    return measure_data(config) if kind == "data" else measure_train(config)
 
 
 def full_sizes() -> tuple[int, ...]:
@@ -361,8 +323,7 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
             goals.append(
                 goal(f"store build peak RSS, {n} ids / 200000 ids", by_n[n] / by_n[200_000], 1.25, False)
             )
-    planner = plan_cases(PLAN_QUICK if quick else PLAN_FULL)
-    return {"precision": "32-true", "cases": cases, "planner": planner, "goals": goals}
+    return {"precision": "32-true", "cases": cases, "goals": goals}
 
 
 def _remove_caches() -> None:
@@ -392,13 +353,6 @@ def summary(result: dict[str, Any]) -> list[str]:
             "data peak RSS "
             f"{d['peak_rss_mb']:.0f} MB; train: first step {t['start_to_first_step_s']:.1f} s, 5 steps "
             f"{t['start_to_5_steps_s']:.1f} s, peak RSS {t['peak_rss_mb']:.0f} MB"
-        )
-    for p in result.get("planner", []):
-        lines.append(
-            f"{p['ids']:>9} ids, planner alone: hybrid {p['hybrid_plan_s']:.1f} s, mono {p['mono_plan_s']:.1f} s, "
-            f"cross {p['cross_plan_s']:.1f} s per epoch ({p['hybrid_batches']} batches of {BATCH}), dry-run "
-            f"statistics of the hybrid plan {p['stats_s']:.2f} s; peak RSS "
-            f"{p['peak_rss_mb']:.0f} MB ({p['rss_before_plan_mb']:.0f} MB before planning)"
         )
     return lines
 

@@ -52,9 +52,6 @@ def test_scale_quick(tmp_path: Path) -> None:
     main(["--only", "scale", "--quick", "--out", str(tmp_path)])
     record = json.loads((tmp_path / "scale.json").read_text(encoding="utf-8"))
     (case,) = record["cases"]
-    (planner,) = record["planner"]
-    assert planner["ids"] == 20000 and planner["hybrid_batches"] == planner["cross_batches"] == 20000 // 32
-    assert planner["stats_s"] > 0
     data = case["data"]
     assert data["ids"] == 2000 and data["pairs"] == 18000
     assert data["batches_per_epoch"] > 0 and data["store_tokens"] > 0 and data["fetch_median_ms"] > 0
