@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -158,7 +158,12 @@ def build_components(
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     callbacks = drop_logging_callbacks([*extra_callbacks, *callbacks], bool(loggers))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # A run configured without a checkpoint callback (``callbacks.model_checkpoint=null``, as the replication sets)
+    # writes none: Lightning would otherwise add a ModelCheckpoint of its own into the logger's folder.
+    checkpoints = (
+        {} if any(isinstance(cb, ModelCheckpoint) for cb in callbacks) else {"enable_checkpointing": False}
+    )
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **checkpoints)
     return Components(datamodule, encoder, module, loggers, callbacks, trainer)
 
 

@@ -39,6 +39,20 @@ def test_build_components_wires_the_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("shared_e5_tokenizer")
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_run_without_a_checkpoint_callback_writes_no_checkpoint(tmp_path: Path, checkpoint: bool) -> None:
+    """``callbacks.model_checkpoint=null`` (the replication: only metrics are kept) leaves no checkpointing at all;
+    Lightning used to add its own ModelCheckpoint, which wrote a 640 MB e5-small checkpoint per replication run
+    into the CSV logger's folder."""
+    overrides = [f"paths.output_dir={tmp_path}", "model=tiny", "logger=csv", "~callbacks.zero_shot_eval"]
+    overrides += [] if checkpoint else ["callbacks.model_checkpoint=null", "callbacks.export_encoder=null"]
+    trainer = build_components(compose_config(CONF, "train", overrides)).trainer
+    assert len(trainer.checkpoint_callbacks) == int(checkpoint)
+    if checkpoint:
+        assert Path(trainer.checkpoint_callbacks[0].dirpath) == tmp_path / "checkpoints"
+
+
+@pytest.mark.usefixtures("shared_e5_tokenizer")
 @pytest.mark.parametrize("node", [0, 1])
 def test_only_the_first_node_logs_the_hyperparameters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node: int
