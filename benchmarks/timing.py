@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from hybrid_ir.utils.rng import capture_torch_rng_state, restore_torch_rng_state
+
 STEP_SEED = 1234
 """Every competitor's step ``i`` starts from ``torch.manual_seed(STEP_SEED + i)``: same dropout masks."""
 
@@ -75,8 +77,9 @@ class InterleavedSteps(L.Callback):
     training) to the call of ``on_train_batch_end`` for step ``i``: the whole loop cycle, i.e. fetching and
     collating the batch, Lightning's hooks, logging, the progress bar and the ``training_step``. Then each
     competitor ``name -> step(i) -> loss`` (added with :meth:`add` before training starts) runs on batch ``i``
-    (its own copy of it), timed alone. Before every step of every competitor the global generator is seeded
-    with :func:`seed_step`.
+    (its own copy of it), timed alone. Every competitor draws its random numbers (dropout) as the Trainer's module
+    does: its first step from :func:`seed_step` ``(0)``, each later step from the torch state its own previous step
+    left (``BiEncoderModule`` restores that state before every step, whatever ran in between).
 
     Attributes:
         times: ``{name: [seconds per step]}`` (the Trainer's under ``ours_name``).
@@ -94,6 +97,7 @@ class InterleavedSteps(L.Callback):
         self.batches_match = True
         self._step = 0
         self._resume = 0.0
+        self._rng: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, step: Callable[[int], Tensor]) -> None:
         """Run ``step(i)`` after the Trainer's step ``i``, timed as competitor ``name``."""
@@ -106,7 +110,8 @@ class InterleavedSteps(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        seed_step(self._step)
+        if self._step == 0:  # later steps draw from the state the module's previous step left
+            seed_step(0)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -118,11 +123,15 @@ class InterleavedSteps(L.Callback):
         if self.reference is not None:
             self.batches_match &= same_batch(batch, self.reference[i])
         for name, step in self.competitors.items():
-            seed_step(i)
+            if name in self._rng:
+                restore_torch_rng_state(self._rng[name])
+            else:
+                seed_step(i)
             start = time.perf_counter()
             loss = step(i)
             self.times[name].append(time.perf_counter() - start)
             self.losses[name].append(float(loss))
+            self._rng[name] = capture_torch_rng_state()
         self._step += 1
         self._resume = time.perf_counter()
 
