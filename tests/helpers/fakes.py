@@ -1,4 +1,5 @@
-"""Stand-ins for tests: an encoder's interface without a trained model, and a callback that slows a run down."""
+"""Stand-ins for tests: an encoder's interface without a trained model, a callback that slows a run down, and a
+checkpoint whose unpickling would run code."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 import time
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -66,3 +68,33 @@ class StepDelay(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         time.sleep(self.seconds)
+
+
+class CreatesFile:
+    """Unpickling this object opens (creates) ``path``: a stand-in for any code a pickle can run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+def write_malicious_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """``(checkpoint, marker)``: a Lightning-shaped checkpoint in ``folder`` whose loading by plain unpickling
+    creates ``marker``; checked once with an unsafe load (else a test of its refusal would prove nothing), then the
+    marker is removed."""
+    marker, path = folder / "pwned", folder / "evil.ckpt"
+    torch.save(
+        {"state_dict": {"encoder.w": torch.zeros(2)}, "global_step": 2, "x": CreatesFile(marker)}, path
+    )
+    torch.load(path, weights_only=False)
+    assert marker.exists(), "the crafted checkpoint does not run code"
+    marker.unlink()
+    return path, marker
+
+
+def refusal(path: Path) -> str:
+    """The start of the one message every checkpoint loader gives for :func:`write_malicious_checkpoint`'s file: it
+    names the file and the refused global, and never suggests the unsafe ``weights_only=False``."""
+    return f"ckpt_path: {path} is not a checkpoint written by train.py (it holds a Python object (io.open)"

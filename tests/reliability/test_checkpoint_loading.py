@@ -20,38 +20,22 @@ from hybrid_ir.models.loss import InfoNCELoss
 from hybrid_ir.models.module import BiEncoderModule
 from hybrid_ir.pipeline import evaluate, mine
 from hybrid_ir.utils.errors import ConfigError
+from tests.helpers.fakes import refusal, write_malicious_checkpoint
 
 from .conftest import Compose
 from .runs import REPO, run_env
 
 
-class OpensAFile:
-    """Unpickling this object would call ``open(path, "w")``: a stand-in for any code a pickle can run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return (open, (str(self.path), "w"))
-
-
 @pytest.fixture
 def malicious(tmp_path: Path) -> tuple[Path, Path]:
-    """``(checkpoint, marker)``: a Lightning-shaped checkpoint whose unpickling would create ``marker``."""
-    marker, path = tmp_path / "pwned", tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "global_step": 2, "x": OpensAFile(marker)}, path)
-    return path, marker
-
-
-def refused(path: Path) -> str:
-    return f"ckpt_path: {path} is not a checkpoint written by train.py (it holds a Python object (io.open)"
+    return write_malicious_checkpoint(tmp_path)
 
 
 def test_evaluate_refuses_code_with_one_message(compose: Compose, no_model: None, malicious: tuple) -> None:
     path, marker = malicious
     with pytest.raises(ConfigError) as info:
         evaluate(compose(f"ckpt_path={path}", config="evaluate"))
-    assert str(info.value).startswith(refused(path))
+    assert str(info.value).startswith(refusal(path))
     assert "weights_only" not in str(info.value)
     assert not marker.exists()
 
@@ -68,7 +52,7 @@ def test_mine_refuses_code_with_one_message(compose: Compose, no_model: None, ma
                 config="mine",
             )
         )
-    assert str(info.value).startswith(refused(path))
+    assert str(info.value).startswith(refusal(path))
     assert "weights_only" not in str(info.value)
     assert not marker.exists()
 
@@ -80,7 +64,7 @@ def test_evaluate_py_prints_the_message_not_torchs(tmp_path: Path, malicious: tu
         cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert refused(path) in proc.stdout + proc.stderr
+    assert refusal(path) in proc.stdout + proc.stderr
     assert "weights_only" not in proc.stdout + proc.stderr
     assert not marker.exists()
 

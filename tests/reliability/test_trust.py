@@ -9,45 +9,20 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from hydra.utils import instantiate
 
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.loading import load_checkpoint_weights
 from hybrid_ir.utils.checkpoint_io import AtomicCheckpointIO
 from hybrid_ir.utils.errors import ConfigError
+from tests.helpers.fakes import refusal, write_malicious_checkpoint
 
 from .conftest import CONF, Compose
 
 
-class CreatesFile:
-    """Unpickling this object opens (creates) ``path``: a stand-in for any code a pickle can run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return (open, (str(self.path), "w"))
-
-
 @pytest.fixture
 def malicious_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
-    """``(checkpoint, marker)``: a Lightning-shaped checkpoint whose loading by plain unpickling would
-    create ``marker``; checked once with an unsafe load, then the marker is removed."""
-    marker, path = tmp_path / "pwned", tmp_path / "evil.ckpt"
-    torch.save(
-        {"state_dict": {"encoder.w": torch.zeros(2)}, "global_step": 2, "x": CreatesFile(marker)}, path
-    )
-    torch.load(path, weights_only=False)
-    assert marker.exists(), "the crafted checkpoint does not run code: the tests below would prove nothing"
-    marker.unlink()
-    return path, marker
-
-
-def refusal(path: Path) -> str:
-    """The one message every loader gives for the malicious checkpoint: it names the file and the refused global,
-    and never suggests the unsafe ``weights_only=False``."""
-    return f"ckpt_path: {path} is not a checkpoint written by train.py (it holds a Python object (io.open)"
+    return write_malicious_checkpoint(tmp_path)
 
 
 def test_checkpoint_io_refuses_code(malicious_checkpoint: tuple[Path, Path]) -> None:
