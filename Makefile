@@ -6,6 +6,11 @@ STAMP := $(VENV)/.install-stamp
 # torch 2.13.0 is the CPU build on this project's machines; any torch in [2.2, 2.15) works.
 TORCH_SPEC ?= torch==2.13.0
 
+# The data root: $HYBRID_IR_DATA when set, else a shared/data folder beside the checkout when there is one (the
+# library itself only reads $HYBRID_IR_DATA, data.root or the user cache).
+SHARED_DATA := $(abspath ../shared/data)
+export HYBRID_IR_DATA ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA))
+
 .PHONY: install train test test-fast lint format bench report clean
 
 install: $(STAMP)
@@ -31,6 +36,7 @@ test-fast: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m ruff format --check .
 
 format: install
@@ -42,7 +48,7 @@ bench: install
 	$(PY) -m benchmarks.run $(ARGS)
 
 report: install
-	$(PY) -m hybrid_ir.report $(ARGS)
+	$(PY) report.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

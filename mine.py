@@ -4,8 +4,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from hybrid_ir.tasks.instantiate import register_resolvers
 from hybrid_ir.utils.cli import report_expected_errors
-from hybrid_ir.utils.instantiate import register_resolvers
 
 register_resolvers()
 
@@ -15,7 +15,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from hybrid_ir.pipeline import mine  # heavy imports only once a run starts
+    from hybrid_ir.tasks.mine import mine  # heavy imports only once a run starts
 
     mine(cfg, cli_overrides=HydraConfig.get().overrides.task)
 

@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from hybrid_ir.tasks.instantiate import register_resolvers
 from hybrid_ir.utils.cli import report_expected_errors
-from hybrid_ir.utils.instantiate import register_resolvers
 
 register_resolvers()
 
@@ -12,7 +12,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_expected_errors
 def main(cfg: DictConfig) -> float | None:
-    from hybrid_ir.pipeline import sweep_objective, train  # heavy imports only once a run starts
+    from hybrid_ir.tasks.train import sweep_objective, train  # heavy imports only once a run starts
 
     return sweep_objective(train(cfg))
 

@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 
 from benchmarks.timing import Batch, synchronize
-from hybrid_ir.data.dataset import batch_to_device
+from hybrid_ir.data.runtime.dataset import batch_to_device
 from hybrid_ir.models.encoder import Encoder, autocast_context
-from hybrid_ir.models.gradcache import grad_cache_backward, row_chunks
-from hybrid_ir.models.loss import InfoNCELoss
-from hybrid_ir.models.module import adamw_with_schedule
+from hybrid_ir.training.gradcache import grad_cache_backward, row_chunks
+from hybrid_ir.training.loss import InfoNCELoss
+from hybrid_ir.training.optim import adamw_with_schedule
 
 
 def apply_update(
@@ -41,11 +41,11 @@ class BareLoop:
     Args:
         encoder: its own copy of the model (``copy.deepcopy`` of the competitor's, so the weights match).
         loss: the InfoNCE loss.
-        hparams: the module's hyper-parameters (see :func:`~hybrid_ir.models.module.adamw_with_schedule`,
+        hparams: the module's hyper-parameters (see :func:`~hybrid_ir.training.optim.adamw_with_schedule`,
             and ``max_grad_norm``).
         total_steps: length of the schedule (the trainer's ``estimated_stepping_batches``).
         grad_cache_chunk: embed and back-propagate with GradCache in chunks of this many texts
-            (:func:`~hybrid_ir.models.gradcache.grad_cache_backward`, as the module does); ``None``: one pass.
+            (:func:`~hybrid_ir.training.gradcache.grad_cache_backward`, as the module does); ``None``: one pass.
         device: where the model lives; each step moves its batch there (as Lightning does for ours) and, on
             CUDA, waits for the GPU before returning, so that a step's time is its whole work.
         precision: the Trainer's precision; ``bf16-mixed``/``16-mixed`` run forward, loss and backward under

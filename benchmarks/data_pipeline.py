@@ -5,7 +5,7 @@ XQuAD-R, ``PairDataset`` lookups, padding collate; ``data.num_workers`` from the
 it runs in the training process and adds to every step) and alternates one fetch (A) with one training step on
 the fetched batch (B, :class:`~benchmarks.bare_loop.BareLoop`, the step Lightning wraps; see
 :mod:`benchmarks.train_throughput` for the Lightning overhead). The first fetch of an epoch also plans the
-epoch (:func:`~hybrid_ir.data.planner.plan_epoch`); that time is reported apart and spread over the epoch's
+epoch (:func:`~hybrid_ir.data.planning.planner.plan_epoch`); that time is reported apart and spread over the epoch's
 batches: the data cost of round ``i`` is ``plan / batches_per_epoch + fetch[i]``, and the figure compared with
 the goal is the median over rounds of its share of the step of the same round (``share_of_step``; the ratio of
 medians is ``median_share``).

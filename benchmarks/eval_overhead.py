@@ -34,13 +34,14 @@ from torch import Tensor
 
 from benchmarks.harness import bench_config, joined_precision
 from benchmarks.timing import compare_timings, goal
-from hybrid_ir.data.collate import TextKind
 from hybrid_ir.data.corpus import RetrievalBenchmark
 from hybrid_ir.evaluation.callback import eval_precision
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.lareqa_metrics import evaluate_lareqa
 from hybrid_ir.evaluation.runner import Evaluator
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.models.tokenizer import TextKind
+from hybrid_ir.utils.settings import settings
 
 NAME = "eval_overhead"
 TARGET = 1.1
@@ -61,7 +62,7 @@ QUICK = (Case("tiny", 4, 1),)
 
 class RecordingEncoder:
     """Passes ``encode`` calls to the encoder and keeps the last output per text kind (for the agreement
-    check); everything :class:`~hybrid_ir.evaluation.retrieval.TextEncoder` needs, nothing more."""
+    check); everything :class:`~hybrid_ir.retrieval.encode.TextEncoder` needs, nothing more."""
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
@@ -82,7 +83,9 @@ class RecordingEncoder:
 
 def _benchmark(cfg: Any, max_qids: int) -> tuple[EvalConfig, Evaluator]:
     """The evaluation settings of ``cfg`` with ``max_qids`` and an :class:`Evaluator` (benchmark loaded)."""
-    eval_cfg = EvalConfig(**{**OmegaConf.to_container(cfg.eval, resolve=True), "max_qids": max_qids})
+    eval_cfg = settings(
+        EvalConfig, {**OmegaConf.to_container(cfg.eval, resolve=True), "max_qids": max_qids}, "eval"
+    )
     evaluator = Evaluator(eval_cfg, tempfile.mkdtemp(prefix="hybrid_ir_bench_eval_"))
     evaluator.load()
     return eval_cfg, evaluator

@@ -71,7 +71,7 @@ def work(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from benchmarks.process import current_rss_mb, peak_rss_mb, reset_peak_rss
-    from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark
+    from hybrid_ir.data.formats.lareqa_files import load_lareqa_benchmark
     from hybrid_ir.evaluation.lareqa_metrics import evaluate_lareqa
     from hybrid_ir.utils.paths import default_data_root
 

@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 
 from benchmarks.process import REPO
 from benchmarks.timing import Batch
-from hybrid_ir.data.datamodule import ParallelQADataModule
-from hybrid_ir.pipeline import Components, build_components
+from hybrid_ir.data.runtime.datamodule import ParallelQADataModule
+from hybrid_ir.tasks.instantiate import compose_config
+from hybrid_ir.tasks.train import Components, build_components
 from hybrid_ir.utils.hardware import cpu_has_fast_bf16
-from hybrid_ir.utils.instantiate import compose_config
 from hybrid_ir.utils.io import atomic_write_json
 
 CONF_DIR = REPO / "conf"
@@ -47,7 +47,7 @@ def joined_precision(cases: Sequence[Mapping[str, Any]]) -> str:
 
 
 def build_training(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Components:
-    """The components of :func:`hybrid_ir.pipeline.train` (:func:`~hybrid_ir.pipeline.build_components`, with
+    """The components of :func:`hybrid_ir.tasks.train.train` (:func:`~hybrid_ir.tasks.train.build_components`, with
     ``extra_callbacks`` first), the DataModule set up for fitting."""
     run = build_components(cfg, extra_callbacks)
     run.datamodule.setup("fit")

@@ -2,14 +2,14 @@
 
 :func:`planner_corpus` gives a corpus of ``N`` ids × 9 languages as the planner sees it: the integer view
 (:class:`~hybrid_ir.data.corpus.CorpusArrays`: group number and language mask per id) and a number of ids, no texts
-and no id strings held (the planner reads ``len(corpus.pids)`` only; a training input's ids are a memory-mapped
-array of fixed-width bytes, :class:`~hybrid_ir.data.table.TableCorpus`). Each id exists in a language with
-probability 0.9 and in at least one; one id in ten is in the group of the id before it (shared passages). For each
+and no id strings held (the planner reads ``len(corpus.parallel_ids)`` only; a training input's ids are a memory-mapped
+array of fixed-width bytes, :class:`~hybrid_ir.data.formats.table_corpus.TableCorpus`). Each id exists in a language
+with probability 0.9 and in at least one; one id in ten is in the group of the id before it (shared passages). For each
 ``N`` a fresh worker process (so that its peak resident memory, ``ru_maxrss``, is its own) builds the corpus, then
 plans epoch 0 and epoch 1 of the hybrid sampler (α = 0.5) and one epoch each of the mono and cross samplers, batch
-32, with :func:`~hybrid_ir.data.planner.plan_epoch`, the call the training sampler makes once per epoch (wall and
-CPU time each: on a busy machine the CPU time is what the planner costs), and computes the dry run's statistics of
-the hybrid plan (:func:`~hybrid_ir.data.plan_stats.batch_stats`).
+32, with :func:`~hybrid_ir.data.planning.planner.plan_epoch`, the call the training sampler makes once per epoch (wall
+and CPU time each: on a busy machine the CPU time is what the planner costs), and computes the dry run's statistics of
+the hybrid plan (:func:`~hybrid_ir.data.planning.stats.batch_stats`).
 
 Goal (issue 25): at 10^7 ids an epoch plan in <= 60 s and the worker's peak RSS <= 4 GB. ``--quick``: 20,000 ids.
 Run it with ``OMP_NUM_THREADS=1`` (the planner is single-threaded numpy): ``python -m benchmarks.planner [--quick]
@@ -80,7 +80,7 @@ def planner_corpus(n_ids: int, seed: int = 0) -> ParallelCorpus:
     corpus = ParallelCorpus(
         name="planner", languages=list(LANGS), pairs={lang: {} for lang in LANGS}, group={}
     )
-    corpus.pids = SyntheticIds(n_ids)  # type: ignore[assignment]
+    corpus.parallel_ids = SyntheticIds(n_ids)  # type: ignore[assignment]
     corpus.__dict__["arrays"] = CorpusArrays(
         group=group, has_lang=has_lang, n_langs=has_lang.sum(1, dtype=np.int8)
     )
@@ -94,8 +94,8 @@ def peak_rss_mb() -> float:
 
 def measure(config: dict[str, Any]) -> dict[str, Any]:
     """The worker: build :func:`planner_corpus` of ``config["n"]`` ids, plan the epochs (see the module docstring)."""
-    from hybrid_ir.data.plan_stats import batch_stats
-    from hybrid_ir.data.planner import plan_epoch
+    from hybrid_ir.data.planning.planner import plan_epoch
+    from hybrid_ir.data.planning.stats import batch_stats
 
     rss_imports = peak_rss_mb()
     start = time.perf_counter()

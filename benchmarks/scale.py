@@ -59,8 +59,8 @@ FETCH_BATCHES = 200
 
 def _units(lang: str) -> tuple[list[str], str]:
     """The words (characters for Thai and Chinese) of XQuAD-R's paragraphs in ``lang`` and their separator."""
-    from hybrid_ir.data.download import ensure_dataset
-    from hybrid_ir.data.lareqa_loader import parse_lareqa_file
+    from hybrid_ir.data.formats.download import ensure_dataset
+    from hybrid_ir.data.formats.lareqa_files import parse_lareqa_file
     from hybrid_ir.utils.paths import resolve_data_root
 
     root = ensure_dataset(resolve_data_root(None), "xquad-r", LANGS)
@@ -100,18 +100,19 @@ def generate(path: Path, n_ids: int, seed: int = 0) -> Path:
 
 def _tokenizer():
     from benchmarks.harness import bench_config
-    from hybrid_ir.utils.instantiate import instantiate
+    from hybrid_ir.tasks.instantiate import instantiate
 
     return instantiate(bench_config(["model=tiny"]).model).text_tokenizer
 
 
 def measure_data(config: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` worker: load, plan, build and map the store, fetch batches (see the module docstring)."""
-    from hybrid_ir.data.dataset import PairDataset
-    from hybrid_ir.data.jsonl import load_jsonl_corpus
-    from hybrid_ir.data.planner import plan_epoch
-    from hybrid_ir.data.store import open_token_store, store_path
-    from hybrid_ir.data.table import TableInput, open_record_table
+    from hybrid_ir.data.formats.inputs import TableInput
+    from hybrid_ir.data.formats.jsonl import load_jsonl_corpus
+    from hybrid_ir.data.formats.record_table import open_record_table
+    from hybrid_ir.data.planning.planner import plan_epoch
+    from hybrid_ir.data.runtime.dataset import PairDataset
+    from hybrid_ir.data.runtime.token_store import open_token_store, store_path
 
     start = time.perf_counter()
     table = open_record_table(TableInput("jsonl", Path(config["path"])))
@@ -180,7 +181,7 @@ def bare_tokenizer_rate(corpus: ParallelCorpus, tokenizer: Any, sample: int = BA
     """Tokens per second of the fast tokenizer alone (its own call on prefixed texts, chunks of the store's size,
     every core it uses by itself) over up to ``sample`` of the distinct texts the store tokenised, spread evenly
     over questions and passages: the rate the store build is compared with."""
-    from hybrid_ir.data.store import CHUNK, KINDS, first_appearance, text_hashes
+    from hybrid_ir.data.runtime.token_store import CHUNK, KINDS, first_appearance, text_hashes
 
     table = corpus.text_rows()[0]
     texts = []

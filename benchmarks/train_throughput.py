@@ -1,7 +1,7 @@
 """Benchmark 1: training throughput (pairs/s) of our step against a bare PyTorch loop.
 
 *Ours*: ``BiEncoderModule.training_step`` driven by the ``lightning.Trainer`` that ``train.py`` builds
-(:func:`hybrid_ir.pipeline.build_components`: ``conf/trainer/cpu.yaml``'s precision and logging interval, the
+(:func:`hybrid_ir.tasks.train.build_components`: ``conf/trainer/cpu.yaml``'s precision and logging interval, the
 default per-step callbacks: learning-rate monitor and tqdm bar; CSV logger; no checkpoint, export or evaluation
 callbacks) on the ``ParallelQADataModule``'s batches (XQuAD-R, hybrid sampler, ``data.batch_size``).
 *Bare*: :class:`~benchmarks.bare_loop.BareLoop`: a copy of the same encoder, the same InfoNCE loss, AdamW groups,

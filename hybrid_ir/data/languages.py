@@ -1,4 +1,5 @@
-"""Language codes: the ISO 639-1 codes accepted by every loader, and a check that names the file."""
+"""Language codes: the ISO 639-1 codes accepted by every loader, and a check that names the file.
+See docs/data.md."""
 
 from __future__ import annotations
 

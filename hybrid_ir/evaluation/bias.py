@@ -8,6 +8,8 @@
   language, to be compared with that language's share of the pool (ratio > 1: bias toward the query
   language).
 * **Mono-cross gap**: per query language, monolingual mAP minus the mean cross-lingual mAP.
+
+See docs/method.md (metrics and language bias).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ every logger (``log_metrics(..., step=trainer.global_step)``); each ``WandbLogge
 LAReQA dataset, ``eval/<dataset>/map_matrix`` (a ``wandb.Table`` of the pair mAP matrix: ``query_lang`` then
 one column per passage language), ``eval/<dataset>/map_heatmap`` and ``eval/<dataset>/rank_distance_bars``
 (the PNG figures as ``wandb.Image``) and ``eval/<dataset>/rank_distance_chart`` (a ``wandb.plot.bar``).
+
+See docs/usage.md.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.runner import Evaluator
-from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import eval_precision
+from hybrid_ir.utils.settings import check_int
 
 
 def flatten_scalars(scalars: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -88,10 +90,7 @@ class ZeroShotEvalCallback(L.Callback):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ConfigError(
-                f"ZeroShotEvalCallback.every_n_epochs must be a positive integer, got {every_n_epochs!r}"
-            )
+        check_int(every_n_epochs, "callbacks.zero_shot_eval.every_n_epochs")
         self.evaluator = Evaluator(evaluator_cfg, output_dir)
         self.before_training = before_training
         self.every_n_epochs = every_n_epochs

@@ -6,33 +6,35 @@ Dataset specs (``EvalConfig.datasets``)::
     {name: miracl, format: miracl, languages: [sw], corpus: {sw: path}} # <root>/miracl/{topics,qrels}/...
 
 A MIRACL corpus entry is a file, a directory, a glob or a list of these
-(:func:`hybrid_ir.data.miracl.corpus_files`), as MIRACL ships its large languages in several
+(:func:`hybrid_ir.data.formats.miracl_files.corpus_files`), as MIRACL ships its large languages in several
 ``docs-*.jsonl.gz`` files. :func:`validate_config` checks file presence only (cheap, no parsing), so that
 config mistakes stop before any model is loaded.
+
+See docs/usage.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from hybrid_ir.data.download import SHA256 as DOWNLOADABLE
-from hybrid_ir.data.miracl import CORPUS_FORMS, corpus_files, qrels_file, topics_file
+from hybrid_ir.data.formats.download import SHA256 as DOWNLOADABLE
+from hybrid_ir.data.formats.miracl_files import CORPUS_FORMS, corpus_files, qrels_file, topics_file
 from hybrid_ir.utils.errors import ConfigError, DataError
 from hybrid_ir.utils.hardware import PRECISIONS
 from hybrid_ir.utils.paths import resolve_data_root
+from hybrid_ir.utils.settings import check_int
 
 FORMATS = ("lareqa", "miracl")
 SPEC_KEYS = {"lareqa": {"name", "format", "languages"}, "miracl": {"name", "format", "languages", "corpus"}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation settings (the ``eval`` group of the Hydra configs).
+    """Evaluation settings (the ``eval`` group of the Hydra configs), built and checked by
+    :func:`~hybrid_ir.utils.settings.settings` (``settings(EvalConfig, cfg.eval, "eval")``).
 
     Attributes:
         datasets: dataset specs (see the module docstring).
@@ -42,13 +44,14 @@ class EvalConfig:
             candidate is still encoded and the metrics estimate the full-pool ones; MIRACL: a seeded sample of N
             judged queries per language).
         max_qids: LAReQA only: keep N parallel question ids and only their answer paragraphs as the pool
-            (:func:`hybrid_ir.data.subset.subset_pool`): the quick look, as few candidates are encoded (a smaller
+            (:func:`hybrid_ir.evaluation.subset.subset_pool`): the quick look, as few candidates are encoded (a smaller
             pool makes retrieval easier, so the metrics are higher than full-pool ones).
         subset_seed: seed of both subsamplings.
         batch_size: encoding batch size.
         map_k, share_k: cut-offs of AP@k and of the language share (LAReQA).
         with_context: LAReQA candidates are ``sentence + " " + paragraph``.
-        precision: ``32`` or a Lightning precision string; bf16/16 variants encode under autocast.
+        precision: ``32`` or a Lightning precision string (a number as the YAML may give it, e.g. ``32``);
+            bf16/16 variants encode under autocast.
         plots: write the PNG figures.
         per_query: write the per-query files.
     """
@@ -63,52 +66,30 @@ class EvalConfig:
     map_k: int = 20
     share_k: int = 10
     with_context: bool = False
-    precision: str = "32"
+    precision: str | int = "32"
     plots: bool = True
     per_query: bool = True
 
-    def __post_init__(self) -> None:
-        if isinstance(self.datasets, ListConfig):
-            self.datasets = OmegaConf.to_container(self.datasets, resolve=True)
-        self.precision = str(self.precision)
-        if self.precision not in PRECISIONS:
+    def check(self, key: str = "eval") -> None:
+        """Raise :class:`ConfigError` naming ``<key>.<field>`` for a setting out of range."""
+        if str(self.precision) not in PRECISIONS:
             raise ConfigError(
-                f"eval.precision={self.precision!r} is not valid; choose one of {', '.join(PRECISIONS)}"
+                f"{key}.precision={self.precision!r} is not valid; choose one of {', '.join(PRECISIONS)}"
             )
         for name in ("batch_size", "map_k", "share_k"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"eval.{name} must be a positive integer, got {value!r}")
+            check_int(getattr(self, name), f"{key}.{name}")
         for name in ("max_queries_per_language", "max_qids"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"eval.{name} must be a positive integer or null, got {value!r}")
-        if not isinstance(self.datasets, Sequence) or isinstance(self.datasets, str) or not self.datasets:
+            check_int(getattr(self, name), f"{key}.{name}", null=True)
+        if not self.datasets:
             raise ConfigError(
-                f"eval.datasets must be a non-empty list of dataset specs, got {self.datasets!r}"
+                f"{key}.datasets must be a non-empty list of dataset specs, got {self.datasets!r}"
             )
-
-    @classmethod
-    def from_any(cls, cfg: EvalConfig | Mapping[str, Any]) -> EvalConfig:
-        """An :class:`EvalConfig` from itself, a dict or an OmegaConf ``DictConfig`` (resolved); unknown keys
-        raise :class:`ConfigError` listing the valid ones."""
-        if isinstance(cfg, EvalConfig):
-            return cfg
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        if not isinstance(cfg, Mapping):
-            raise ConfigError(f"the evaluation config must be a mapping, got {type(cfg).__name__}")
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(cfg) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown eval setting(s) {unknown}; valid: {', '.join(valid)}")
-        return cls(**dict(cfg))
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """One validated dataset spec; ``corpus[lang]`` holds the MIRACL corpus entries of ``lang`` (files,
-    directories or globs, resolved by :func:`hybrid_ir.data.miracl.corpus_files`)."""
+    directories or globs, resolved by :func:`hybrid_ir.data.formats.miracl_files.corpus_files`)."""
 
     name: str
     format: str

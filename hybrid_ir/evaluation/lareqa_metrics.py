@@ -26,6 +26,8 @@ Language bias (multilingual setting, see :mod:`hybrid_ir.evaluation.bias`):
   language (over the queries of the multilingual setting), next to that language's share of the pool;
   ``lang_share_ratio`` = share / pool share (> 1: bias toward the query language).
 * ``mono_cross_gap``: per query language, ``M[X][X]`` minus the mean of ``M[X][Y]`` over ``Y != X``.
+
+See docs/method.md (metrics and language bias).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Conventions shared by every function here:
   run dicts, where there is no index, and uses trec_eval's own rule.
 * Definitions follow trec_eval (``map``, ``map_cut_k``, ``ndcg_cut_k``, ``recall_k``); a query with no
   relevant item scores 0 on all of them, as in trec_eval.
+
+See docs/method.md (metrics and language bias).
 """
 
 from __future__ import annotations
@@ -113,51 +115,6 @@ def full_ranking(scores: Tensor) -> tuple[Tensor, Tensor]:
     order = scores.sort(dim=1, descending=True, stable=True).indices
     positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
     return order, torch.empty_like(order).scatter_(1, order, positions)
-
-
-def top_k_indices(scores: Tensor, k: int) -> Tensor:
-    """The ``k`` best candidates per query, best first, ties broken by lower index first.
-
-    Args:
-        scores: ``[B, C]`` scores, ``k <= C``.
-
-    Returns:
-        ``[B, k]`` long indices; ``top_k_indices(s, k)[b, i]`` is the candidate with rank ``i + 1``
-        under the convention of :func:`ranks_of_relevant`.
-    """
-    n_batch, n_cand = scores.shape
-    if not 1 <= k <= n_cand:
-        raise ValueError(f"k must be in [1, {n_cand}], got {k}")
-    threshold = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > threshold
-    ties = scores == threshold
-    n_free = k - above.sum(1, keepdim=True)
-    chosen = above | ties
-    crowded = (ties.sum(1, keepdim=True) > n_free).squeeze(1)
-    if bool(crowded.any()):
-        first_ties = ties[crowded] & (ties[crowded].cumsum(1) <= n_free[crowded])
-        chosen[crowded] = above[crowded] | first_ties
-    index = chosen.nonzero()[:, 1].view(n_batch, k)
-    order = scores.gather(1, index).sort(dim=1, descending=True, stable=True).indices
-    return index.gather(1, order)
-
-
-def ranks_from_top_k(top_indices: Tensor, relevant: Tensor) -> Tensor:
-    """Ranks of relevant candidates in a top-k result list (e.g. from a faiss search).
-
-    Args:
-        top_indices: ``[B, K]`` candidate indices, best first (``-1`` entries never match).
-        relevant: ``[B, R]`` candidate indices, ``-1`` for padding.
-
-    Returns:
-        ``[B, R]`` float64: ``position + 1`` where ``relevant[b, j]`` is in row ``b`` of the list,
-        else ``inf``.
-    """
-    if top_indices.shape[1] == 0:
-        return torch.full(relevant.shape, math.inf, dtype=torch.float64, device=relevant.device)
-    match = (top_indices.unsqueeze(1) == relevant.unsqueeze(2)) & (relevant >= 0).unsqueeze(2)
-    position = torch.arange(1, top_indices.shape[1] + 1, dtype=torch.float64, device=top_indices.device)
-    return torch.where(match, position, math.inf).min(dim=2).values
 
 
 def average_precision(ranks: Tensor, n_relevant: Tensor | int, k: int | None = None) -> Tensor:

@@ -3,6 +3,8 @@
 Figures are built with :class:`matplotlib.figure.Figure` directly, not through ``pyplot``: they are
 never registered in pyplot's global figure list, so nothing needs closing and nothing leaks; the
 returned Figure is freed with its last reference (and can be logged, e.g. ``wandb.Image(fig)``).
+
+See docs/usage.md (outputs).
 """
 
 from __future__ import annotations

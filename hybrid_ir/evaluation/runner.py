@@ -7,15 +7,17 @@ into its output folder (rank 0 only; file names from :mod:`hybrid_ir.evaluation.
 * ``metrics.json``: a list of records ``{"tag", "step", "datasets": {name: summary}}``, one per evaluation,
   appended (the whole file is rewritten atomically); a LAReQA summary is
   :meth:`~hybrid_ir.evaluation.lareqa_metrics.LareqaResult.to_json` without per-query records, a MIRACL one
-  :func:`hybrid_ir.evaluation.miracl.summarize`;
+  :func:`hybrid_ir.evaluation.miracl_metrics.summarize`;
 * ``per_query/<dataset>__<tag>.csv.gz``: per-query columns (LAReQA: qid, lang, setting, target, ap, ap_at_k,
   rank_distance; MIRACL: qid, lang and the two measures), for paired significance tests;
 * ``plots/<dataset>__<tag>__map_heatmap.png`` and ``plots/<dataset>__<tag>__rank_distance.png`` (LAReQA).
 
 The settings and dataset specs are :class:`~hybrid_ir.evaluation.config.EvalConfig`. LAReQA datasets with a
-public source (:mod:`hybrid_ir.data.download`) are fetched into the user cache when missing and ``download`` is
+public source (:mod:`hybrid_ir.data.formats.download`) are fetched into the user cache when missing and ``download`` is
 true. MIRACL topics and qrels are read from the root; the passage corpus (not distributed with the data) must be
 given per language.
+
+See docs/usage.md.
 """
 
 from __future__ import annotations
@@ -27,20 +29,27 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_ir.data.corpus import RetrievalBenchmark
-from hybrid_ir.data.download import ensure_dataset
-from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark
-from hybrid_ir.data.subset import subset_pool
-from hybrid_ir.evaluation import miracl
+from hybrid_ir.data.formats.download import ensure_dataset
+from hybrid_ir.data.formats.lareqa_files import load_lareqa_benchmark
+from hybrid_ir.evaluation import miracl_metrics
 from hybrid_ir.evaluation.config import DatasetSpec, EvalConfig, validate_config
 from hybrid_ir.evaluation.lareqa_metrics import LareqaResult, evaluate_lareqa
-from hybrid_ir.evaluation.outputs import METRICS_FILE, per_query_path, plot_path, write_per_query
+from hybrid_ir.evaluation.outputs import (
+    METRICS_FILE,
+    brief,
+    format_table,
+    per_query_path,
+    plot_path,
+    write_per_query,
+)
 from hybrid_ir.evaluation.plots import plot_pair_heatmap, plot_per_language_bars
-from hybrid_ir.evaluation.retrieval import TextEncoder, encode_benchmark, encoder_device
-from hybrid_ir.evaluation.table import brief, format_table
+from hybrid_ir.evaluation.subset import subset_pool
+from hybrid_ir.retrieval.encode import TextEncoder, encode_benchmark, encoder_device
 from hybrid_ir.utils.distributed import world_info
 from hybrid_ir.utils.errors import DataError
 from hybrid_ir.utils.io import atomic_write_json
 from hybrid_ir.utils.paths import resolve_data_root
+from hybrid_ir.utils.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +62,18 @@ class Evaluator:
     results; the other ranks return ``{}``.
 
     Args:
-        cfg: the settings (an :class:`EvalConfig` or a mapping of its fields).
+        cfg: the settings (an :class:`EvalConfig`, a mapping or a ``DictConfig`` of its fields: the ``eval`` block,
+            checked by :func:`~hybrid_ir.utils.settings.settings`).
         output_dir: where files are written; may be set later (``evaluator.output_dir = ...``) before :meth:`run`.
     """
 
     def __init__(self, cfg: EvalConfig | Mapping[str, Any], output_dir: str | Path | None = None) -> None:
-        self.cfg = EvalConfig.from_any(cfg)
+        self.cfg = settings(EvalConfig, cfg, "eval")
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.records: list[dict[str, Any]] = []
         self._records_loaded = False
         self._specs: list[DatasetSpec] | None = None
-        self._data: dict[str, RetrievalBenchmark | miracl.MiraclData] | None = None
+        self._data: dict[str, RetrievalBenchmark | miracl_metrics.MiraclData] | None = None
 
     @property
     def root(self) -> Path:
@@ -74,14 +84,14 @@ class Evaluator:
         self._specs = validate_config(self.cfg)
         return self._specs
 
-    def load(self) -> dict[str, RetrievalBenchmark | miracl.MiraclData]:
+    def load(self) -> dict[str, RetrievalBenchmark | miracl_metrics.MiraclData]:
         """Build every benchmark once (downloading missing LAReQA files when allowed); cached on the object."""
         if self._data is None:
             specs = self._specs if self._specs is not None else self.validate()
             self._data = {spec.name: self._load_one(spec) for spec in specs}
         return self._data
 
-    def _load_one(self, spec: DatasetSpec) -> RetrievalBenchmark | miracl.MiraclData:
+    def _load_one(self, spec: DatasetSpec) -> RetrievalBenchmark | miracl_metrics.MiraclData:
         cfg = self.cfg
         if spec.format == "lareqa":
             root = ensure_dataset(self.root, spec.name, spec.languages) if cfg.download else self.root
@@ -108,7 +118,9 @@ class Evaluator:
                     cfg.max_queries_per_language,
                 )
             return bench
-        return miracl.load_miracl_dataset(self.root, spec, cfg.max_queries_per_language, cfg.subset_seed)
+        return miracl_metrics.load_miracl_dataset(
+            self.root, spec, cfg.max_queries_per_language, cfg.subset_seed
+        )
 
     def run(
         self, encoder: TextEncoder, tag: str, step: int | None = None, precision: str | None = None
@@ -128,7 +140,7 @@ class Evaluator:
             LAReQA metrics are computed on the encoder's device.
         """
         out = self._require_output_dir()
-        precision = self.cfg.precision if precision is None else str(precision)
+        precision = str(self.cfg.precision if precision is None else precision)
         rank, _ = world_info()
         results: dict[str, dict[str, Any]] = {}
         summaries: dict[str, dict[str, Any]] = {}
@@ -144,7 +156,7 @@ class Evaluator:
                 results[name] = self._lareqa_outputs(out, name, tag, result)
                 summaries[name] = result.to_json(per_query=False)
             else:
-                per_lang = miracl.evaluate_dataset(encoder, data, self.cfg.batch_size, precision)
+                per_lang = miracl_metrics.evaluate_dataset(encoder, data, self.cfg.batch_size, precision)
                 if rank != 0:
                     continue
                 results[name], summaries[name] = self._miracl_outputs(out, name, tag, per_lang)
@@ -187,9 +199,9 @@ class Evaluator:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Macro averages over languages and the per-query file of one MIRACL dataset; returns its entry of
         :meth:`run` and its summary for ``metrics.json``."""
-        summary = miracl.summarize(name, per_lang)
+        summary = miracl_metrics.summarize(name, per_lang)
         if self.cfg.per_query:
-            write_per_query(per_query_path(out, name, tag), miracl.per_query_columns(per_lang))
+            write_per_query(per_query_path(out, name, tag), miracl_metrics.per_query_columns(per_lang))
         result = {"format": "miracl", **{k: summary[k] for k in ("scalars", "languages", "per_language")}}
         return {**result, "figures": {}}, summary
 

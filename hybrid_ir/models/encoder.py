@@ -1,4 +1,5 @@
-"""The shared text encoder: a transformers ``AutoModel`` + pooling + L2 normalisation + per-model prefixes."""
+"""The shared text encoder: a transformers ``AutoModel`` + pooling + L2 normalisation + per-model prefixes.
+See docs/models.md."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from hybrid_ir.data.collate import TextKind, TextTokenizer
 from hybrid_ir.models.pooling import POOLING_MODES, PoolingMode, pool
 from hybrid_ir.models.st_format import (
     load_pooler_dense,
     read_sentence_transformers_settings,
     write_sentence_transformers_files,
 )
+from hybrid_ir.models.tokenizer import TextKind, TextTokenizer
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import autocast_context
 

@@ -1,5 +1,7 @@
 """Export the trained encoder beside the Lightning checkpoints: Hugging Face and sentence-transformers files
-(:meth:`~hybrid_ir.models.encoder.Encoder.save_pretrained`) and a ``README.md`` model card."""
+(:meth:`~hybrid_ir.models.encoder.Encoder.save_pretrained`) and a ``README.md`` model card.
+
+See docs/models.md."""
 
 from __future__ import annotations
 

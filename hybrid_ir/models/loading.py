@@ -1,5 +1,7 @@
 """The encoder a command evaluates or mines with: a model config, a saved directory (ours, sentence-transformers or
-plain Hugging Face) or a checkpoint, each with its own saved settings unless the command line overrides them."""
+plain Hugging Face) or a checkpoint, each with its own saved settings unless the command line overrides them.
+
+See docs/models.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The ``README.md`` model card written with an exported encoder: what it was trained from and on (with the data
-licences), how, and what it scored."""
+licences), how, and what it scored.
+
+See docs/models.md."""
 
 from __future__ import annotations
 

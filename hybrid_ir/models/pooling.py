@@ -1,4 +1,4 @@
-"""Pooling of token states into one vector per text."""
+"""Pooling of token states into one vector per text. See docs/models.md."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ Layout (the classic module names, which sentence-transformers 2.x to 6.x load):
 ``modules.json`` (Transformer at the root, ``1_Pooling``, ``2_Dense`` for a LaBSE-style pooler, ``Normalize``),
 ``sentence_bert_config.json`` (``max_seq_length``) and ``config_sentence_transformers.json`` (prompts
 ``{"query": ..., "document": ...}``).
+
+See docs/models.md.
 """
 
 from __future__ import annotations

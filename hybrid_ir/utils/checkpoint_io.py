@@ -1,6 +1,8 @@
 """Checkpoint I/O that never leaves a half-written checkpoint and never unpickles code: the one place that reads
 a checkpoint (:func:`read_checkpoint`, for ``train.py``, ``evaluate.py`` and ``mine.py`` alike) and the one that
-writes one (:class:`AtomicCheckpointIO`)."""
+writes one (:class:`AtomicCheckpointIO`).
+
+See docs/reliability.md."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""How the command-line entry points (``train.py``, ``evaluate.py``, ``mine.py``, ``python -m hybrid_ir.report``)
+"""How the command-line entry points (``train.py``, ``evaluate.py``, ``mine.py``, ``python report.py``)
 report an expected error: a :class:`~hybrid_ir.utils.errors.ConfigError` or
 :class:`~hybrid_ir.utils.errors.DataError` is the user's to fix, and its message says how, so it is printed alone
 (``Error: <message>``, exit status 1), without the traceback of the code that found it. Any other exception is a
 bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) shows the full traceback of an expected
-error too."""
+error too.
+
+See docs/reliability.md."""
 
 from __future__ import annotations
 

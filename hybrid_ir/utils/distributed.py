@@ -1,13 +1,18 @@
-"""Process-group helpers: rank/world size and an all-gather that carries gradients back to the owning rank."""
+"""Process-group helpers: rank/world size, an all-gather of any picklable value (a checkpoint's per-rank random
+states) and an all-gather that carries gradients back to the owning rank.
+
+See docs/multinode.md."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def world_info() -> tuple[int, int]:
@@ -38,6 +43,19 @@ def is_global_zero() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return launch_rank() == 0
+
+
+def gather_objects(obj: T) -> list[T]:
+    """``obj`` of every rank, in rank order (``torch.distributed.all_gather_object``: pickled, any picklable
+    value); ``[obj]`` when not distributed or with world size 1.
+
+    A collective: every rank must call it at the same point, or the ranks that did wait for the others."""
+    _, world = world_info()
+    if world == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def gather_with_grad(x: Tensor, check_sizes: bool = True) -> Tensor:

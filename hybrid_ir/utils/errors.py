@@ -1,4 +1,4 @@
-"""Exception types with messages that say what is wrong and what is allowed."""
+"""Exception types with messages that say what is wrong and what is allowed. See docs/reliability.md."""
 
 from __future__ import annotations
 

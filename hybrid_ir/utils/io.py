@@ -1,5 +1,7 @@
 """Atomic file writes (a crash during a save never leaves a half-written file behind) and the file lock that lets
-one process of a machine build a cached artefact while the others wait."""
+one process of a machine build a cached artefact while the others wait.
+
+See docs/reliability.md."""
 
 from __future__ import annotations
 

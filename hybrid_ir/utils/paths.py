@@ -1,4 +1,5 @@
-"""Where data and caches live: one place to resolve the data root and the user cache directory."""
+"""Where data and caches live: one place to resolve the data root and the user cache directory.
+See docs/data.md."""
 
 from __future__ import annotations
 
@@ -27,14 +28,12 @@ def cache_dir(sub: str | None = None) -> Path:
 
 
 def default_data_root() -> Path:
-    """The data root: ``$HYBRID_IR_DATA`` if set, else the ``shared/data`` folder beside the checkout
-    when it exists, else ``<cache>/data`` (where loaders download missing datasets)."""
+    """The data root: ``$HYBRID_IR_DATA`` if set, else ``<cache>/data`` (where loaders download missing
+    datasets). (The Makefile sets ``$HYBRID_IR_DATA`` to a ``shared/data`` folder beside the checkout when there is
+    one; see ``docs/data.md``.)"""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
-    if beside.is_dir():
-        return beside
     return cache_dir("data")
 
 

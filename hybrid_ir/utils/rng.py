@@ -2,9 +2,11 @@
 
 A resumed run must draw the same random numbers (dropout masks) as the uninterrupted run would have, so the
 state is saved in every checkpoint and restored right before the first resumed training step. Training steps
-draw from torch's generators only; :class:`~hybrid_ir.models.module.BiEncoderModule` keeps their state from
+draw from torch's generators only; :class:`~hybrid_ir.training.module.BiEncoderModule` keeps their state from
 one step to the next (:func:`capture_torch_rng_state`, cheap enough for every step), numpy's and Python's are
 saved as they are when the checkpoint is written.
+
+See docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.repo import REPO
+
+ROOT = REPO
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +168,7 @@ def test_set_overrides_reach_every_config(monkeypatch: pytest.MonkeyPatch) -> No
     assert cfg.data.batch_size == 7 and cfg.seed == 3  # applied after the benchmark's own
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("shared_e5_tokenizer")
 def test_gpu_throughput_quick(tmp_path: Path) -> None:
     import torch

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.base_model import ARCHITECTURES, write_model_dir
 from hybrid_ir.models.encoder import Encoder
-from tests.conftest import TINY_CONFIG
+from tests.helpers.encoders import TINY_CONFIG
 
 
 def test_base_model_directory_is_bert_base_with_the_xlmr_vocabulary(tmp_path: Path) -> None:

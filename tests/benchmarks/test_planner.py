@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from hybrid_ir.data.corpus import ParallelCorpus, QAPair
-from hybrid_ir.data.planner import plan_epoch
+from hybrid_ir.data.planning.planner import plan_epoch
+from tests.helpers.repo import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 
 
 @pytest.fixture(autouse=True)
@@ -24,21 +25,25 @@ def test_the_synthetic_corpus_plans_like_a_corpus_of_the_same_ids_languages_and_
 
     synthetic = planner_corpus(600, seed=3)
     arrays = synthetic.arrays
-    assert len(synthetic) == 600 and synthetic.pids[0] == "s0000000" and synthetic.pids[-1] == "s0000599"
+    assert (
+        len(synthetic) == 600
+        and synthetic.parallel_ids[0] == "s0000000"
+        and synthetic.parallel_ids[-1] == "s0000599"
+    )
     assert arrays.has_lang.any(axis=1).all() and 0.85 < arrays.has_lang.mean() < 0.95
     assert (
         0.85 < len(np.unique(arrays.group)) / 600 < 0.95
     )  # one id in ten joins the group of the id before it
     pairs = {
         lang: {
-            pid: QAPair(pid, lang, "q", "p")
-            for i, pid in enumerate(synthetic.pids)
+            parallel_id: QAPair(parallel_id, lang, "q", "p")
+            for i, parallel_id in enumerate(synthetic.parallel_ids)
             if arrays.has_lang[i, col]
         }
         for col, lang in enumerate(LANGS)
     }
     real = ParallelCorpus(
-        "real", list(LANGS), pairs, dict(zip(synthetic.pids, arrays.group.tolist(), strict=True))
+        "real", list(LANGS), pairs, dict(zip(synthetic.parallel_ids, arrays.group.tolist(), strict=True))
     )
     for mode in ("hybrid", "mono", "cross"):
         a = plan_epoch([synthetic], mode, 16, 0.5, seed=1, epoch=2)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.data.jsonl import load_jsonl_corpus
+from hybrid_ir.data.formats.jsonl import load_jsonl_corpus
 from hybrid_ir.utils.paths import default_data_root
+from tests.helpers.repo import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +37,7 @@ def test_generator_is_seeded_parallel_and_groups_shared_passages(tmp_path: Path)
     assert any("\u0e00" <= ch <= "\u0e7f" for ch in corpus.pairs["th"]["s0000000"].question)
     shared = [
         (a, b)
-        for a, b in itertools.pairwise(corpus.pids)
+        for a, b in itertools.pairwise(corpus.parallel_ids)
         if corpus.pairs["en"][a].passage == corpus.pairs["en"][b].passage
     ]
     assert len(shared) > 10 and all(corpus.group[a] == corpus.group[b] for a, b in shared)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.transfer import TransferError, file_sha256, join, main, split
+from tests.helpers.repo import REPO
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_gpu_check_joins_the_payload_then_stops_without_cuda(tmp_path: Path) -> 
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible: the script would run the GPU benchmarks")
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     src = tmp_path / "tokenizer.json"
     src.write_bytes(os.urandom(5000))
     payload = tmp_path / "payload"

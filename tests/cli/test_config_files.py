@@ -1,18 +1,20 @@
 """The config tree has one home per idea: no two files alike, one eval block for both entry points, data configs
-built on one base; and no experiment means the model's own settings."""
+built on one base; no experiment means the model's own settings; comments say what a key does (no measurements)
+and cite docs pages that exist."""
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid_ir.utils.instantiate import register_resolvers
+from hybrid_ir.tasks.instantiate import register_resolvers
+from tests.helpers.repo import REPO
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = REPO / "conf"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if p.stem != "base")
 
 
@@ -65,3 +67,41 @@ def test_replication_negatives_is_the_replication_on_a_mined_file_with_one_negat
     assert (plain["data"].pop("negatives_per_query"), mined["data"].pop("negatives_per_query")) == (0, 1)
     assert mined.pop("tags") == [*plain.pop("tags"), "negatives"]
     assert mined == plain
+
+
+def config_comments() -> list[tuple[str, str]]:
+    """``(file:line, text)`` of every comment in ``conf/``."""
+    return [
+        (f"{path.relative_to(REPO)}:{number}", match.group(1))
+        for path in sorted(CONF.rglob("*.yaml"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if (match := re.search(r"(?:^|\s)#\s?(.*)$", line))
+    ]
+
+
+# A timing, a size or a share, or the words that come with a measurement.
+MEASUREMENT = re.compile(
+    r"\b\d+(?:\.\d+)?\s?(?:ms|s|min|minutes|seconds|h|hours|GB|MB|GiB|%)(?!\w)|\b(?:measured|took)\b"
+)
+
+
+def test_config_comments_say_what_a_key_does_not_what_it_measured() -> None:
+    """Measurements and their dates live in docs/benchmarks.md (or docs/results.md), with their provenance."""
+    measured = [f"{where}: {text}" for where, text in config_comments() if MEASUREMENT.search(text)]
+    assert not measured, "\n".join(measured)
+
+
+def test_config_comments_point_at_pages_that_exist() -> None:
+    """Comments cite the docs pages (the README is a short front page now), and each page cited exists."""
+    readme = [
+        f"{where}: {text}"
+        for where, text in config_comments()
+        if re.search(r"\bthe README\b|README[:,']", text)
+    ]
+    missing = [
+        f"{where}: {page}"
+        for where, text in config_comments()
+        for page in re.findall(r"docs/[\w/.-]+?\.md", text)
+        if not (REPO / page).is_file()
+    ]
+    assert not readme and not missing, "\n".join(readme + missing)

@@ -13,7 +13,9 @@ import pytest
 import torch
 from transformers import AutoModel
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.repo import REPO
+
+ROOT = REPO
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybrid_ir.report import write_report
+from hybrid_ir.analysis.report import write_report
+from tests.helpers.jsonl import write_jsonl
+from tests.helpers.repo import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 NINE = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]
 
 
@@ -107,12 +109,12 @@ def _pairs_file(path: Path) -> Path:
         for i in range(24)
         for lang in ("en", "de")
     ]
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return path
+    return write_jsonl(path, lines)
 
 
+@pytest.mark.slow
 def test_mine_writes_negative_ids_the_loader_reads_back(tmp_path: Path) -> None:
-    from hybrid_ir.data.jsonl import load_jsonl_corpus
+    from hybrid_ir.data.formats.jsonl import load_jsonl_corpus
 
     source = _pairs_file(tmp_path / "pairs.jsonl")
     out = tmp_path / "run"
@@ -125,8 +127,8 @@ def test_mine_writes_negative_ids_the_loader_reads_back(tmp_path: Path) -> None:
     corpus = load_jsonl_corpus(out / "pairs.mined.jsonl", "mined")
     for lang in ("en", "de"):
         assert set(corpus.negative_ids[lang]) == set(corpus.pairs[lang])
-        for pid, ids in corpus.negative_ids[lang].items():
-            assert len(ids) == 3 and all(corpus.group[n] != corpus.group[pid] for n in ids)
+        for parallel_id, ids in corpus.negative_ids[lang].items():
+            assert len(ids) == 3 and all(corpus.group[n] != corpus.group[parallel_id] for n in ids)
     assert all(json.loads(line)["source"] == "synthetic" for line in (out / "pairs.mined.jsonl").open())
     stats = json.loads((out / "mine_stats.json").read_text())
     assert stats["top_k"] == {"de": 18, "en": 18} and stats["index"] == {
@@ -136,6 +138,7 @@ def test_mine_writes_negative_ids_the_loader_reads_back(tmp_path: Path) -> None:
     assert not (out / "embeddings").exists()
 
 
+@pytest.mark.slow
 def test_mine_exports_a_lareqa_dataset_whose_dry_run_plans_the_same_batches_with_negatives(
     tmp_path: Path,
 ) -> None:
@@ -201,7 +204,7 @@ def test_dry_run_batch_stats(sampler: str, tmp_path: Path) -> None:
     matrix = stats["lang_pairs"]
     diagonal = sum(matrix[i][i] for i in range(len(NINE)))
     off = sum(sum(row) for row in matrix) - diagonal
-    assert stats["duplicate_pids"] == 0 and stats["group_clashes"] == 0 and stats["impure_pairs"] == 0
+    assert stats["duplicate_ids"] == 0 and stats["group_clashes"] == 0 and stats["impure_pairs"] == 0
     assert "Loading weights" not in proc.stderr + proc.stdout  # no model was loaded
     if sampler == "mono":
         assert off == 0 and diagonal > 0 and stats["kinds"]["cross"] == 0
@@ -216,6 +219,7 @@ def test_dry_run_batch_stats(sampler: str, tmp_path: Path) -> None:
         assert abs(mono - 0.5 * n) <= 4 * (0.25 * n) ** 0.5
 
 
+@pytest.mark.slow
 def test_two_job_multirun_and_report(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run(

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from hybrid_ir.evaluation.callback import ZeroShotEvalCallback, flatten_scalars
 from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.paths import default_data_root
+from tests.helpers.lareqa import shared_lareqa_root
 
 MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
@@ -26,10 +26,7 @@ MONITOR = "eval/mlqa-r/map_multi"
 
 @pytest.fixture(scope="module")
 def data_root() -> Path:
-    root = default_data_root()
-    if not (root / "mlqa-r" / "en.json").is_file():
-        pytest.skip(f"mlqa-r not found under {root}")
-    return root
+    return shared_lareqa_root("mlqa-r")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +74,7 @@ def _eval_cfg(root: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_callback_in_a_tiny_training_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path, encoder: Encoder
 ) -> None:

@@ -18,10 +18,8 @@ from hybrid_ir.evaluation.metrics import (
     mean_over_queries,
     ndcg_at_k,
     parse_measure,
-    ranks_from_top_k,
     ranks_of_relevant,
     recall_at_k,
-    top_k_indices,
     trec_order,
 )
 
@@ -57,32 +55,15 @@ def test_ranks_per_query_subset_and_errors() -> None:
         ranks_of_relevant(scores, torch.tensor([[3], [0]]))
 
 
-def test_top_k_indices_ties() -> None:
-    scores = torch.tensor([[0.5, 0.9, 0.5, 0.1, 0.5], [1.0, 1.0, 1.0, 1.0, 0.0]])
-    assert top_k_indices(scores, 3).tolist() == [[1, 0, 2], [0, 1, 2]]
-    assert top_k_indices(scores, 2).tolist() == [[1, 0], [0, 1]]
-    with pytest.raises(ValueError):
-        top_k_indices(scores, 6)
-
-
-def test_top_k_matches_ranks_on_heavy_ties() -> None:
+def test_full_ranking_matches_ranks_on_heavy_ties() -> None:
     gen = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 6, (20, 50), generator=gen).float()
     everyone = torch.arange(50).expand(20, 50)
     ranks = ranks_of_relevant(scores, everyone)
     assert sorted(ranks[0].tolist()) == [float(r) for r in range(1, 51)]
-    top = top_k_indices(scores, 12)
-    assert torch.equal(ranks.gather(1, top), torch.arange(1, 13, dtype=torch.float64).expand(20, 12))
-    assert torch.equal(ranks_from_top_k(top, everyone), torch.where(ranks <= 12, ranks, INF))
     order, all_ranks = full_ranking(scores)
     assert torch.equal(all_ranks.double(), ranks)
-    assert torch.equal(order[:, :12], top)
-
-
-def test_ranks_from_top_k() -> None:
-    top = torch.tensor([[3, 1, 4], [0, 2, 5]])
-    ranks = ranks_from_top_k(top, torch.tensor([[1, 5, -1], [5, 0, 9]]))
-    assert ranks.tolist() == [[2.0, INF, INF], [3.0, 1.0, INF]]
+    assert torch.equal(ranks.gather(1, order), torch.arange(1, 51, dtype=torch.float64).expand(20, 50))
 
 
 # -------------------------------------------------- metrics (hand-computed)
@@ -180,7 +161,7 @@ def random_run() -> tuple[torch.Tensor, dict[str, dict[str, int]]]:
 
 
 def _as_run(scores: torch.Tensor, depth: int | None = None) -> dict[str, dict[str, float]]:
-    order = top_k_indices(scores, depth or scores.shape[1])
+    order = full_ranking(scores)[0][:, :depth]
     return {f"q{q}": {_docno(int(d)): float(scores[q, d]) for d in order[q]} for q in range(scores.shape[0])}
 
 
@@ -226,9 +207,9 @@ def test_oracle_full_ranking(random_run: tuple[torch.Tensor, dict]) -> None:
 def test_oracle_top_100(random_run: tuple[torch.Tensor, dict]) -> None:
     scores, qrels = random_run
     relevant, gains = _padded_relevant(qrels)
-    top = top_k_indices(scores, 100)
+    ranks = ranks_of_relevant(scores, relevant)
     reference = _trec(qrels, _as_run(scores, depth=100))
-    _check_tensor_metrics(ranks_from_top_k(top, relevant), gains, reference)
+    _check_tensor_metrics(torch.where(ranks <= 100, ranks, INF), gains, reference)
 
 
 def test_oracle_evaluate_run_vs_ir_measures(random_run: tuple[torch.Tensor, dict]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_ir.evaluation.outputs import (
+    format_table,
     output_stem,
     per_query_path,
     plot_path,
@@ -49,3 +50,24 @@ def test_per_query_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.csv.gz").write_bytes(gzip.compress(b"qid,ap\nq1,0.5\nq2,high\n"))
     with pytest.raises(DataError, match=r"bad\.csv\.gz: line 3: column 'ap': 'high' is not a number"):
         read_per_query(tmp_path / "bad.csv.gz")
+
+
+def test_format_table_marks_missing_values() -> None:
+    records = [
+        {
+            "tag": "pretrained",
+            "step": None,
+            "datasets": {"a": {"scalars": {"map_multi": 0.5, "map_mono": 0.25}}},
+        },
+        {
+            "tag": "epoch0",
+            "step": 12,
+            "datasets": {"a": {"scalars": {"map_mono": 0.75}}, "b": {"scalars": {}}},
+        },
+    ]
+    lines = format_table(records).splitlines()
+    assert len(lines) == 5
+    assert lines[1].split()[:5] == ["tag", "step", "|", "map_mono", "map_multi"]
+    assert lines[3].split() == ["pretrained", "-", "|", "0.2500", "0.5000", "|"]
+    assert lines[4].split() == ["epoch0", "12", "|", "0.7500", "-", "|"]
+    assert len({len(line) for line in lines[1:]}) == 1

@@ -11,24 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark
-from hybrid_ir.data.subset import subset_pool
+from hybrid_ir.data.formats.lareqa_files import load_lareqa_benchmark
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.runner import Evaluator
-from hybrid_ir.utils.instantiate import compose_config
-from hybrid_ir.utils.paths import default_data_root
+from hybrid_ir.evaluation.subset import subset_pool
+from hybrid_ir.tasks.instantiate import compose_config
+from hybrid_ir.utils.settings import settings
 from tests.helpers.fakes import BagOfWordsEncoder
+from tests.helpers.lareqa import shared_lareqa_root
+from tests.helpers.repo import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 XQUAD_LANGS = ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"]
 
 
 @pytest.fixture(scope="module")
 def data_root() -> Path:
-    root = default_data_root()
-    if not all((root / "xquad-r" / f"{lang}.json").is_file() for lang in XQUAD_LANGS):
-        pytest.skip(f"xquad-r not found under {root}")
-    return root
+    return shared_lareqa_root("xquad-r", langs=XQUAD_LANGS)
 
 
 def readme_quick_look() -> list[str]:
@@ -44,7 +42,7 @@ def _eval_config(root: Path, tmp_path: Path, overrides: list[str]) -> EvalConfig
     cfg = compose_config(
         REPO / "conf", "evaluate", [*overrides, f"data.root={root}", f"paths.output_dir={tmp_path}"]
     )
-    return EvalConfig.from_any(cfg.eval)
+    return settings(EvalConfig, cfg.eval, "eval")
 
 
 def _encoded_passages(encoder: BagOfWordsEncoder) -> int:

@@ -10,18 +10,21 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hybrid_ir.data.lareqa_loader import load_lareqa_benchmark
-from hybrid_ir.data.subset import subset_pool
+from hybrid_ir.analysis.jobs import read_job
+from hybrid_ir.analysis.report import per_query_values
+from hybrid_ir.data.formats.lareqa_files import load_lareqa_benchmark
 from hybrid_ir.evaluation.config import EvalConfig
 from hybrid_ir.evaluation.lareqa_metrics import evaluate_lareqa
 from hybrid_ir.evaluation.outputs import per_query_path, read_per_query
-from hybrid_ir.evaluation.retrieval import encode_benchmark
 from hybrid_ir.evaluation.runner import Evaluator
-from hybrid_ir.report import per_query_values, read_job
+from hybrid_ir.evaluation.subset import subset_pool
+from hybrid_ir.retrieval.encode import encode_benchmark
 from hybrid_ir.utils.errors import ConfigError
-from hybrid_ir.utils.paths import default_data_root
+from hybrid_ir.utils.settings import settings
 from tests.helpers.ddp import gloo_group, spawn
 from tests.helpers.fakes import BagOfWordsEncoder
+from tests.helpers.jsonl import write_jsonl
+from tests.helpers.lareqa import shared_lareqa_root
 
 MLQA_LANGS = ["ar", "de", "en", "es", "hi", "vi", "zh"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -29,10 +32,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def shared_root() -> Path:
-    root = default_data_root()
-    if not (root / "mlqa-r" / "en.json").is_file():
-        pytest.skip(f"mlqa-r not found under {root}")
-    return root
+    return shared_lareqa_root("mlqa-r")
 
 
 def _write_miracl(root: Path, lang: str) -> Path:
@@ -51,11 +51,9 @@ def _write_miracl(root: Path, lang: str) -> Path:
         "".join(f"{q} Q0 {docs[3 * int(q)]} 1\n{q} Q0 {docs[3 * int(q) + 1]} 0\n" for q in topics),
         encoding="utf-8",
     )
-    path = root / f"corpus-{lang}.jsonl"
-    path.write_text(
-        "".join(json.dumps({"docid": d, "title": "", "text": t}) + "\n" for d, t in corpus.items())
+    return write_jsonl(
+        root / f"corpus-{lang}.jsonl", ({"docid": d, "title": "", "text": t} for d, t in corpus.items())
     )
-    return path
 
 
 @pytest.fixture()
@@ -78,8 +76,8 @@ def _cfg(root: Path, **overrides) -> EvalConfig:
             "corpus": {"sw": str(root / "corpus-sw.jsonl")},
         },
     ]
-    settings = {"datasets": datasets, "root": str(root), "download": False, "max_qids": 15, "subset_seed": 4}
-    return EvalConfig(**{**settings, **overrides})
+    values = {"datasets": datasets, "root": str(root), "download": False, "max_qids": 15, "subset_seed": 4}
+    return settings(EvalConfig, {**values, **overrides}, "eval")
 
 
 # -------------------------------------------------- validation
@@ -177,12 +175,18 @@ def test_config_field_errors(root: Path) -> None:
         _cfg(root, precision="fp8")
     with pytest.raises(ConfigError, match="max_qids"):
         _cfg(root, max_qids=0)
-    with pytest.raises(ConfigError, match=r"unknown eval setting.*'topk'.*valid: datasets"):
+    with pytest.raises(ConfigError, match=r"eval\.topk: unknown setting; valid: datasets, root, download"):
         Evaluator({"datasets": [], "topk": 3})
+    with pytest.raises(ConfigError, match=r"eval\.batch_size='8': expected an integer$"):
+        _cfg(root, batch_size="8")
+    with pytest.raises(
+        ConfigError, match=r"^eval\.datasets is not set; set it in the config or on the command line"
+    ):
+        Evaluator({"root": str(root)})
     dup = [{"name": "mlqa-r", "format": "lareqa", "languages": ["en"]}] * 2
     with pytest.raises(ConfigError, match="duplicate"):
         Evaluator(_cfg(root, datasets=dup)).validate()
-    assert _cfg(root, precision=32).precision == "32"
+    assert _cfg(root, precision=32).precision == 32  # trainer.precision=32 as the YAML gives it
 
 
 def test_accepts_hydra_configs(root: Path) -> None:
@@ -198,9 +202,9 @@ def test_accepts_hydra_configs(root: Path) -> None:
     )
     evaluator = Evaluator(raw.eval)
     assert evaluator.cfg.datasets == [{"name": "mlqa-r", "format": "lareqa", "languages": ["en", "de"]}]
-    assert evaluator.cfg.root == str(root) and evaluator.cfg.precision == "32"
+    assert evaluator.cfg.root == str(root) and evaluator.cfg.precision == 32
     assert [spec.languages for spec in evaluator.validate()] == [("en", "de")]
-    direct = EvalConfig(datasets=raw.data.eval, root=str(root))
+    direct = settings(EvalConfig, {"datasets": raw.data.eval, "root": str(root)}, "eval")
     assert isinstance(direct.datasets, list) and isinstance(direct.datasets[0], dict)
 
 

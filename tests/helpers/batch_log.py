@@ -11,7 +11,7 @@ import lightning as L
 
 class BatchLog(L.Callback):
     """Append one JSON line per training batch to ``<dirpath>/batches-rank<r>.jsonl``: the epoch, the global
-    step, the batch index, the learning rate the step uses and the batch's ``[pid, q_lang, p_lang]`` pairs.
+    step, the batch index, the learning rate the step uses and the batch's ``[parallel_id, q_lang, p_lang]`` pairs.
 
     Use from the command line: ``+callbacks.batch_log._target_=tests.helpers.batch_log.BatchLog
     +callbacks.batch_log.dirpath=<dir>``."""
@@ -28,7 +28,9 @@ class BatchLog(L.Callback):
             "step": trainer.global_step,
             "batch_idx": batch_idx,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "pairs": [list(p) for p in zip(batch["pid"], batch["q_lang"], batch["p_lang"], strict=True)],
+            "pairs": [
+                list(p) for p in zip(batch["parallel_id"], batch["q_lang"], batch["p_lang"], strict=True)
+            ],
         }
         self.dirpath.mkdir(parents=True, exist_ok=True)
         with open(self.dirpath / f"batches-rank{trainer.global_rank}.jsonl", "a") as fh:

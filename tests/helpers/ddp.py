@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
+from tests.helpers.repo import REPO
 
 # Where the workers find the rendezvous store that the parent hosts (see :func:`spawn`).
 HOST = "127.0.0.1"
@@ -35,8 +33,8 @@ def spawn(fn: Callable[..., None], *args: Any, nprocs: int = 2, timeout_s: float
     Spawned processes unpickle ``fn`` by its module name (``tests.<package>.<module>``), so the repository root
     must be on their import path; spawn copies the parent's ``sys.path``.
     """
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     store = dist.TCPStore(HOST, 0, is_master=True, timeout=STORE_TIMEOUT, wait_for_workers=False)
     ctx = mp.spawn(fn, args=(store.port, *args), nprocs=nprocs, join=False)
     deadline = time.monotonic() + timeout_s

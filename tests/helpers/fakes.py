@@ -1,5 +1,5 @@
-"""Stand-ins for tests: an encoder's interface without a trained model, a callback that slows a run down, and a
-checkpoint whose unpickling would run code."""
+"""Stand-ins for tests: an encoder's interface without a trained model, a tokenizer that counts its calls, a callback
+that slows a run down, and a checkpoint whose unpickling would run code."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from hybrid_ir.models.tokenizer import TextKind, TextTokenizer
 from hybrid_ir.utils.errors import ConfigError
 
 
 class BagOfWordsEncoder:
     """Deterministic stand-in for :class:`~hybrid_ir.models.encoder.Encoder`: the normalised sum of a fixed
     random vector per word (seeded by a CRC32 of the word), so texts that share words are similar. Implements
-    :class:`~hybrid_ir.evaluation.retrieval.TextEncoder` and records every ``encode`` call in ``calls``."""
+    :class:`~hybrid_ir.retrieval.encode.TextEncoder` and records every ``encode`` call in ``calls``."""
 
     dim = 24
 
@@ -44,6 +45,18 @@ class BagOfWordsEncoder:
         self.calls.append((kind, list(texts)))
         rows = [torch.stack([self.word(w) for w in text.split() or [""]]).sum(0) for text in texts]
         return F.normalize(torch.stack(rows), dim=1)
+
+
+class CountingTokenizer(TextTokenizer):
+    """A :class:`~hybrid_ir.models.tokenizer.TextTokenizer` that counts its calls and the texts it tokenises."""
+
+    calls: int = 0
+    texts: int = 0
+
+    def __call__(self, texts: Sequence[str], kind: TextKind) -> list[list[int]]:
+        self.calls += 1
+        self.texts += len(texts)
+        return super().__call__(texts, kind)
 
 
 class StepDelay(L.Callback):

@@ -1,11 +1,15 @@
-"""Small LAReQA-style datasets written to disk (``<root>/<dataset>/<lang>.json``), for tests that read them with
-the LAReQA loader."""
+"""LAReQA-style datasets for tests: small ones written to disk (``<root>/<dataset>/<lang>.json``) for tests that read
+them with the LAReQA loader, and the shared data root with the real XQuAD-R / MLQA-R (the test is skipped without)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
+
+from hybrid_ir.utils.paths import default_data_root
 
 # One paragraph: its sentences and its questions as (question id, index of the answer sentence).
 Paragraph = tuple[Sequence[str], Sequence[tuple[str, int]]]
@@ -57,4 +61,16 @@ def write_toy_lareqa(root: Path, dataset: str = "toy", langs: Sequence[str] = ("
                 questions = questions[:2]
             paragraphs.append((sentences, questions))
         write_lareqa(root, dataset, lang, paragraphs)
+    return root
+
+
+def shared_lareqa_root(*datasets: str, langs: Sequence[str] = ("en",)) -> Path:
+    """The data root (:func:`~hybrid_ir.utils.paths.default_data_root`) when it holds ``<dataset>/<lang>.json`` for
+    every one of ``datasets`` and ``langs``; else the calling test is skipped, naming what is missing."""
+    root = default_data_root()
+    missing = [
+        f"{d}/{lang}.json" for d in datasets for lang in langs if not (root / d / f"{lang}.json").is_file()
+    ]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not found under {root}")
     return root

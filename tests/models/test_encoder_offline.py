@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.repo import REPO
+
 # Run in a fresh process: huggingface_hub reads HF_HUB_OFFLINE and the cache location when it is imported.
 SCRIPT = """
 import sys
@@ -33,7 +35,7 @@ def test_a_hub_model_without_network_names_the_key_and_a_local_dir(name: str, tm
     }
     env.pop("HF_HUB_CACHE", None)
     env.pop("TRANSFORMERS_CACHE", None)
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, name], cwd=repo, env=env, capture_output=True, text=True, timeout=300
     )

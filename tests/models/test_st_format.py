@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from hybrid_ir.models.encoder import ENCODER_CONFIG, Encoder, saved_settings
 from hybrid_ir.models.st_format import read_sentence_transformers_settings
 from hybrid_ir.utils.errors import ConfigError
+from tests.helpers.repo import REPO
 
 st = pytest.importorskip("sentence_transformers")
 
@@ -71,10 +72,10 @@ def test_e5_small_round_trips_through_sentence_transformers(e5_dir: Path, tmp_pa
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from hybrid_ir.utils.instantiate import register_resolvers
+    from hybrid_ir.tasks.instantiate import register_resolvers
 
     register_resolvers()
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "model" / "e5-small.yaml")
+    cfg = OmegaConf.load(REPO / "conf" / "model" / "e5-small.yaml")
     check_round_trip(instantiate(cfg), tmp_path / "export")
 
 

@@ -8,7 +8,7 @@ a fourth:
   ``checkpoints/last.ckpt`` holds step >= ``KILL_AFTER_STEP``;
 * ``resumed``: the uninterrupted runs' command with ``ckpt_path=last`` in the killed run's ``hydra.run.dir``.
 
-The in-process fixtures compose the real configs (``compose``: :func:`hybrid_ir.utils.instantiate.compose_config`),
+The in-process fixtures compose the real configs (``compose``: :func:`hybrid_ir.tasks.instantiate.compose_config`),
 forbid building a model (``no_model``) or make building the tiny one fast (``fast_tiny_model``: the session's
 tokenizer, one thread).
 """
@@ -26,8 +26,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hybrid_ir.models import encoder as encoder_module
 from hybrid_ir.models.encoder import Encoder
+from hybrid_ir.tasks.instantiate import compose_config
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
-from hybrid_ir.utils.instantiate import compose_config
+from tests.helpers.repo import REPO
 
 from .runs import (
     DELAY,
@@ -40,7 +41,7 @@ from .runs import (
     start_train,
 )
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = REPO / "conf"
 Compose = Callable[..., DictConfig]
 
 

@@ -7,6 +7,7 @@ computes with the same thread count, which bitwise equality of float results nee
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -22,8 +23,8 @@ import pytest
 import torch
 
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
+from tests.helpers.repo import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
 KILL_AFTER_STEP = 4
 DELAY_S = 0.5
@@ -79,8 +80,23 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (e.g. the DDP ranks that Lightning's launcher started), from
+    ``/proc``."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, timeout_s: float) -> bool:
-    """SIGKILL ``proc`` once ``ckpt`` holds ``global_step >= min_step``; True if it was still running then.
+    """SIGKILL ``proc`` and its child processes (the other ranks of a ``trainer=ddp_cpu`` run: the whole run,
+    as a scheduler kills a job) once ``ckpt`` holds ``global_step >= min_step``; True if it was still running then.
 
     ``ckpt`` is replaced by an atomic rename on every save, so a new inode means a new, complete checkpoint;
     only then is it loaded."""
@@ -96,7 +112,11 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, min_step: int, tim
             seen = (stat.st_ino, stat.st_mtime_ns)
             if checkpoint_global_step(ckpt) >= min_step:
                 alive = proc.poll() is None
+                children = child_pids(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)
+                for child in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
                 proc.wait()
                 return alive
         time.sleep(0.05)

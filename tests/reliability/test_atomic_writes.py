@@ -20,8 +20,7 @@ from hybrid_ir.utils import checkpoint_io, io
 from hybrid_ir.utils.checkpoint_io import AtomicCheckpointIO
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.io import atomic_write_json
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.repo import REPO
 
 
 def checkpoint(step: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.pipeline import train
+from hybrid_ir.tasks.train import train
 from hybrid_ir.utils.errors import DataError
 
 from .conftest import Compose

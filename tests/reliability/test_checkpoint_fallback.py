@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybrid_ir.config_checks import resolve_ckpt_path
+from hybrid_ir.tasks.checks import resolve_ckpt_path
 from hybrid_ir.utils.errors import ConfigError
 
 

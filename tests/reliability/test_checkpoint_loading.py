@@ -16,14 +16,16 @@ import torch
 import yaml
 
 from hybrid_ir.models.loading import load_encoder
-from hybrid_ir.models.loss import InfoNCELoss
-from hybrid_ir.models.module import BiEncoderModule
-from hybrid_ir.pipeline import evaluate, mine
+from hybrid_ir.tasks.evaluate import evaluate
+from hybrid_ir.tasks.mine import mine
+from hybrid_ir.training.loss import InfoNCELoss
+from hybrid_ir.training.module import BiEncoderModule
 from hybrid_ir.utils.errors import ConfigError
 from tests.helpers.fakes import refusal, write_malicious_checkpoint
+from tests.helpers.repo import REPO
 
 from .conftest import Compose
-from .runs import REPO, run_env
+from .runs import run_env
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
 """Bad configurations fail at start-up, before any model is built, with a message that says what is wrong and
 what is allowed. Each case composes the real configs (``hydra.compose``, as ``train.py`` does) and calls
-:func:`hybrid_ir.pipeline.train` with model construction forbidden (``no_model``)."""
+:func:`hybrid_ir.tasks.train.train` with model construction forbidden (``no_model``)."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -13,13 +12,16 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 
-from hybrid_ir.config_checks import check_monitors
-from hybrid_ir.data import datamodule as datamodule_module
-from hybrid_ir.pipeline import evaluate, train
+from hybrid_ir.data.runtime import datamodule as datamodule_module
+from hybrid_ir.tasks.checks import check_monitors
+from hybrid_ir.tasks.evaluate import evaluate
+from hybrid_ir.tasks.train import train
 from hybrid_ir.utils.errors import ConfigError, DataError
+from tests.helpers.jsonl import pair_records, write_jsonl
+from tests.helpers.repo import REPO
 
 from .conftest import Compose
-from .runs import REPO, run_env
+from .runs import run_env
 
 # (overrides, exception type, fragments the message must contain)
 CASES = {
@@ -40,6 +42,17 @@ CASES = {
         ["data.batch_size=3", "multiple of the number of ranks", "= 2)"],
     ),
     "batch size zero": (("data.batch_size=0",), ConfigError, ["data.batch_size=0", "positive multiple"]),
+    # the DataModule's own key, set apart from data.batch_size: checked as the value the DataModule receives
+    "DataModule batch of one pair": (
+        ("datamodule.batch_size=1",),
+        ConfigError,
+        ["datamodule.batch_size=1", "at least 2 pairs"],
+    ),
+    "DataModule batch below the ranks": (
+        ("trainer=ddp_cpu", "datamodule.batch_size=3"),
+        ConfigError,
+        ["datamodule.batch_size=3", "multiple of the number of ranks", "= 2)"],
+    ),
     "alpha outside [0, 1]": (
         ("sampler.alpha=1.5",),
         InstantiationException,
@@ -78,7 +91,7 @@ CASES = {
     "bad evaluation setting": (
         ("eval.max_qids=0",),
         InstantiationException,
-        ["eval.max_qids must be a positive integer or null, got 0"],
+        ["eval.max_qids=0: expected an integer >= 1 or null"],
     ),
     "resume without a checkpoint": (
         ("ckpt_path=last",),
@@ -174,6 +187,8 @@ def test_bad_config_fails_before_any_model(
         ("model.name_or_path=/nonexistent",),
         ("trainer.max_epochs=-1", "trainer.max_steps=-1"),
         ("data.batch_size=1",),
+        ("datamodule.batch_size=1",),
+        ("datamodule.batch_size=abc",),
         ("data=jsonl",),
         ("callbacks=validation",),
         ("data.val.fraction=1.5",),
@@ -193,9 +208,7 @@ def test_config_errors_come_before_the_data_loads(
 def test_cross_batches_on_a_single_language_dataset_fail_before_the_model(
     compose: Compose, no_model: None, tmp_path: Path
 ) -> None:
-    path = tmp_path / "en.jsonl"
-    records = [{"id": f"q{i}", "lang": "en", "question": f"q{i}?", "passage": f"p{i}."} for i in range(40)]
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    path = write_jsonl(tmp_path / "en.jsonl", pair_records(40, ["en"]))
     with pytest.raises(ConfigError, match=r"no full batch of 8 cross pairs.*at most 0 pairs per cross batch"):
         train(compose("experiment=smoke", "data=jsonl", f"data.train.0.path={path}", "sampler=cross"))
 
@@ -203,13 +216,7 @@ def test_cross_batches_on_a_single_language_dataset_fail_before_the_model(
 def test_a_dataset_too_small_for_one_batch_fails_before_the_model(
     compose: Compose, no_model: None, tmp_path: Path
 ) -> None:
-    path = tmp_path / "sw.jsonl"
-    records = [
-        {"id": f"q{i}", "lang": lang, "question": f"q{i} {lang}?", "passage": f"p{i} {lang}."}
-        for i in range(5)
-        for lang in ("en", "sw")
-    ]
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    path = write_jsonl(tmp_path / "sw.jsonl", pair_records(5, ["en", "sw"]))
     cfg = compose("experiment=smoke")
     cfg.data.train.append({"name": "sw", "format": "jsonl", "path": str(path)})
     with pytest.raises(ConfigError, match=r"training dataset 'sw' \(data.train.1\) contributes no batch"):

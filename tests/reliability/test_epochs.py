@@ -1,26 +1,29 @@
 """Several epochs in real ``train.py`` processes: every epoch ``e`` plays the plan of ``(seed, e)`` in full.
 
-Each run records, per step, its batch and learning rate (:class:`BatchLog`). Four runs start at once (three
-epochs; three epochs with ``limit_train_batches``; two epochs on two DDP ranks), then two resumes of the first
-from its checkpoints: in the middle of epoch 2 and at the end of epoch 1.
+Each run records, per step, its batch and learning rate (:class:`BatchLog`). Three runs start at once (three
+epochs; three epochs with ``limit_train_batches``; two epochs on two DDP ranks), and two resumes of the first from
+its checkpoints at the end of epoch 1 and in the middle of epoch 2, each as soon as that checkpoint is written.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hybrid_ir.data.loading import load_corpus
-from hybrid_ir.data.planner import plan_epoch
-from hybrid_ir.models.module import linear_warmup_decay
+from hybrid_ir.data.formats.load_corpus import load_corpus
+from hybrid_ir.data.planning.planner import plan_epoch
+from hybrid_ir.training.optim import linear_warmup_decay
 from hybrid_ir.utils.paths import default_data_root
 from tests.helpers.batch_log import read_batch_log
 
-from .runs import finish, start_train
+from .runs import RUN_TIMEOUT_S, finish, start_train
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +54,56 @@ def _overrides(run_dir: Path, *extra: str) -> tuple[str, ...]:
     )
 
 
-def _run_all(runs: dict[Path, tuple[str, ...]]) -> None:
-    """Start every run at once and wait for all of them (failing with the log of one that failed)."""
-    procs = {run_dir: start_train(run_dir, *over) for run_dir, over in runs.items()}
+def _resume_points() -> dict[str, tuple[str, int]]:
+    """The checkpoint of the full run each resume starts from, and the step it continues at."""
+    per_epoch = len(_plan(0))
+    return {
+        "resumed_boundary": (
+            f"epoch01-step{2 * per_epoch:06d}.ckpt",
+            2 * per_epoch,
+        ),  # epoch 1 done, epoch 2 next
+        "resumed_mid": (
+            f"epoch02-step{2 * per_epoch + 4:06d}.ckpt",
+            2 * per_epoch + 4,
+        ),  # the 5th batch of epoch 2
+    }
+
+
+def _written(path: Path, proc: subprocess.Popen, timeout_s: float = RUN_TIMEOUT_S) -> bool:
+    """Wait until ``path`` exists (checkpoints are renamed into place when complete) or ``proc`` has ended."""
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return path.is_file()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """The three runs, started at once, and the full run resumed from its checkpoint at the end of epoch 1 and from
+    the one in the middle of epoch 2, each resume started as soon as the full run has written its checkpoint."""
+    base = tmp_path_factory.mktemp("epochs")
+    resumes = _resume_points()
+    dirs = {name: base / name for name in ("full", "limited", "ddp", *resumes)}
+    extra = {
+        "full": (),
+        "limited": (f"+trainer.limit_train_batches={LIMIT}",),
+        "ddp": ("trainer=ddp_cpu", "trainer.max_epochs=2"),
+    }
+    procs = {
+        dirs[name]: start_train(dirs[name], *_overrides(dirs[name], *over)) for name, over in extra.items()
+    }
     try:
+        full, checkpoints = procs[dirs["full"]], dirs["full"] / "checkpoints"
+        for name, (ckpt, _) in resumes.items():
+            if not _written(checkpoints / ckpt, full):
+                written = sorted(p.name for p in checkpoints.iterdir()) if checkpoints.is_dir() else []
+                pytest.fail(f"the full run wrote no {ckpt}; it has {written}")
+            procs[dirs[name]] = start_train(
+                dirs[name], *_overrides(dirs[name]), f"ckpt_path={checkpoints / ckpt}"
+            )
         for run_dir, proc in procs.items():
             finish(proc, run_dir)
+        yield dirs
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -64,48 +111,10 @@ def _run_all(runs: dict[Path, tuple[str, ...]]) -> None:
                 proc.wait()
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("epochs")
-    dirs = {name: base / name for name in ("full", "limited", "ddp")}
-    _run_all(
-        {
-            dirs["full"]: _overrides(dirs["full"]),
-            dirs["limited"]: _overrides(dirs["limited"], f"+trainer.limit_train_batches={LIMIT}"),
-            dirs["ddp"]: _overrides(dirs["ddp"], "trainer=ddp_cpu", "trainer.max_epochs=2"),
-        }
-    )
-    return dirs
-
-
-@pytest.fixture(scope="module")
-def resumed(runs: dict[str, Path]) -> dict[str, Path]:
-    """The full run resumed from its checkpoint in the middle of epoch 2 and from the one at the end of epoch 1."""
-    per_epoch = len(_plan(0))
-    wanted = {
-        "resumed_mid": f"epoch02-step{2 * per_epoch + 4:06d}.ckpt",  # the 5th batch of epoch 2 is next
-        "resumed_boundary": f"epoch01-step{2 * per_epoch:06d}.ckpt",  # epoch 1 done, epoch 2 next
-    }
-    checkpoints = runs["full"] / "checkpoints"
-    missing = [name for name in wanted.values() if not (checkpoints / name).is_file()]
-    if missing:
-        pytest.fail(
-            f"the full run wrote no {missing}; it has {sorted(p.name for p in checkpoints.iterdir())}"
-        )
-    dirs = {name: runs["full"].parent / name for name in wanted}
-    _run_all(
-        {
-            dirs[name]: (*_overrides(dirs[name]), f"ckpt_path={checkpoints / ckpt}")
-            for name, ckpt in wanted.items()
-        }
-    )
-    return dirs
-
-
 def _plan(epoch: int) -> list[list[list[str]]]:
     corpus = load_corpus({"name": "xquad-r", "languages": LANGS}, default_data_root(), download=False)
     plan = plan_epoch([corpus], "hybrid", BATCH, 0.5, 0, epoch)
-    return [[[ref.pid, ref.q_lang, ref.p_lang] for ref in refs] for _, refs in plan]
+    return [[[ref.parallel_id, ref.q_lang, ref.p_lang] for ref in refs] for _, refs in plan]
 
 
 def _expected_lrs(total: int) -> list[float]:
@@ -149,13 +158,10 @@ def test_two_ranks_each_play_their_slice_of_every_epoch(runs: dict[str, Path]) -
 
 
 @pytest.mark.parametrize("name", ["resumed_mid", "resumed_boundary"])
-def test_a_resumed_run_continues_with_the_same_batches_and_rates(
-    runs: dict[str, Path], resumed: dict[str, Path], name: str
-) -> None:
+def test_a_resumed_run_continues_with_the_same_batches_and_rates(runs: dict[str, Path], name: str) -> None:
     full = read_batch_log(runs["full"] / "batches")
-    records = read_batch_log(resumed[name] / "batches")
-    per_epoch = len(_plan(0))
-    assert records[0]["step"] == {"resumed_mid": 2 * per_epoch + 4, "resumed_boundary": 2 * per_epoch}[name]
+    records = read_batch_log(runs[name] / "batches")
+    assert records[0]["step"] == _resume_points()[name][1]
     assert records == full[records[0]["step"] :]
 
 

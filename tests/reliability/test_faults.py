@@ -1,4 +1,4 @@
-"""Faults during training, in-process through :func:`hybrid_ir.pipeline.train` with the tiny model.
+"""Faults during training, in-process through :func:`hybrid_ir.tasks.train.train` with the tiny model.
 
 * A NaN loss (injected at the third training step) stops the run naming the step (``module.nonfinite=raise``)
   or drops that step's update and goes on (``module.nonfinite=skip``).
@@ -16,12 +16,14 @@ import pytest
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from hybrid_ir.models.loss import InfoNCELoss
-from hybrid_ir.models.module import NonFiniteLossError
-from hybrid_ir.pipeline import train
+from hybrid_ir.tasks.train import train
+from hybrid_ir.training.loss import InfoNCELoss
+from hybrid_ir.training.module import NonFiniteLossError
 
 from .conftest import Compose
 from .runs import csv_rows
+
+pytestmark = pytest.mark.slow  # every test here trains the tiny model in-process
 
 MAX_STEPS = 4
 # Two training languages keep the data small; one checkpoint, at the end.

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from hybrid_ir.pipeline import train
+from hybrid_ir.tasks.train import train
+from hybrid_ir.training.csv_logger import row_precedes_resume
 from hybrid_ir.utils.checkpoint_io import AtomicCheckpointIO
-from hybrid_ir.utils.csv_logger import row_precedes_resume
 
 from .conftest import Compose
 from .runs import csv_table

@@ -18,7 +18,6 @@ writes checkpoints and logs metrics there); node 1 logs to ``train_node1.log``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -30,11 +29,13 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from hybrid_ir.data.loading import load_corpus
+from hybrid_ir.data.formats.load_corpus import load_corpus
 from hybrid_ir.utils.checkpoint_io import checkpoint_global_step
 from hybrid_ir.utils.paths import CACHE_ENV, DATA_ENV, cache_dir, default_data_root
+from tests.helpers.jsonl import write_jsonl
+from tests.helpers.repo import REPO
 
-from .runs import DELAY, REPO, kill_after_checkpoint, run_env, step_losses
+from .runs import DELAY, kill_after_checkpoint, run_env, step_losses
 
 pytestmark = pytest.mark.slow
 
@@ -73,12 +74,14 @@ NODES = ("trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2")
 def _write_jsonl(path: Path) -> Path:
     """XQuAD-R in three languages as a JSONL training input (read into a record table, then a token store)."""
     corpus = load_corpus({"name": "xquad-r", "languages": LANGS}, default_data_root(), download=False)
-    with open(path, "w", encoding="utf-8") as fh:
-        for lang in LANGS:
-            for pid, pair in corpus.pairs[lang].items():
-                record = {"id": pid, "lang": lang, "question": pair.question, "passage": pair.passage}
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    return write_jsonl(
+        path,
+        (
+            {"id": parallel_id, "lang": lang, "question": pair.question, "passage": pair.passage}
+            for lang in LANGS
+            for parallel_id, pair in corpus.pairs[lang].items()
+        ),
+    )
 
 
 def _node_cache(path: Path) -> Path:

@@ -6,7 +6,6 @@ a checkpoint of an older version, without the record, gets a warning that it can
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -19,9 +18,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from hybrid_ir.data.datamodule import ParallelQADataModule
-from hybrid_ir.pipeline import train
+from hybrid_ir.data.runtime.datamodule import ParallelQADataModule
+from hybrid_ir.tasks.train import train
 from hybrid_ir.utils.errors import ConfigError
+from tests.helpers.jsonl import pair_records, write_jsonl
 
 from .conftest import Compose
 
@@ -40,17 +40,6 @@ def checkpoint_of(cfg: DictConfig, path: Path, state: dict[str, Any] | None = No
     """A checkpoint as ``train.py`` writes one for ``cfg`` at step 2 (the parts a resume reads first)."""
     state = datamodule_state(cfg) if state is None else state
     torch.save({"global_step": 2, "state_dict": {}, KEY: state}, path)
-    return path
-
-
-def write_pairs(path: Path, ids: int) -> Path:
-    """A JSONL training file of ``ids`` ids in en and de."""
-    records = [
-        {"id": f"q{i}", "lang": lang, "question": f"question {i} {lang}?", "passage": f"passage {i} {lang}."}
-        for i in range(ids)
-        for lang in ("en", "de")
-    ]
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     return path
 
 
@@ -93,7 +82,8 @@ def test_every_changed_setting_is_named(compose: Compose, no_model: None, tmp_pa
 
 
 def test_a_changed_data_file_is_refused(compose: Compose, no_model: None, tmp_path: Path) -> None:
-    old, new = write_pairs(tmp_path / "old.jsonl", 40), write_pairs(tmp_path / "new.jsonl", 48)
+    old = write_jsonl(tmp_path / "old.jsonl", pair_records(40, ["en", "de"]))
+    new = write_jsonl(tmp_path / "new.jsonl", pair_records(48, ["en", "de"]))
     message = refusal(
         compose,
         tmp_path,
@@ -104,7 +94,7 @@ def test_a_changed_data_file_is_refused(compose: Compose, no_model: None, tmp_pa
 
 
 def test_the_same_records_at_another_path_are_the_same_plan(compose: Compose, tmp_path: Path) -> None:
-    old = write_pairs(tmp_path / "old.jsonl", 40)
+    old = write_jsonl(tmp_path / "old.jsonl", pair_records(40, ["en", "de"]))
     state = datamodule_state(compose(*SMOKE, "data=jsonl", f"data.train.0.path={old}"))
     moved = shutil.copy(old, tmp_path / "moved.jsonl")
     datamodule = instantiate(compose(*SMOKE, "data=jsonl", f"data.train.0.path={moved}").datamodule)

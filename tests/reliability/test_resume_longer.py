@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_ir.data.loading import load_corpus
-from hybrid_ir.data.planner import plan_epoch
+from hybrid_ir.data.formats.load_corpus import load_corpus
+from hybrid_ir.data.planning.planner import plan_epoch
 from hybrid_ir.evaluation.outputs import per_query_path, plot_path, read_per_query
-from hybrid_ir.models.module import linear_warmup_decay
+from hybrid_ir.training.optim import linear_warmup_decay
 from hybrid_ir.utils.paths import default_data_root
 from tests.helpers.batch_log import read_batch_log
 
@@ -78,7 +78,9 @@ def test_the_resumed_run_trains_the_rest_of_the_epoch(longer_run: LongerRun) -> 
     corpus = load_corpus({"name": "xquad-r", "languages": LANGS}, default_data_root(), download=False)
     plan = plan_epoch([corpus], "hybrid", BATCH, 0.5, 0, 0)
     assert len(plan) > LONGER_STEPS
-    expected = [[[ref.pid, ref.q_lang, ref.p_lang] for ref in refs] for _, refs in plan][:LONGER_STEPS]
+    expected = [[[ref.parallel_id, ref.q_lang, ref.p_lang] for ref in refs] for _, refs in plan][
+        :LONGER_STEPS
+    ]
     records = read_batch_log(longer_run.run / "batches")
     assert [(r["epoch"], r["step"]) for r in records] == [(0, step) for step in range(LONGER_STEPS)]
     assert [r["pairs"] for r in records] == expected

@@ -11,10 +11,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from hybrid_ir.pipeline import build_components, sweep_objective, train
+from hybrid_ir.tasks.train import build_components, sweep_objective, train
 
 from .conftest import Compose
 from .runs import csv_table
+
+pytestmark = pytest.mark.slow  # every test here trains the tiny model in-process
 
 MAX_EPOCHS = 4
 RUN = (
@@ -38,7 +40,7 @@ def test_validation_logs_every_epoch_and_stops_early(
     cfg = compose(*RUN, *VAL, "callbacks.early_stopping.patience=0", "callbacks.early_stopping.min_delta=100")
     out = Path(cfg.paths.output_dir)
     run = build_components(cfg)
-    with caplog.at_level(logging.INFO, logger="hybrid_ir.utils.callbacks"):
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.training.callbacks"):
         run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.trainer.current_epoch == 2 < MAX_EPOCHS  # epochs 0 and 1 ran
     rows = [r for r in csv_table(out) if r.get("val/loss")]
@@ -93,7 +95,7 @@ def test_an_epoch_cut_short_by_max_steps_counts_for_no_validation(
         "callbacks.early_stopping.min_delta=100",
     )
     run = build_components(cfg)
-    with caplog.at_level(logging.INFO, logger="hybrid_ir.utils.callbacks"):
+    with caplog.at_level(logging.INFO, logger="hybrid_ir.training.callbacks"):
         run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.trainer.global_step == 3
     stopper = next(cb for cb in run.trainer.callbacks if isinstance(cb, EarlyStopping))

@@ -1,7 +1,8 @@
-"""gather_with_grad under 2-process gloo DDP gives the single-process loss and gradients of the global batch.
+"""gather_with_grad under 2-process gloo DDP gives the single-process loss and gradients of the global batch;
+gather_objects gives every rank every rank's value.
 
 The same spawn also runs grad_cache_backward under DDP (one spawn costs ~15 s, mostly DDP's import of
-torch._dynamo), so the GradCache DDP case lives here rather than in tests/models/test_gradcache.py.
+torch._dynamo), so the GradCache DDP case lives here rather than in tests/training/test_gradcache.py.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from hybrid_ir.models.gradcache import grad_cache_backward
-from hybrid_ir.models.loss import InfoNCELoss, positives_first
-from hybrid_ir.utils.distributed import gather_with_grad, is_global_zero, launch_rank, world_info
+from hybrid_ir.training.gradcache import grad_cache_backward
+from hybrid_ir.training.loss import InfoNCELoss, positives_first
+from hybrid_ir.utils.distributed import (
+    gather_objects,
+    gather_with_grad,
+    is_global_zero,
+    launch_rank,
+    world_info,
+)
 from tests.helpers.ddp import gloo_group, spawn
 
 WORLD = 2
@@ -95,6 +102,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             )
             result[f"gradcache-{name}"] = (loss.item(), _grads(model.module))
         result["order"] = gather_with_grad(torch.full((2, 3), float(rank)))
+        result["objects"] = gather_objects(
+            {"rank": rank, "state": torch.full((rank + 1,), rank, dtype=torch.uint8)}
+        )
         try:
             gather_with_grad(torch.zeros(3 + rank, 2))
         except ValueError as err:
@@ -151,6 +161,12 @@ def test_gather_concatenates_in_rank_order(ddp_results: list[dict]) -> None:
         assert torch.equal(res["order"], expected)
 
 
+def test_gather_objects_gives_every_rank_all_values_in_rank_order(ddp_results: list[dict]) -> None:
+    for res in ddp_results:
+        assert [obj["rank"] for obj in res["objects"]] == list(range(WORLD))
+        assert [obj["state"].tolist() for obj in res["objects"]] == [[0], [1, 1]]
+
+
 def test_gather_rejects_unequal_shapes_on_every_rank(ddp_results: list[dict]) -> None:
     for res in ddp_results:
         assert "same shape" in res["mismatch"] and "(3, 2)" in res["mismatch"] and "(4, 2)" in res["mismatch"]
@@ -160,6 +176,8 @@ def test_identity_when_not_distributed() -> None:
     x = torch.randn(3, 2, requires_grad=True)
     assert world_info() == (0, 1)
     assert gather_with_grad(x) is x
+    gathered = gather_objects(x)
+    assert len(gathered) == 1 and gathered[0] is x
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
-"""best_precision and cpu_has_fast_bf16 with the CPU flags and CUDA availability faked; the precision helpers."""
+"""best_precision and cpu_has_fast_bf16 with the CPU flags and CUDA availability faked; the precision helpers; the
+thread counts of training processes and DataLoader workers with the affinity mask and the environment faked."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,9 +15,13 @@ from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import (
     accelerator_device,
     autocast_context,
+    available_cores,
     best_precision,
     cpu_has_fast_bf16,
     eval_precision,
+    local_ranks,
+    set_training_threads,
+    worker_init,
 )
 
 
@@ -115,3 +122,121 @@ def test_eval_precision() -> None:
     assert eval_precision("16-mixed") == "16-mixed"
     assert eval_precision("32-true") == "32"
     assert eval_precision(64) == "32"
+
+
+@pytest.fixture
+def threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread counts given to ``torch.set_num_threads`` during the test (which then changes nothing); torch's
+    own count reads as 32."""
+    given: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", given.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 32)
+    for name in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    return given
+
+
+def test_available_cores_are_the_affinity_mask_else_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
+    assert available_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert available_cores() == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert available_cores() == 1
+
+
+def test_local_ranks_are_torchruns_local_world_size_else_the_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert local_ranks(4) == 4 and local_ranks(0) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert local_ranks(4) == 2
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", bad)
+        with pytest.raises(ConfigError, match=rf"^LOCAL_WORLD_SIZE='{bad}': give the processes"):
+            local_ranks(4)
+
+
+@pytest.mark.parametrize(
+    ("cores", "devices", "local_world", "expected"),
+    [(16, 4, None, 4), (16, 4, "8", 2), (6, 4, None, 1), (3, 8, None, 1), (128, 1, None, 32)],
+    ids=["devices", "torchrun", "rounded-down", "at-least-one", "at-most-torchs-own"],
+)
+def test_each_training_process_gets_its_share_of_the_cores(
+    monkeypatch, threads, caplog, cores: int, devices: int, local_world: str | None, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    if local_world is not None:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    with caplog.at_level(logging.INFO, logger=hardware.__name__):
+        assert set_training_threads(devices) == expected
+    assert threads == [expected]
+    (record,) = caplog.records
+    ranks = int(local_world or devices)
+    assert record.getMessage() == (
+        f"torch uses {expected} CPU threads in this process: {cores} available cores for {ranks} training processes "
+        "on this machine (set OMP_NUM_THREADS to choose)"
+    )
+
+
+def test_omp_num_threads_is_respected(monkeypatch, threads, caplog) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    with caplog.at_level(logging.INFO, logger=hardware.__name__):
+        assert set_training_threads(1) == 32
+    assert threads == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "torch uses 32 CPU threads in this process (OMP_NUM_THREADS=3)"
+    ]
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_a_worker_takes_one_thread_no_tokenizer_parallelism_and_lightnings_seeding(
+    monkeypatch, threads, seeded: bool
+) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # put back after the test
+    if seeded:
+        monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    else:
+        monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
+    seeds: list[tuple[int, int | None]] = []
+    monkeypatch.setattr(
+        hardware, "pl_worker_init_function", lambda worker_id, rank: seeds.append((worker_id, rank))
+    )
+    worker_init(3, rank=2)
+    assert threads == [1] and os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert seeds == ([(3, 2)] if seeded else [])
+
+
+class _WorkerState(torch.utils.data.Dataset):
+    """One item: the torch threads, the tokenizers' parallelism setting and a draw of torch's generator in the
+    process that reads it."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> tuple[int, str | None, float]:
+        return torch.get_num_threads(), os.environ.get("TOKENIZERS_PARALLELISM"), torch.rand(1).item()
+
+
+def test_a_dataloader_worker_runs_the_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a real worker process: one thread, no tokenizer parallelism, and the generators seeded as Lightning
+    seeds them (the same draw as a loader with Lightning's own worker_init_fn)."""
+    from functools import partial
+
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+
+    def first(init) -> tuple[int, str | None, float]:
+        torch.manual_seed(5)
+        loader = torch.utils.data.DataLoader(
+            _WorkerState(), num_workers=1, worker_init_fn=init, batch_size=None
+        )
+        return next(iter(loader))
+
+    threads, parallelism, draw = first(partial(worker_init, rank=1))
+    assert (threads, parallelism) == (1, "false")
+    assert draw == first(partial(pl_worker_init_function, rank=1))[2]
+    assert "TOKENIZERS_PARALLELISM" not in os.environ

@@ -39,11 +39,11 @@ def test_data_env_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert default_data_root() == tmp_path / "data"
 
 
-def test_data_root_beside_the_checkout_or_cache(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_data_root_without_the_env_is_the_cache(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No folder beside the checkout is looked for: that convenience is the Makefile's."""
     clean_env.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
-    beside = Path(paths.__file__).resolve().parents[3] / "shared" / "data"
-    expected = beside if beside.is_dir() else tmp_path / "cache" / "data"
-    assert default_data_root() == expected
+    assert default_data_root() == tmp_path / "cache" / "data"
+    assert "parents[" not in Path(paths.__file__).read_text()
 
 
 def test_configured_root_wins_and_expands_home(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ The network (``forward_batch`` in e5.c) is a post-LN BERT: embeddings = word + p
 positions 0..L-1 with ``<s>`` at 0 (no XLM-R padding offset), exact erf GELU. The E5 sentence embedding (the
 attention-mask mean over all tokens of ``"query: " + text`` / ``"passage: " + text``, L2-normalised) is what
 :class:`hybrid_ir.models.encoder.Encoder` computes with ``conf/model/e5-small.yaml``.
+
+See docs/models.md.
 """
 
 from __future__ import annotations

