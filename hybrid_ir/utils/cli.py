@@ -1,6 +1,7 @@
 """How the command-line entry points (``train.py``, ``evaluate.py``, ``mine.py``, ``python report.py``)
-report an expected error: a :class:`~hybrid_ir.utils.errors.ConfigError` or
-:class:`~hybrid_ir.utils.errors.DataError` is the user's to fix, and its message says how, so it is printed alone
+report an expected error: a :class:`~hybrid_ir.utils.errors.ConfigError`,
+:class:`~hybrid_ir.utils.errors.DataError` or :class:`~hybrid_ir.utils.errors.DownloadError` is the user's to fix,
+and its message says how, so it is printed alone
 (``Error: <message>``, exit status 1), without the traceback of the code that found it. Any other exception is a
 bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) shows the full traceback of an expected
 error too.
@@ -18,7 +19,7 @@ from typing import ParamSpec, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 
-from hybrid_ir.utils.errors import ConfigError, DataError
+from hybrid_ir.utils.errors import ConfigError, DataError, DownloadError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,15 +31,15 @@ class ExpectedError(CompactHydraException):
     traceback (and, in a sweep, after the other jobs have run) and exits with status 1."""
 
 
-def expected_error(exc: BaseException) -> ConfigError | DataError | None:
-    """The :class:`ConfigError` / :class:`DataError` behind ``exc``: ``exc`` itself or an explicit cause of it
-    (``raise ... from``; Hydra's ``instantiate`` wraps what a constructor raises in an
+def expected_error(exc: BaseException) -> ConfigError | DataError | DownloadError | None:
+    """The :class:`ConfigError` / :class:`DataError` / :class:`DownloadError` behind ``exc``: ``exc`` itself or an
+    explicit cause of it (``raise ... from``; Hydra's ``instantiate`` wraps what a constructor raises in an
     ``InstantiationException`` that way); ``None`` when there is none. An error raised while handling another
     (an implicit ``__context__``) is not followed: that is a new, unexpected failure."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ConfigError | DataError):
+        if isinstance(current, ConfigError | DataError | DownloadError):
             return current
         seen.add(id(current))
         current = current.__cause__

@@ -15,3 +15,8 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration value is invalid. Raised at start-up, before any model is loaded."""
+
+
+class DownloadError(RuntimeError):
+    """A dataset the data root lacks could not be fetched from its public origin (no network, an HTTP error, a
+    checksum mismatch). The message names the URL and how to put the files under the data root by hand."""

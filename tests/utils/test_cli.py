@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import InstantiationException
 
 from hybrid_ir.utils.cli import expected_error, report_expected_errors
-from hybrid_ir.utils.errors import ConfigError, DataError
+from hybrid_ir.utils.errors import ConfigError, DataError, DownloadError
 
 
 def _raise(exc: Exception) -> None:
@@ -27,7 +27,11 @@ def _wrapped_by_hydra(err: Exception) -> InstantiationException:
 def test_the_expected_error_is_found_itself_or_as_an_explicit_cause() -> None:
     config = ConfigError("data.batch_size=0: ...")
     data = DataError("/data/x.jsonl", "line 3", "missing key 'id'")
+    download = DownloadError(
+        "download failed: https://host/xquad-r/de.json: timed out; check the network, ..."
+    )
     assert expected_error(config) is config and expected_error(data) is data
+    assert expected_error(download) is download  # no network and no local copy: the user's to fix
     assert expected_error(_wrapped_by_hydra(config)) is config
     assert expected_error(RuntimeError("bug")) is None
     try:  # a bug while handling an expected error is a bug (implicit context, not a cause)

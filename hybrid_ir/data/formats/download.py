@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hybrid_ir.data.languages import check_langs
+from hybrid_ir.utils.errors import ConfigError, DownloadError
 from hybrid_ir.utils.io import atomic_write
 from hybrid_ir.utils.paths import DATA_ENV, cache_dir
 
@@ -56,16 +57,12 @@ ROOT_HINT = (
 )
 
 
-class DownloadError(RuntimeError):
-    """A dataset file could not be fetched or failed its checksum."""
-
-
 def dataset_url(dataset: str, lang: str) -> str:
-    """The public URL of ``<dataset>/<lang>.json``; ValueError for an unknown dataset or language."""
+    """The public URL of ``<dataset>/<lang>.json``; ConfigError for an unknown dataset or language."""
     if dataset not in BASE_URLS:
-        raise ValueError(f"no download source for dataset {dataset!r}; known: {sorted(BASE_URLS)}")
+        raise ConfigError(f"no download source for dataset {dataset!r}; known: {sorted(BASE_URLS)}")
     if lang not in SHA256[dataset]:
-        raise ValueError(f"{dataset} has no language {lang!r}; available: {sorted(SHA256[dataset])}")
+        raise ConfigError(f"{dataset} has no language {lang!r}; available: {sorted(SHA256[dataset])}")
     return f"{BASE_URLS[dataset]}/{lang}.json"
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from hybrid_ir.data.formats import download
-from hybrid_ir.data.formats.download import DownloadError, dataset_url, ensure_dataset
+from hybrid_ir.data.formats.download import dataset_url, ensure_dataset
 from hybrid_ir.data.formats.lareqa_files import load_lareqa_corpus
+from hybrid_ir.utils.errors import ConfigError, DownloadError
 from tests.helpers.lareqa import shared_lareqa_root
 
 RAW = "https://raw.githubusercontent.com/google-research-datasets/lareqa"
@@ -48,9 +49,9 @@ class FakeUrlopen:
 def test_urls_point_at_the_public_origin():
     assert dataset_url("xquad-r", "de") == f"{RAW}/master/xquad-r/de.json"
     assert dataset_url("mlqa-r", "vi") == f"{RAW}/354d67d1cd066854cdfbf5ad0e6105528976141d/mlqa-r/vi.json"
-    with pytest.raises(ValueError, match="available"):
+    with pytest.raises(ConfigError, match="available"):
         dataset_url("mlqa-r", "ru")
-    with pytest.raises(ValueError, match="known"):
+    with pytest.raises(ConfigError, match="known"):
         dataset_url("squad", "en")
 
 

@@ -145,7 +145,8 @@ def test_a_held_out_part_keeps_its_ids_hard_negatives(cache, tmp_path) -> None:
     they are and only the listed ids it holds: a held-out id is no training negative. Read through the lazy views,
     pickled or not."""
     full = load_corpus(
-        {"name": "m", "format": "jsonl", "path": str(write_jsonl(tmp_path / "t.jsonl", table_records()))}, None
+        {"name": "m", "format": "jsonl", "path": str(write_jsonl(tmp_path / "t.jsonl", table_records()))},
+        None,
     )
     train, val = hold_out(full, 0.4, seed=2)
     inner = train.subset(np.arange(0, len(train), 2), "inner")
