@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -86,10 +85,13 @@ class ParallelQADataModule(L.LightningDataModule):
         self.specs = [dict(s) for s in datasets]
         self.root = root
         self.mode, self.alpha, self.batch_size = mode, alpha, batch_size
-        self.negatives_per_query = negatives_per_query
         self.temperature, self.seed, self.epoch_steps = temperature, seed, epoch_steps
-        self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.cache_tokens, self.download = cache_tokens, download
+        self.num_workers, self.pin_memory, self.negatives_per_query = (
+            num_workers,
+            pin_memory,
+            negatives_per_query,
+        )
+        self.cache_tokens, self.download, self.allow_plan_change = cache_tokens, download, allow_plan_change
         self.tokenizer: TextTokenizer | None = None
         self.corpora: list[ParallelCorpus] = []
         self.dataset: PairDataset | None = None
@@ -101,10 +103,8 @@ class ParallelQADataModule(L.LightningDataModule):
         # step count and training, unless more epochs were planned since than the samplers keep.
         self._plans: dict[tuple[int, int], EpochPlan] = {}
         self._plan_lengths: dict[tuple[int, int], int] = {}
-        self.allow_plan_change = allow_plan_change
         self._plan_fingerprint: dict[str, Any] | None = None
-        self._resume_checked = False
-        self._plan_changed = False
+        self._resume_checked = self._plan_changed = False
         self.val = check_val_config(val, batch_size, self.specs)
         self.val_corpora: list[ParallelCorpus] = []
         self.val_dataset: PairDataset | None = None
@@ -255,29 +255,35 @@ class ParallelQADataModule(L.LightningDataModule):
             return []
         if self._val_loader is None:
             assert self.val_dataset is not None, "setup() has not run"
-            trainer = self.trainer
-            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            rank, world = self._rank_and_world()
             per_rank = self.val["batch_size"] // world
             plan = self.val_plan()
             if rank == 0:
                 log.info("validation: %s", plan_summary(plan, self.val_corpora))
             batches = [refs[rank * per_rank : (rank + 1) * per_rank] for _, refs in plan]
-            self._val_loader = DataLoader(
-                self.val_dataset,
-                batch_sampler=batches,
-                collate_fn=self.val_dataset.collate,
-                num_workers=self.num_workers,
-                pin_memory=self.pin_memory,
-                worker_init_fn=functools.partial(worker_init, rank=rank),
-            )
+            self._val_loader = DataLoader(batch_sampler=batches, **self._loader_args(self.val_dataset, rank))
         return self._val_loader
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's DDP rank and the world size (``(0, 1)`` without a trainer)."""
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _loader_args(self, dataset: PairDataset, rank: int) -> dict[str, Any]:
+        """What rank ``rank``'s training and validation loaders share: dataset, collation, workers."""
+        return {
+            "dataset": dataset,
+            "collate_fn": dataset.collate,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "worker_init_fn": partial(worker_init, rank=rank),
+        }
 
     def train_dataloader(self) -> ResumableDataLoader:
         """The loader of the trainer's current epoch (Lightning asks again every epoch when
         ``reload_dataloaders_every_n_epochs=1``, so its length is that epoch's number of batches); the batch
         sampler, and so its position, is kept across calls."""
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        rank, world = self._rank_and_world()
 
         def progress() -> tuple[int, int]:
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
@@ -295,12 +301,8 @@ class ParallelQADataModule(L.LightningDataModule):
         elif trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
         self._loader = ResumableDataLoader(
-            self.dataset,
             batch_sampler=sampler,
-            collate_fn=self.dataset.collate,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            worker_init_fn=functools.partial(worker_init, rank=rank),
+            **self._loader_args(self.dataset, rank),
             persistent_workers=self.num_workers > 0,
             progress=progress if trainer is not None else None,
             adapt_state=adapt,
@@ -383,14 +385,8 @@ class ParallelQADataModule(L.LightningDataModule):
         ``stats["validation"]`` summarises :meth:`val_plan` the same way (plus its settings)."""
         plan = self.check_plan() if epoch == 0 else self.make_sampler().plan(epoch)
         stats = batch_stats(plan, self.languages, self.corpora)
-        stats.update(
-            mode=self.mode,
-            alpha=self.alpha,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            epoch=epoch,
-            datasets=[c.name for c in self.corpora],
-        )
+        settings = {"mode": self.mode, "alpha": self.alpha, "batch_size": self.batch_size, "seed": self.seed}
+        stats.update(settings, epoch=epoch, datasets=[c.name for c in self.corpora])
         negatives = self.negative_stats(plan, epoch)
         if negatives is not None:
             stats["negatives"] = negatives
