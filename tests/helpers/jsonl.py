@@ -1,5 +1,6 @@
-"""Training inputs written as JSONL files for tests: the writer, a file of plain parallel pairs and the varied
-records of the record-table tests (several languages, shared passages, hard negatives)."""
+"""Training inputs written as JSONL files for tests: the writer, a file of plain parallel pairs, the varied
+records of the record-table tests (several languages, shared passages, hard negatives) and one-language records
+whose only negatives are texts."""
 
 from __future__ import annotations
 
@@ -56,3 +57,18 @@ def table_records(n: int = 40, langs: Sequence[str] = ("de", "en", "fr")) -> lis
                 rec["negatives"] = [f"other text {i} {lang}"]
             out.append(rec)
     return out
+
+
+def text_negative_records(n: int = 8, negatives: int = 3) -> list[dict[str, Any]]:
+    """``n`` one-language (``en``) records ``t0`` … whose hard negatives are texts only (``negatives``):
+    question ``q <i>?``, passage ``p <i>.``, negatives ``n <i> <j>.`` for ``j < negatives``."""
+    return [
+        {
+            "id": f"t{i}",
+            "lang": "en",
+            "question": f"q {i}?",
+            "passage": f"p {i}.",
+            "negatives": [f"n {i} {j}." for j in range(negatives)],
+        }
+        for i in range(n)
+    ]

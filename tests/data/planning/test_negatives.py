@@ -30,7 +30,7 @@ from hybrid_ir.models.tokenizer import TextTokenizer
 from hybrid_ir.utils.errors import ConfigError
 from tests.helpers.corpora import make_corpus
 from tests.helpers.fakes import CountingTokenizer
-from tests.helpers.jsonl import pair_records, write_jsonl
+from tests.helpers.jsonl import pair_records, text_negative_records, write_jsonl
 from tests.helpers.repo import REPO
 
 LANGS = ["de", "en", "es"]
@@ -57,21 +57,6 @@ def write_parallel(path: Path) -> Path:
             if i == 3 and lang == "en":
                 rec["negatives"] = ["a listed negative text.", "another listed negative."]
             records.append(rec)
-    return write_jsonl(path, records)
-
-
-def write_texts(path: Path, n: int = 8) -> Path:
-    """A one-language file whose records list only negative texts (no parallel ids)."""
-    records = [
-        {
-            "id": f"t{i}",
-            "lang": "en",
-            "question": f"text question {i}?",
-            "passage": f"text passage {i}.",
-            "negatives": [f"negative text {i} {j}." for j in range(3)],
-        }
-        for i in range(n)
-    ]
     return write_jsonl(path, records)
 
 
@@ -136,9 +121,8 @@ def test_listed_ids_that_are_in_the_batch_or_missing_in_the_language_are_skipped
 
 
 def test_text_negatives_for_data_that_is_not_parallel(tmp_path: Path) -> None:
-    texts = load_corpus(
-        {"name": "txt", "format": "jsonl", "path": str(write_texts(tmp_path / "t.jsonl"))}, None
-    )
+    path = write_jsonl(tmp_path / "t.jsonl", text_negative_records())
+    texts = load_corpus({"name": "txt", "format": "jsonl", "path": str(path)}, None)
     for batch in epoch_batches(HybridBatchSampler([texts], "mono", 4, negatives_per_query=2)):
         for ref in batch:
             assert [n.source for n in ref.negatives] == ["text", "text"]

@@ -25,7 +25,7 @@ from hybrid_ir.models.tokenizer import TextTokenizer
 from hybrid_ir.utils.errors import ConfigError
 from hybrid_ir.utils.hardware import worker_init
 from tests.helpers.fakes import CountingTokenizer
-from tests.helpers.jsonl import pair_records, write_jsonl
+from tests.helpers.jsonl import pair_records, text_negative_records, write_jsonl
 from tests.helpers.lareqa import shared_lareqa_root
 
 LANGS = ["de", "en", "es"]
@@ -162,18 +162,7 @@ def test_text_negatives_reach_the_batches_from_the_store_without_a_tokenizer_cal
     """Hard negatives given as texts are tokenised with the store at setup: playing the training loader then calls
     the tokenizer no more, and each pair's negative rows are the token ids of texts its record lists."""
     monkeypatch.setenv("HYBRID_IR_CACHE", str(tmp_path / "cache"))
-    records = [
-        {
-            "id": f"t{i}",
-            "lang": "en",
-            "question": f"q {i}?",
-            "passage": f"p {i}.",
-            "negatives": [f"n {i} {j}." for j in range(3)],
-        }
-        for i in range(8)
-    ]
-    path = tmp_path / "texts.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    path = write_jsonl(tmp_path / "texts.jsonl", text_negative_records(8, negatives=3))
     spec = {"name": "texts", "format": "jsonl", "path": str(path)}
     dm = ParallelQADataModule([spec], mode="mono", batch_size=4, download=False, negatives_per_query=2)
     tokenizer = CountingTokenizer(e5_tokenizer, "query: ", "passage: ", max_length=32)
@@ -582,9 +571,7 @@ def test_the_training_part_of_a_held_out_split_keeps_its_listed_negatives(
         )
         for i in range(n)
     ]
-    path = tmp_path / "listed.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
-    spec = {"name": "listed", "format": "jsonl", "path": str(path)}
+    spec = {"name": "listed", "format": "jsonl", "path": str(write_jsonl(tmp_path / "listed.jsonl", records))}
     dm = ParallelQADataModule(
         [spec], mode="mono", batch_size=4, download=False, negatives_per_query=1, val={"fraction": 0.25}
     )
