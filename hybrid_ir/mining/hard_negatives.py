@@ -30,6 +30,7 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,32 +224,21 @@ def mine_corpus(
             ]
         }
     result = MineResult({}, {lang: LanguageStats() for lang in corpus.languages}, {}, {})
+    encode = partial(
+        encode_corpus,
+        encoder,
+        batch_size=encoding.batch_size,
+        precision=encoding.precision,
+        chunk_size=encoding.chunk_size,
+        dtype=encoding.dtype,
+    )
     for name, queries in pools.items():
         pool = build_pool(queries, groups)
         files = _embedding_files(encoding.cache_dir, name)
-        p_emb = encode_corpus(
-            encoder,
-            pool.texts,
-            "passage",
-            encoding.batch_size,
-            encoding.precision,
-            encoding.chunk_size,
-            files["passages"],
-            encoding.dtype,
-            desc=f"encode passages [{name}]",
-        )
+        p_emb = encode(pool.texts, "passage", path=files["passages"], desc=f"encode passages [{name}]")
         index = build_index(p_emb, index_cfg)
-        q_emb = encode_corpus(
-            encoder,
-            [pair.question for pair in queries],
-            "query",
-            encoding.batch_size,
-            encoding.precision,
-            encoding.chunk_size,
-            files["queries"],
-            encoding.dtype,
-            desc=f"encode questions [{name}]",
-        )
+        questions = [pair.question for pair in queries]
+        q_emb = encode(questions, "query", path=files["queries"], desc=f"encode questions [{name}]")
         top_k = default_top_k(pool, settings)
         result.top_k[name], result.pool_sizes[name] = top_k, len(pool.texts)
         result.index[name] = f"{index.kind} on {index.device}"
