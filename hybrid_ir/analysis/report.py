@@ -22,7 +22,7 @@ naming each and why.
 ``sampler.alpha=0,0.25,0.5,0.75,1``, or ``seed``; a run without the override takes ``KEY`` from its resolved config,
 so ``sampler=mono`` / ``sampler=cross`` runs are α = 1 / 0): rows in the order of ``KEY``, ``report_<KEY>.png``
 (each metric against it) and ``report_<KEY>_tradeoff.png`` (monolingual mAP against rank distance and against
-cross-lingual mAP, one point per value with its seed spread, the pretrained model starred).
+cross-lingual mAP, one point per value with its seed spread, the pretrained model starred or, far off, named).
 ``--each-eval`` reports every evaluation of a run, not only its last (a run evaluated after
 each epoch gives one row per epoch, ``<group> @ <tag>``, compared query by query like any other row).
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -188,7 +189,10 @@ def plot_tradeoff(
     """The trade-off between two metrics, one panel per ``(x metric, y metric)`` of ``panels``: each point a run
     with error bars of its seed spread (one standard deviation on both axes), labelled; the non-reference points
     joined in the given order (e.g. by α: the frontier the setting traces); reference points (the pretrained
-    model) drawn as stars, apart from the line. Saved as PNG; returns the Figure."""
+    model) drawn as stars, apart from the line. A reference point far outside the swept points (more than
+    :data:`FAR` times their extent away on an axis) would squeeze them into a corner: the axes then show the swept
+    points only, and the panel's title names the reference point, the way it lies and its values. Saved as PNG;
+    returns the Figure."""
     fig = Figure(figsize=(5.2 * len(panels), 4.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -214,9 +218,46 @@ def plot_tradeoff(
             ax.annotate(p.label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
         for axis, metric in ((ax.set_xlabel, mx), (ax.set_ylabel, my)):
             axis(f"{metric} (lower is better)" if metric in LOWER_IS_BETTER else metric)
+        _zoom_on_swept(ax, swept, [p for p in points if p.reference], (mx, my))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     _save_png(fig, path)
     return fig
+
+
+# A reference point more than this many times the swept points' extent beyond them on an axis is left off the axes.
+FAR = 3.0
+
+
+def _zoom_on_swept(
+    ax: Axes, swept: Sequence[TradeoffPoint], references: Sequence[TradeoffPoint], metrics: tuple[str, str]
+) -> None:
+    """Limit each axis to the swept points (mean ± std, a quarter of their extent as margin) where a reference point
+    lies more than ``FAR`` extents beyond them; the panel's title names each reference point left off the axes, the
+    way it lies and its values."""
+    if not swept:
+        return
+    limits = []
+    for metric in metrics:
+        lo = min(p.values[metric][0] - p.values[metric][1] for p in swept)
+        hi = max(p.values[metric][0] + p.values[metric][1] for p in swept)
+        extent = max(hi - lo, 1e-12)
+        far = [p.values[metric][0] for p in references]
+        far = [v for v in far if v < lo - FAR * extent or v > hi + FAR * extent]
+        limits.append((lo - extent / 4, hi + extent / 4) if far else None)
+    if limits[0] is not None:
+        ax.set_xlim(*limits[0])
+    if limits[1] is not None:
+        ax.set_ylim(*limits[1])
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    notes = []
+    for p in references:
+        x, y = p.values[metrics[0]][0], p.values[metrics[1]][0]
+        if x0 <= x <= x1 and y0 <= y <= y1:
+            continue
+        arrow = ("←" if x < x0 else "→" if x > x1 else "") + ("↓" if y < y0 else "↑" if y > y1 else "")
+        notes.append(f"{p.label} {arrow} ({metrics[0]} {x:.4g}, {metrics[1]} {y:.4g})")
+    if notes:
+        ax.set_title("off the axes: " + "; ".join(notes), fontsize=8)

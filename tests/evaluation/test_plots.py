@@ -115,3 +115,21 @@ def test_tradeoff_draws_each_run_with_its_seed_spread_and_marks_the_reference(tm
     assert tuple(segments[0][:, 0]) == (414.0, 430.0)
     assert bias.containers[0].lines[0].get_marker() == "*"
     assert [t.get_text() for t in cross.texts] == labels
+    # the pretrained point lies far outside the swept ones (1593 against 365-441): the axes show the swept points,
+    # and the panel's title names the pretrained point, the way it lies and its values
+    x0, x1 = bias.get_xlim()
+    assert x0 < 365 and 441 < x1 < 1593 and bias.get_ylim()[0] < 0.638 and bias.get_ylim()[1] > 0.657
+    assert bias.get_title() == "off the axes: pretrained → (rank_distance 1593, map_mono 0.65)"
+    assert cross.get_title() == "off the axes: pretrained ← (map_cross 0.46, map_mono 0.65)"
+
+
+def test_a_reference_point_near_the_swept_ones_stays_on_the_axes(tmp_path: Path) -> None:
+    values = {"map_mono": (0.64, 0.002), "map_cross": (0.55, 0.001), "rank_distance": (400, 10)}
+    points = [
+        TradeoffPoint("pretrained", {**values, "rank_distance": (470, 0)}, True),
+        TradeoffPoint("α=0", values),
+        TradeoffPoint("α=1", {**values, "rank_distance": (430, 10)}),
+    ]
+    bias, _ = plot_tradeoff(points, tmp_path / "near.png", "trade-off").axes
+    assert bias.get_xlim()[0] < 390 and bias.get_xlim()[1] > 470
+    assert bias.get_title() == ""
