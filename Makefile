@@ -28,11 +28,15 @@ $(STAMP): pyproject.toml Makefile
 train: install
 	$(PY) train.py experiment=cpu $(ARGS)
 
+# One pytest-xdist worker per core (at most 4), a module per worker at a time (its module-scoped training runs are
+# built once); each worker's torch and the processes it starts take their share of the cores (tests/conftest.py).
+XDIST := -n auto --maxprocesses 4 --dist loadfile
+
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not slow" $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -16,6 +16,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hybrid_ir.models import encoder as encoder_module
@@ -30,7 +31,23 @@ _SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not os.environ.get(DATA_ENV) and (_SHARED_DATA / "README.md").is_file():
     os.environ[DATA_ENV] = str(_SHARED_DATA)
 
+# Under pytest-xdist (``make test`` runs one worker per core) each worker, and every process its tests start, takes
+# its share of the cores, so that the workers do not oversubscribe the machine; an explicit OMP_NUM_THREADS wins.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // _XDIST_WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 EncoderFactory = Callable[..., Encoder]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules with slow tests (training processes, the real model) first, each module's tests in their
+    order: pytest-xdist's ``--dist loadfile`` hands out whole modules in this order, so the long ones start early
+    and the short ones fill in behind them instead of one long module running alone at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    order = {item: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (item.nodeid.split("::")[0] not in slow, order[item]))
 
 
 @pytest.fixture(autouse=True)

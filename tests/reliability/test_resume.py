@@ -1,4 +1,6 @@
-"""Kill a real ``train.py`` process with SIGKILL mid-run and resume it with ``ckpt_path=last``.
+"""Kill a real ``train.py`` process with SIGKILL mid-run and resume it with ``ckpt_path=last``; first, the same
+config and seed twice give identical per-step losses, ``metrics.json`` scalars and final weights (what the resumed
+run is compared with must itself be repeatable).
 
 The resumed run must continue exactly where the uninterrupted run of the same config and seed went: the
 same batches (the loader's position is in the checkpoint), the same optimiser and scheduler state, and the
@@ -23,10 +25,29 @@ from .runs import (
     step_losses,
 )
 
-# Four train.py processes (the shared ``train_runs``): about a minute on two cores.
+# Four train.py processes (the session's ``train_runs``, tests/reliability/conftest.py; one module reads them, so
+# that pytest-xdist's --dist loadfile starts them once): about a minute on two cores.
 pytestmark = pytest.mark.slow
 
 LOSS_TOL = 1e-5
+
+
+def test_per_step_losses_are_identical(train_runs: TrainRuns) -> None:
+    first, second = step_losses(train_runs.reference), step_losses(train_runs.repeat)
+    assert sorted(first) == list(range(MAX_STEPS))
+    assert first == second
+
+
+def test_metrics_json_scalars_are_identical(train_runs: TrainRuns) -> None:
+    first, second = eval_records(train_runs.reference), eval_records(train_runs.repeat)
+    assert [r["tag"] for r in first] == ["pretrained", f"epoch0-step{MAX_STEPS}"]
+    assert first == second
+
+
+def test_final_weights_are_identical(train_runs: TrainRuns) -> None:
+    first, second = final_weights(train_runs.reference), final_weights(train_runs.repeat)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_the_kill_lands_mid_run(train_runs: TrainRuns) -> None:
