@@ -181,7 +181,7 @@ def bare_tokenizer_rate(corpus: ParallelCorpus, tokenizer: Any, sample: int = BA
     """Tokens per second of the fast tokenizer alone (its own call on prefixed texts, chunks of the store's size,
     every core it uses by itself) over up to ``sample`` of the distinct texts the store tokenised, spread evenly
     over questions and passages: the rate the store build is compared with."""
-    from hybrid_ir.data.runtime.token_store import CHUNK, KINDS, first_appearance, text_hashes
+    from hybrid_ir.data.runtime.token_store import CHUNK, KINDS, first_appearance, take_texts, text_hashes
 
     table = corpus.text_rows()[0]
     texts = []
@@ -189,7 +189,7 @@ def bare_tokenizer_rate(corpus: ParallelCorpus, tokenizer: Any, sample: int = BA
         _, firsts = first_appearance(text_hashes(table.column(column)))
         picked = firsts[np.linspace(0, len(firsts) - 1, min(sample // 2, len(firsts))).astype(np.int64)]
         prefix = tokenizer.prefix(KINDS[kind])
-        texts += [prefix + t.strip() for t in table.column(column).take(picked).to_pylist()]
+        texts += [prefix + t.strip() for t in take_texts(table.column(column), picked)]
     tokens = 0
     start = time.perf_counter()
     for first in range(0, len(texts), CHUNK):

@@ -252,9 +252,12 @@ def first_appearance(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.sort(firsts)
 
 
-def _take(texts: pa.ChunkedArray, bounds: np.ndarray, rows: np.ndarray) -> list[str]:
-    """``texts[rows]`` as Python strings, taken chunk by chunk (``bounds``: the chunks' first rows, then the length):
-    a ChunkedArray's own ``take`` joins all its chunks into one array first, a copy of the whole column per call."""
+def take_texts(texts: pa.ChunkedArray, rows: np.ndarray, bounds: np.ndarray | None = None) -> list[str]:
+    """``texts[rows]`` as Python strings, taken chunk by chunk (``bounds``: the chunks' first rows, then the length;
+    computed when not given): a ChunkedArray's own ``take`` joins all its chunks into one array first, a copy of the
+    whole column per call, which fails outright (Arrow's offset overflow) once a ``string`` column passes 2 GiB."""
+    if bounds is None:
+        bounds = np.cumsum([0, *(len(c) for c in texts.chunks)])
     out: list[str] = [""] * len(rows)
     which = np.searchsorted(bounds, rows, side="right") - 1
     for c in np.unique(which):
@@ -376,7 +379,7 @@ class _Tokens:
         """Tokenise ``texts[rows]`` as ``kind`` (``name``: what they are, for the progress log) and append them."""
         bounds = np.cumsum([0, *(len(c) for c in texts.chunks)])
         for start in range(0, len(rows), self.chunk):
-            ids = self.tokenizer(_take(texts, bounds, rows[start : start + self.chunk]), kind)
+            ids = self.tokenizer(take_texts(texts, rows[start : start + self.chunk], bounds), kind)
             self.lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
             flat = itertools.chain.from_iterable(ids)
             self.out.write(np.fromiter(flat, dtype=np.int32, count=int(self.lengths[-1].sum())).tobytes())

@@ -21,7 +21,7 @@ from hybrid_ir.data.formats import record_table
 from hybrid_ir.data.formats.jsonl import load_jsonl_corpus
 from hybrid_ir.data.planning.split import hold_out
 from hybrid_ir.data.runtime import token_store as store_module
-from hybrid_ir.data.runtime.token_store import first_appearance, open_token_store, text_hashes
+from hybrid_ir.data.runtime.token_store import first_appearance, open_token_store, take_texts, text_hashes
 from hybrid_ir.models.tokenizer import TextTokenizer
 from hybrid_ir.utils.errors import DataError
 from tests.helpers.cache_faults import filling_open, read_only
@@ -401,3 +401,10 @@ def test_a_stale_temporary_folder_of_a_dead_build_is_removed_by_the_next_build(
         (tmp / "tokens.bin").write_bytes(b"\0" * 4096)
     store = open_token_store(corpus, tok(e5_tokenizer))
     assert store.built and not stale.exists() and live.exists()
+
+
+def test_take_texts_reads_rows_chunk_by_chunk_in_the_order_asked() -> None:
+    texts = pa.chunked_array([["a0", "a1"], ["b0"], [], ["c0", "c1", "c2"]])
+    rows = np.array([5, 0, 2, 3, 1, 5])
+    assert take_texts(texts, rows) == ["c2", "a0", "b0", "c0", "a1", "c2"] == [texts.to_pylist()[r] for r in rows]
+    assert take_texts(texts, np.array([], dtype=np.int64)) == []
