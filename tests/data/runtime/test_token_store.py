@@ -406,5 +406,9 @@ def test_a_stale_temporary_folder_of_a_dead_build_is_removed_by_the_next_build(
 def test_take_texts_reads_rows_chunk_by_chunk_in_the_order_asked() -> None:
     texts = pa.chunked_array([["a0", "a1"], ["b0"], [], ["c0", "c1", "c2"]])
     rows = np.array([5, 0, 2, 3, 1, 5])
-    assert take_texts(texts, rows) == ["c2", "a0", "b0", "c0", "a1", "c2"] == [texts.to_pylist()[r] for r in rows]
+    assert (
+        take_texts(texts, rows)
+        == ["c2", "a0", "b0", "c0", "a1", "c2"]
+        == [texts.to_pylist()[r] for r in rows]
+    )
     assert take_texts(texts, np.array([], dtype=np.int64)) == []
