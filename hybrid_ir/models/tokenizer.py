@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from tokenizers import Tokenizer
 from torch import Tensor
 
 TextKind = Literal["query", "passage"]
@@ -53,14 +54,32 @@ class TextTokenizer:
         return pad_sequences(seqs, self.pad_id)
 
     def fingerprint(self) -> str:
-        """A short hash of everything that changes the token ids (vocabulary, prefixes, max length)."""
-        name = getattr(self.tokenizer, "name_or_path", "")
-        vocab = len(self.tokenizer) if hasattr(self.tokenizer, "__len__") else 0
+        """A short hash of everything that changes the token ids: the tokenizer's own definition
+        (:func:`tokenizer_definition`), the prefixes and the max length, and the ids of a probe text. Where the
+        tokenizer's files lie does not enter: a moved cache, a copied model folder or a hub id and its local
+        download keep the token stores built with them (``docs/data.md``)."""
         probe = self.tokenizer("query: Wer war 1905 Präsident? 北京 ١٢٣", add_special_tokens=True)[
             "input_ids"
         ]
-        key = json.dumps([str(name), vocab, self.query_prefix, self.passage_prefix, self.max_length, probe])
+        definition = tokenizer_definition(self.tokenizer)
+        key = json.dumps([definition, self.query_prefix, self.passage_prefix, self.max_length, probe])
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def tokenizer_definition(tokenizer: object) -> str:
+    """A hash of what a tokenizer does, not of where it was loaded from. A fast tokenizer's is its serialised
+    pipeline (normaliser, pre-tokenizer, model with its vocabulary, post-processor, added tokens) without the
+    truncation and padding settings, which each call sets on it; another tokenizer's is its class and vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        pipeline = Tokenizer.from_str(backend.to_str())  # a copy: the caller's tokenizer stays as it is
+        pipeline.no_truncation()
+        pipeline.no_padding()
+        blob = pipeline.to_str()
+    else:
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        blob = json.dumps([type(tokenizer).__qualname__, sorted(vocab.items())])
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -59,3 +61,24 @@ def test_fingerprint_changes_with_the_settings(tt: TextTokenizer, e5_tokenizer) 
     assert tt.fingerprint() == same.fingerprint()
     assert tt.fingerprint() != TextTokenizer(e5_tokenizer, "query: ", "passage: ", 32).fingerprint()
     assert tt.fingerprint() != TextTokenizer(e5_tokenizer, "q: ", "passage: ", 16).fingerprint()
+
+
+def test_fingerprint_is_the_tokenizers_content_not_its_path(tt: TextTokenizer, e5_dir, tmp_path) -> None:
+    """A copy of the tokenizer's files elsewhere (a moved cache) keeps the fingerprint, and with it the token stores;
+    so does a call that set other truncation settings on the tokenizer; one changed vocabulary piece changes it."""
+    from transformers import AutoTokenizer
+
+    before = tt.fingerprint()
+    tt.tokenizer(["x"], truncation=True, max_length=7)  # fast tokenizers keep the last call's truncation
+    assert tt.fingerprint() == before
+    moved, edited = tmp_path / "moved", tmp_path / "edited"
+    for folder in (moved, edited):
+        folder.mkdir()
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (folder / name).write_bytes((e5_dir / name).read_bytes())
+    spec = json.loads((edited / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["model"]["vocab"][1000][0] += "x"
+    (edited / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    prefixes = ("query: ", "passage: ", 16)
+    assert TextTokenizer(AutoTokenizer.from_pretrained(moved), *prefixes).fingerprint() == before
+    assert TextTokenizer(AutoTokenizer.from_pretrained(edited), *prefixes).fingerprint() != before

@@ -13,28 +13,28 @@ each unique text once, in flat files that every process maps instead of holding 
   reads a chosen negative's token ids like any passage's (no tokenizer call while training);
 * ``meta.json``, written last: format version, key, the arrays' lengths and shapes.
 
-The store's key hashes the tokenizer's fingerprint (vocabulary, prefixes, max length) and the corpus (name and content
-key: for a corpus read from a training input, its record table's key and the ids it keeps; for one built in memory,
-every id with its texts), so a changed input or tokenizer gives a new store without hashing the texts at every start. It
-lives under ``<cache>/stores/<name>-<key>/`` (``$HYBRID_IR_CACHE``, default ``~/.cache/hybrid_ir``). The first process
-to take the store's file lock builds it into a temporary folder renamed into place when complete; the others wait on the
-lock, then map the finished files. So the DDP ranks and DataLoader workers of one machine build it once and share its
-pages. A store whose files do not match its ``meta.json`` (a crash mid-build, a truncated copy) is rebuilt, never
-trusted; a complete one is opened without writing anything (a read-only cache works); a full disk is a DataError naming
-the cache, and a killed build's temporary folder is removed by the next build (:mod:`hybrid_ir.data.cache`). With
-several machines, keep the cache node-local (each machine builds its own store) or build it once before the launch when
-the cache is on shared storage (file locks are not reliable on every network file system). The record tables the stores
-are built from live beside them, under ``<cache>/tables`` (:mod:`hybrid_ir.data.formats.record_table`), with the same
-rules.
+The store's key hashes the tokenizer's fingerprint (what it does, not where its files lie: its pipeline and vocabulary,
+prefixes, max length) and the corpus (name and content key: for a corpus read from a training input, its record table's
+key and the ids it keeps; for one built in memory, every id with its texts), so a changed input or tokenizer gives a new
+store without hashing the texts at every start. It lives under ``<cache>/stores/<name>-<key>/`` (``$HYBRID_IR_CACHE``,
+default ``~/.cache/hybrid_ir``). The first process to take the store's file lock builds it into a temporary folder
+renamed into place when complete; the others wait on the lock, then map the finished files. So the DDP ranks and
+DataLoader workers of one machine build it once and share its pages. A store whose files do not match its ``meta.json``
+(a crash mid-build, a truncated copy) is rebuilt, never trusted; a complete one is opened without writing anything (a
+read-only cache works); a full disk is a DataError naming the cache, and a killed build's temporary folder is removed by
+the next build (:mod:`hybrid_ir.data.cache`). With several machines, keep the cache node-local (each machine builds its
+own store) or build it once before the launch when the cache is on shared storage (file locks are not reliable on every
+network file system). The record tables the stores are built from live beside them, under ``<cache>/tables``
+(:mod:`hybrid_ir.data.formats.record_table`), with the same rules.
 
-The build's memory does not grow with the texts: each column is hashed chunk by chunk (two 64-bit SipHashes a
-text), equal texts are found by sorting the hashes (:func:`first_appearance`, integer arrays of about 50 bytes a
-text), and the distinct texts are read back and tokenised a chunk at a time (a fast tokenizer spreads each chunk
-over every core), through a mapping of the record table whose pages are dropped as it goes. The files are those of
-a dictionary encoding of the texts: distinct texts in order of first appearance, questions then passages, then the
-listed negative texts (tokenised as passages) that are no passage: passages and negatives are deduplicated together,
-so a negative equal to some passage, or listed by several records, is one text. Details: ``docs/data.md``.
-"""
+The build holds no text in memory, only integer arrays (they grow with the texts: +0.7 GB at 10^6 ids x 9 languages,
+docs/benchmarks.md, Scale): each column is hashed chunk by chunk (two 64-bit SipHashes a text), equal texts are found by
+sorting the hashes (:func:`first_appearance`, integer arrays of about 50 bytes a text), and the distinct texts are read
+back and tokenised a chunk at a time (a fast tokenizer spreads each chunk over every core), through a mapping of the
+record table whose pages are dropped as it goes. The files are those of a dictionary encoding of the texts: distinct
+texts in order of first appearance, questions then passages, then the listed negative texts (tokenised as passages) that
+are no passage: passages and negatives are deduplicated together, so a negative equal to some passage, or listed by
+several records, is one text. Details: ``docs/data.md``. """
 
 from __future__ import annotations
 
