@@ -34,7 +34,7 @@ back and tokenised a chunk at a time (a fast tokenizer spreads each chunk over e
 record table whose pages are dropped as it goes. The files are those of a dictionary encoding of the texts: distinct
 texts in order of first appearance, questions then passages, then the listed negative texts (tokenised as passages) that
 are no passage: passages and negatives are deduplicated together, so a negative equal to some passage, or listed by
-several records, is one text. Details: ``docs/data.md``. """
+several records, is one text. Details: ``docs/data.md``."""
 
 from __future__ import annotations
 
