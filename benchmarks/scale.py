@@ -181,12 +181,13 @@ def bare_tokenizer_rate(corpus: ParallelCorpus, tokenizer: Any, sample: int = BA
     """Tokens per second of the fast tokenizer alone (its own call on prefixed texts, chunks of the store's size,
     every core it uses by itself) over up to ``sample`` of the distinct texts the store tokenised, spread evenly
     over questions and passages: the rate the store build is compared with."""
-    from hybrid_ir.data.runtime.token_store import CHUNK, KINDS, first_appearance, take_texts, text_hashes
+    from hybrid_ir.data.runtime.dedup import first_appearance, text_hashes
+    from hybrid_ir.data.runtime.token_store import CHUNK, KINDS, take_texts
 
     table = corpus.text_rows()[0]
     texts = []
     for kind, column in enumerate(("question", "passage")):
-        _, firsts = first_appearance(text_hashes(table.column(column)))
+        firsts = first_appearance(text_hashes(table.column(column)), len(table))[1].between()
         picked = firsts[np.linspace(0, len(firsts) - 1, min(sample // 2, len(firsts))).astype(np.int64)]
         prefix = tokenizer.prefix(KINDS[kind])
         texts += [prefix + t.strip() for t in take_texts(table.column(column), picked)]

@@ -27,14 +27,15 @@ own store) or build it once before the launch when the cache is on shared storag
 network file system). The record tables the stores are built from live beside them, under ``<cache>/tables``
 (:mod:`hybrid_ir.data.formats.record_table`), with the same rules.
 
-The build holds no text in memory, only integer arrays (they grow with the texts: +0.7 GB at 10^6 ids x 9 languages,
-docs/benchmarks.md, Scale): each column is hashed chunk by chunk (two 64-bit SipHashes a text), equal texts are found by
-sorting the hashes (:func:`first_appearance`, integer arrays of about 50 bytes a text), and the distinct texts are read
-back and tokenised a chunk at a time (a fast tokenizer spreads each chunk over every core), through a mapping of the
-record table whose pages are dropped as it goes. The files are those of a dictionary encoding of the texts: distinct
-texts in order of first appearance, questions then passages, then the listed negative texts (tokenised as passages) that
-are no passage: passages and negatives are deduplicated together, so a negative equal to some passage, or listed by
-several records, is one text. Details: ``docs/data.md``."""
+The build holds no text in memory, and its integer arrays are those of the ids and 4 bytes a text: each column is hashed
+chunk by chunk, equal texts are found bucket by bucket on disk (:mod:`hybrid_ir.data.runtime.dedup`), and the distinct
+texts are read back and tokenised a chunk at a time (a fast tokenizer spreads each chunk over every core), through a
+mapping of the record table whose pages are dropped as it goes; token ids and offsets are written as they come. The
+files are those of a dictionary encoding of the texts: distinct texts in order of first appearance, questions then
+passages, then the listed negative texts (tokenised as passages) that are no passage: passages and negatives are
+deduplicated together, so a negative equal to some passage, or listed by several records, is one text. Details:
+``docs/data.md``; measurements: ``docs/benchmarks.md`` (Scale).
+"""
 
 from __future__ import annotations
 
@@ -47,17 +48,19 @@ import json
 import logging
 import mmap
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from hybrid_ir.data.cache import entry_path, open_entry
 from hybrid_ir.data.corpus import ParallelCorpus
+from hybrid_ir.data.runtime.dedup import first_appearance, gathered, text_hashes
 from hybrid_ir.models.tokenizer import TextKind, TextTokenizer
 from hybrid_ir.utils.io import atomic_write_json
 
@@ -66,9 +69,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 3
 KINDS: tuple[TextKind, TextKind] = ("query", "passage")
 CHUNK = 4096
-# Texts hashed at a time, and the two SipHash keys (16 bytes each) of a text's 128-bit hash.
-HASH_CHUNK = 1 << 16
-HASH_KEYS = ("hybrid_ir_store1", "hybrid_ir_store2")
+# Positions whose first appearances are read from the bitmap and tokenised at a time.
+WINDOW = 1 << 20
 # The store's arrays besides ``tokens`` (see the module docstring), and their types.
 ARRAYS = {"offsets": np.int64, "rows": np.int32, "neg_offsets": np.int64, "neg_texts": np.int32}
 
@@ -144,9 +146,15 @@ def open_token_store(
     """The corpus's store: mapped from the cache when a valid one exists, else built (in memory when
     ``use_cache`` is false). Concurrent callers on one machine build it once (see the module docstring)."""
     if not use_cache:
-        buffer = io.BytesIO()
-        arrays = _build_arrays(corpus, tokenizer, chunk, buffer)
-        return TokenStore(np.frombuffer(buffer.getbuffer(), dtype=np.int32), **arrays, built=True)
+        tokens, offsets = io.BytesIO(), io.BytesIO()
+        with tempfile.TemporaryDirectory(prefix="hybrid_ir_store_") as work:
+            arrays, _ = _build_arrays(corpus, tokenizer, chunk, tokens, offsets, Path(work))
+        return TokenStore(
+            np.frombuffer(tokens.getbuffer(), dtype=np.int32),
+            np.frombuffer(offsets.getbuffer(), dtype=np.int64),
+            **arrays,
+            built=True,
+        )
     path = store_path(corpus, tokenizer)
     store, built = open_entry(path, "token store", _map, lambda tmp: _write(tmp, corpus, tokenizer, chunk))
     return dataclasses.replace(store, built=True) if built else store
@@ -180,11 +188,15 @@ def _map(path: Path) -> TokenStore | None:
 
 
 def _write(tmp: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int) -> None:
-    """Build the store's files in the folder ``tmp``."""
-    with open(tmp / "tokens.bin", "wb") as out:
-        arrays = _build_arrays(corpus, tokenizer, chunk, out)
-        out.flush()
-        os.fsync(out.fileno())
+    """Build the store's files in the folder ``tmp`` (the deduplication's bucket files in ``tmp/work``, removed)."""
+    work = tmp / "work"
+    work.mkdir()
+    with open(tmp / "tokens.bin", "wb") as out, open(tmp / "offsets.bin", "wb") as offsets:
+        arrays, written = _build_arrays(corpus, tokenizer, chunk, out, offsets, work)
+        for fh in (out, offsets):
+            fh.flush()
+            os.fsync(fh.fileno())
+    shutil.rmtree(work)
     for name, array in arrays.items():
         with open(tmp / f"{name}.bin", "wb") as fh:
             array.tofile(fh)
@@ -194,62 +206,18 @@ def _write(tmp: Path, corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: i
         "format": FORMAT_VERSION,
         "corpus": corpus.name,
         "languages": corpus.languages,
-        "tokens": [int(arrays["offsets"][-1])],
+        "tokens": [written.tokens],
+        "offsets": [written.texts + 1],
         **{name: list(array.shape) for name, array in arrays.items()},
     }
     atomic_write_json(tmp / "meta.json", meta)
     log.info(
         "token store of %s: %d texts, %d tokens, %d listed negatives",
         corpus.name,
-        len(arrays["offsets"]) - 1,
-        arrays["offsets"][-1],
+        written.texts,
+        written.tokens,
         len(arrays["neg_texts"]),
     )
-
-
-def text_hashes(texts: pa.Array | pa.ChunkedArray, release: Callable[[], None] = lambda: None) -> np.ndarray:
-    """Two independent 64-bit hashes of every text, ``[n, 2]`` uint64 (SipHash-2-4 under two keys, via pandas):
-    128 bits, so two different texts of a 10^7-text column share both with a probability of about 10^-25.
-    Hashed :data:`HASH_CHUNK` texts at a time, calling ``release`` after each (to drop the pages of a mapped
-    table), so the memory is the hashes' and one chunk's."""
-    out = np.empty((len(texts), 2), dtype=np.uint64)
-    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
-    done = 0
-    for chunk in chunks:
-        for start in range(0, len(chunk), HASH_CHUNK):
-            values = chunk.slice(start, HASH_CHUNK).to_numpy(zero_copy_only=False)
-            for column, key in enumerate(HASH_KEYS):
-                out[done : done + len(values), column] = pd.util.hash_array(
-                    values, hash_key=key, categorize=False
-                )
-            done += len(values)
-            del values
-            release()
-    return out
-
-
-def first_appearance(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(codes, firsts)`` of a sequence of texts given by their :func:`text_hashes`: ``codes[i]`` is the index of
-    text ``i`` among the distinct texts in order of first appearance, ``firsts`` (ascending) the position of each
-    distinct text's first appearance. Integer arrays only (about 50 bytes a text at the peak): no text is held, so
-    the distinct texts of a corpus may be any size (a 1 M-id corpus in 9 languages holds more than 2 GiB)."""
-    n = len(hashes)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    order = np.lexsort((hashes[:, 1], hashes[:, 0]))  # stable: equal texts keep their positions' order
-    new = np.zeros(n, dtype=bool)
-    new[0] = True
-    for column in (0, 1):
-        ranked = hashes[order, column]
-        new[1:] |= ranked[1:] != ranked[:-1]
-        del ranked
-    firsts = order[new]  # each distinct text's first position (stability)
-    group = np.cumsum(new) - 1
-    rank = np.empty(len(firsts), dtype=np.int64)
-    rank[np.argsort(firsts, kind="stable")] = np.arange(len(firsts))
-    codes = np.empty(n, dtype=np.int64)
-    codes[order] = rank[group]
-    return codes, np.sort(firsts)
 
 
 def take_texts(texts: pa.ChunkedArray, rows: np.ndarray, bounds: np.ndarray | None = None) -> list[str]:
@@ -319,71 +287,85 @@ def _negative_entries(
 
 
 def _build_arrays(
-    corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int, out: BinaryIO
-) -> dict[str, np.ndarray]:
+    corpus: ParallelCorpus, tokenizer: TextTokenizer, chunk: int, out: BinaryIO, offsets: BinaryIO, work: Path
+) -> tuple[dict[str, np.ndarray], _Tokens]:
     """Tokenise each unique question, passage and listed negative text once, in chunks of ``chunk`` texts,
-    appending the ids (int32) to ``out`` chunk by chunk; return the other arrays of :data:`ARRAYS`. Texts are
-    deduplicated by hash (:func:`first_appearance`; passages and negatives together), so memory holds integer
-    arrays and one chunk of texts, never the distinct texts."""
+    appending the ids (int32) to ``out`` and the texts' end offsets (int64, after a first 0) to ``offsets`` chunk by
+    chunk; return ``rows``, ``neg_offsets`` and ``neg_texts`` of :data:`ARRAYS`, and the counts written. Texts are
+    deduplicated by hash (:func:`~hybrid_ir.data.runtime.dedup.first_appearance`, bucket files in ``work``; passages
+    and negatives together), so memory holds integer arrays of the ids and one chunk of texts, never the texts."""
     with _text_table(corpus) as (table, table_rows, release):
         present = table_rows >= 0
         row_ids = table_rows[present]
         rows = np.full((*table_rows.shape, 2), -1, dtype=np.int32)
-        # The corpus keeps some of the table's rows: encode only those.
+        # The corpus keeps some of the table's rows: encode only those, in the corpus's order.
         subset = len(row_ids) != table.num_rows
         neg_offsets, entries, values = _negative_entries(table, table_rows, present)
-        tokens = _Tokens(corpus.name, tokenizer, chunk, out, release)
+        tokens = _Tokens(tokenizer, chunk, out, offsets, release)
+        neg_texts = np.zeros(0, np.int32)
         for kind, column in enumerate(("question", "passage")):
             texts = table.column(column)
             hashes = text_hashes(texts, release)
-            if subset:
-                hashes = hashes[row_ids]
-            n = len(hashes)
+            n = len(row_ids) if subset else len(texts)
             # The texts numbered together: (name, texts, which of them in order (None: all), how many).
             parts = [(column, texts, row_ids if subset else None, n)]
+            if subset:
+                hashes = gathered(hashes, row_ids, work)
             if kind == 1 and len(entries):
-                hashes = np.concatenate([hashes, text_hashes(values, release)[entries]])
+                hashes = itertools.chain(hashes, gathered(text_hashes(values, release), entries, work))
                 parts.append(("listed negative", values, entries, len(entries)))
-            codes, firsts = first_appearance(hashes)
-            del hashes
-            rows[..., kind][present] = (codes[:n] if subset else codes[:n][row_ids]) + tokens.count
+            codes, firsts = first_appearance(hashes, sum(part[3] for part in parts), work)
+            rows[..., kind][present] = (codes[:n] if subset else codes[:n][row_ids]) + tokens.texts
             if kind == 1:
-                neg_texts = (codes[n:] + tokens.count).astype(np.int32)
+                neg_texts = (codes[n:] + tokens.texts).astype(np.int32)
             del codes
             end = 0
             for name, part, which, size in parts:
-                mine = firsts[(firsts >= end) & (firsts < end + size)] - end
-                tokens.append(part, mine if which is None else which[mine], KINDS[kind], name)
+                for low in range(0, size, WINDOW):
+                    mine = firsts.between(end + low, end + min(low + WINDOW, size)) - end
+                    tokens.append(part, mine if which is None else which[mine], KINDS[kind])
+                    if size > WINDOW:
+                        log.info(
+                            "tokenising %s %ss: %d of %d read",
+                            corpus.name,
+                            name,
+                            min(low + WINDOW, size),
+                            size,
+                        )
                 end += size
             release()
-    offsets = np.zeros(tokens.count + 1, dtype=np.int64)
-    if tokens.lengths:
-        np.cumsum(np.concatenate(tokens.lengths), out=offsets[1:])
-    return {"offsets": offsets, "rows": rows, "neg_offsets": neg_offsets, "neg_texts": neg_texts}
+    return {"rows": rows, "neg_offsets": neg_offsets, "neg_texts": neg_texts}, tokens
 
 
 @dataclasses.dataclass
 class _Tokens:
-    """The store's ``tokens`` as they are written: texts tokenised ``chunk`` at a time and appended to ``out``;
-    ``lengths`` holds each chunk's token counts, ``count`` the texts written so far."""
+    """The store's ``tokens`` and ``offsets`` as they are written: texts tokenised ``chunk`` at a time, their ids
+    appended to ``out`` and their end offsets to ``offsets`` (which starts with a 0); ``texts`` and ``tokens`` count
+    what was written."""
 
-    corpus: str
     tokenizer: TextTokenizer
     chunk: int
     out: BinaryIO
+    offsets: BinaryIO
     release: Callable[[], None]
-    lengths: list[np.ndarray] = dataclasses.field(default_factory=list)
-    count: int = 0
+    texts: int = 0
+    tokens: int = 0
 
-    def append(self, texts: pa.ChunkedArray, rows: np.ndarray, kind: TextKind, name: str) -> None:
-        """Tokenise ``texts[rows]`` as ``kind`` (``name``: what they are, for the progress log) and append them."""
+    def __post_init__(self) -> None:
+        self.offsets.write(np.zeros(1, np.int64).tobytes())
+
+    def append(self, texts: pa.ChunkedArray, rows: np.ndarray, kind: TextKind) -> None:
+        """Tokenise ``texts[rows]`` as ``kind`` and append them."""
         bounds = np.cumsum([0, *(len(c) for c in texts.chunks)])
-        for start in range(0, len(rows), self.chunk):
+        for step, start in enumerate(range(0, len(rows), self.chunk)):
             ids = self.tokenizer(take_texts(texts, rows[start : start + self.chunk], bounds), kind)
-            self.lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
-            flat = itertools.chain.from_iterable(ids)
-            self.out.write(np.fromiter(flat, dtype=np.int32, count=int(self.lengths[-1].sum())).tobytes())
-            self.count += len(ids)
-            if len(rows) > 10 * self.chunk and (start // self.chunk) % 10 == 9:
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            count = int(lengths.sum())
+            self.out.write(
+                np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=count).tobytes()
+            )
+            self.offsets.write((self.tokens + np.cumsum(lengths)).tobytes())
+            self.texts += len(ids)
+            self.tokens += count
+            if step % 10 == 9:
                 self.release()
-                log.info("tokenising %s %ss: %d of %d texts", self.corpus, name, start + len(ids), len(rows))

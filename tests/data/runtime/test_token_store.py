@@ -20,8 +20,9 @@ from hybrid_ir.data.corpus import ParallelCorpus
 from hybrid_ir.data.formats import record_table
 from hybrid_ir.data.formats.jsonl import load_jsonl_corpus
 from hybrid_ir.data.planning.split import hold_out
+from hybrid_ir.data.runtime import dedup
 from hybrid_ir.data.runtime import token_store as store_module
-from hybrid_ir.data.runtime.token_store import first_appearance, open_token_store, take_texts, text_hashes
+from hybrid_ir.data.runtime.token_store import open_token_store, take_texts
 from hybrid_ir.models.tokenizer import TextTokenizer
 from hybrid_ir.utils.errors import DataError
 from tests.helpers.cache_faults import filling_open, read_only
@@ -234,22 +235,6 @@ def test_parquet_held_out_and_rewritten_inputs_give_their_own_correct_stores(
     assert len(paths | {before, after.path}) == 5
 
 
-def test_first_appearance_numbers_distinct_texts_in_order_of_first_appearance() -> None:
-    texts = pa.chunked_array([["b", "a", "b"], [], ["c", "a", "", "c", ""]])
-    codes, firsts = first_appearance(text_hashes(texts))
-    assert codes.tolist() == [0, 1, 0, 2, 1, 3, 2, 3]
-    assert firsts.tolist() == [0, 1, 3, 5]
-    empty_codes, empty_firsts = first_appearance(text_hashes(pa.chunked_array([], pa.string())))
-    assert len(empty_codes) == len(empty_firsts) == 0
-
-
-def test_texts_that_share_one_hash_half_stay_apart() -> None:
-    """Two texts are one only when both 64-bit hashes agree."""
-    hashes = np.array([[1, 5], [1, 6], [1, 5], [2, 6]], dtype=np.uint64)
-    codes, firsts = first_appearance(hashes)
-    assert codes.tolist() == [0, 1, 0, 2] and firsts.tolist() == [0, 1, 3]
-
-
 def dictionary_store(corpus: ParallelCorpus, tokenizer: TextTokenizer) -> dict[str, Any]:
     """The store's arrays as a dictionary-encoding build makes them (every distinct text held in memory): the
     reference the hash-deduplicating build must reproduce file for file. The listed negative texts of every (id,
@@ -290,7 +275,8 @@ def test_the_hash_build_writes_the_dictionary_builds_arrays(cache, corpus, e5_to
     """Same token ids, offsets, rows and listed negatives as the dictionary-encoding build, for a table corpus,
     its held-out parts and another subset (subsets of the table's rows, with their negatives) and a corpus in
     memory; hashed and tokenised in several chunks."""
-    monkeypatch.setattr(store_module, "HASH_CHUNK", 5)
+    monkeypatch.setattr(dedup, "HASH_CHUNK", 5)
+    monkeypatch.setattr(dedup, "BUCKET", 8)  # several buckets
     pairs = {lang: dict(by) for lang, by in corpus.pairs.items()}
     listed = {lang: dict(by) for lang, by in corpus.negatives.items()}
     in_memory = ParallelCorpus("memory", corpus.languages, pairs, dict(corpus.group), negatives=listed)
@@ -321,24 +307,6 @@ def test_identical_negative_texts_and_passages_share_one_text(cache, tmp_path, e
     assert len({text_of(f"q{i}", "Shared negative en") for i in (0, 2, 4, 6)}) == 1
     assert text_of("q4", passage_of(7, "en")) == store.rows[corpus.index_of["q7"], en, 1]
     assert tokenizer.texts == len(store.offsets) - 1 == distinct_texts(corpus)
-
-
-@pytest.mark.slow
-def test_distinct_texts_beyond_2_gib_are_told_apart() -> None:
-    """A 1 M-id corpus in 9 languages holds more than 2 GiB of distinct passages (Arrow's ``string`` limit per
-    array): hashing goes chunk by chunk and holds no text, so three chunks sharing one buffer ('a' * (n - 1),
-    'a' * (n - 1) + 'b', and the first again; 2.1 GiB of distinct text) are numbered correctly."""
-    n = int(1.05 * 2**30)
-    chars = np.full(n, ord("a"), dtype=np.uint8)
-    chars[-1] = ord("b")
-    data = pa.py_buffer(chars)
-
-    def one(end: int) -> pa.Array:
-        return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, end], np.int32)), data])
-
-    codes, firsts = first_appearance(text_hashes(pa.chunked_array([one(n - 1), one(n), one(n - 1)])))
-    assert codes.tolist() == [0, 1, 0]
-    assert firsts.tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("room", [0, 300])
