@@ -173,9 +173,8 @@ def _mark_bucket(path: Path, new: np.ndarray) -> None:
     del order
     starts = np.ones(len(records), dtype=bool)
     starts[1:] = (records["h0"][1:] != records["h0"][:-1]) | (records["h1"][1:] != records["h1"][:-1])
-    firsts = records["pos"][
-        starts
-    ]  # sorted by position within a text: its group's first is its first position
+    # sorted by position within a text: the first record of each text is its first appearance
+    firsts = records["pos"][starts]
     new[firsts] = True
     pairs = np.empty((len(records), 2), dtype=np.int64)
     pairs[:, 0] = records["pos"]
