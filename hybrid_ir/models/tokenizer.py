@@ -20,7 +20,11 @@ TextKind = Literal["query", "passage"]
 class TextTokenizer:
     """A tokenizer with the model's text conventions: prefixes per kind, stripping, truncation.
 
-    ``__call__(texts, kind)`` returns token-id lists without padding; :meth:`pad` turns them into tensors.
+    ``__call__(texts, kind)`` returns token-id lists without padding; :meth:`pad` turns them into tensors. A fast
+    (Rust) tokenizer is called through a private copy of its pipeline with this max length's truncation set once, and
+    only the ids are read back: the ids of ``tokenizer(texts, truncation=True, max_length=...)``, without transformers'
+    conversion of every encoding into a dict of lists (a tenth of the token store build's time) and without touching
+    the caller's tokenizer. The Rust call releases the GIL, so another thread can prepare the next batch meanwhile.
     """
 
     tokenizer: object
@@ -35,14 +39,32 @@ class TextTokenizer:
         if not texts:  # transformers' fast tokenizers fail on an empty batch
             return []
         pre = self.prefix(kind)
+        prepared = [pre + t.strip() for t in texts]
+        pipeline = self.rust_pipeline()
+        if pipeline is not None:
+            return [
+                encoding.ids for encoding in pipeline.encode_batch_fast(prepared, add_special_tokens=True)
+            ]
         enc = self.tokenizer(
-            [pre + t.strip() for t in texts],
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.max_length,
-            padding=False,
+            prepared, add_special_tokens=True, truncation=True, max_length=self.max_length, padding=False
         )
         return list(enc["input_ids"])
+
+    def rust_pipeline(self) -> Tokenizer | None:
+        """The fast tokenizer's pipeline, copied once per max length, truncating at it without padding (``None`` for
+        a tokenizer without a Rust backend)."""
+        cached = self.__dict__.get("_cached_pipeline")
+        if cached is not None and cached[0] == (id(self.tokenizer), self.max_length):
+            return cached[1]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        pipeline = None
+        if isinstance(backend, Tokenizer):
+            pipeline = Tokenizer.from_str(backend.to_str())
+            pipeline.no_padding()
+            side = getattr(self.tokenizer, "truncation_side", "right")
+            pipeline.enable_truncation(self.max_length, strategy="longest_first", direction=side)
+        self.__dict__["_cached_pipeline"] = ((id(self.tokenizer), self.max_length), pipeline)
+        return pipeline
 
     @property
     def pad_id(self) -> int:

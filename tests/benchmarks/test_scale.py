@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hybrid_ir.data.formats.jsonl import load_jsonl_corpus
@@ -63,6 +64,8 @@ def test_scale_quick(tmp_path: Path) -> None:
         and data["store_tokens_per_s"] > 0
         and data["bare_tokens_per_s"] > 0
     )
+    passes = data["bare_tokens_per_s_passes"]
+    assert len(passes) == 6 and data["bare_tokens_per_s"] == pytest.approx(float(np.median(passes)))
     assert any(
         g["name"] == "2000 ids: store build tokens/s / bare tokenizer tokens/s" for g in record["goals"]
     )

@@ -56,6 +56,56 @@ def test_empty_input(tt: TextTokenizer) -> None:
     assert tt([], "query") == []
 
 
+MIXED = [
+    "Wer war 1905 Präsident der USA?",
+    "北京是中国的首都。" * 30,
+    "ما هي عاصمة مصر؟ " * 20,
+    "प्रश्न का उत्तर क्या है",
+    "<s> a text that holds the special tokens </s> <pad> <mask>",
+    "  spaces   inside\tand\naround  ",
+    LONG,
+    "",
+]
+
+
+@pytest.mark.parametrize("max_length", [8, 16, 512])
+def test_the_rust_path_gives_the_ids_of_the_tokenizers_own_call(e5_tokenizer, max_length: int) -> None:
+    """The private pipeline copy (truncation set once, only ids read) gives exactly what the transformers call with
+    the same settings gives, for every kind, script and length; the caller's tokenizer keeps its own settings."""
+    tt = TextTokenizer(e5_tokenizer, "query: ", "passage: ", max_length)
+    for kind in ("query", "passage"):
+        expected = e5_tokenizer(
+            [tt.prefix(kind) + t.strip() for t in MIXED],
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+        )["input_ids"]
+        e5_tokenizer.backend_tokenizer.no_truncation()
+        assert tt(MIXED, kind) == expected
+        assert e5_tokenizer.backend_tokenizer.truncation is None
+
+
+def test_a_changed_max_length_is_honoured(tt: TextTokenizer) -> None:
+    assert len(tt([LONG], "passage")[0]) == 16
+    tt.max_length = 24
+    assert len(tt([LONG], "passage")[0]) == 24
+
+
+def test_a_tokenizer_without_a_rust_backend_is_called_itself(e5_tokenizer) -> None:
+    """A slow (pure Python) tokenizer has no pipeline to copy: its own call, with the same settings, is used."""
+    calls = []
+
+    def slow(texts, **settings):
+        calls.append(settings)
+        return e5_tokenizer(texts, **settings)
+
+    tt = TextTokenizer(slow, "query: ", "passage: ", 16)
+    assert tt([LONG, "Berlin"], "passage") == TextTokenizer(e5_tokenizer, "query: ", "passage: ", 16)(
+        [LONG, "Berlin"], "passage"
+    )
+    assert calls == [dict(add_special_tokens=True, truncation=True, max_length=16, padding=False)]
+
+
 def test_fingerprint_changes_with_the_settings(tt: TextTokenizer, e5_tokenizer) -> None:
     same = TextTokenizer(e5_tokenizer, "query: ", "passage: ", 16)
     assert tt.fingerprint() == same.fingerprint()

@@ -39,6 +39,7 @@ deduplicated together, so a negative equal to some passage, or listed by several
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -51,6 +52,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -71,6 +73,8 @@ KINDS: tuple[TextKind, TextKind] = ("query", "passage")
 CHUNK = 4096
 # Positions whose first appearances are read from the bitmap and tokenised at a time.
 WINDOW = 1 << 20
+# Chunks being tokenised at once (each in its own thread) while the build reads and writes others.
+AHEAD = 2
 # The store's arrays besides ``tokens`` (see the module docstring), and their types.
 ARRAYS = {"offsets": np.int64, "rows": np.int32, "neg_offsets": np.int64, "neg_texts": np.int32}
 
@@ -356,17 +360,28 @@ class _Tokens:
         self.offsets.write(np.zeros(1, np.int64).tobytes())
 
     def append(self, texts: pa.ChunkedArray, rows: np.ndarray, kind: TextKind) -> None:
-        """Tokenise ``texts[rows]`` as ``kind`` and append them."""
+        """Tokenise ``texts[rows]`` as ``kind`` and append them. Chunks are tokenised in :data:`AHEAD` threads (the
+        Rust tokenizer releases the GIL) while this one reads the next chunk's texts and writes a finished chunk's
+        ids, so that the per-text Python work (prefixes, reading the ids back) of one chunk overlaps the tokenisation
+        of the next instead of leaving the tokenizer's cores idle."""
         bounds = np.cumsum([0, *(len(c) for c in texts.chunks)])
-        for step, start in enumerate(range(0, len(rows), self.chunk)):
-            ids = self.tokenizer(take_texts(texts, rows[start : start + self.chunk], bounds), kind)
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-            count = int(lengths.sum())
-            self.out.write(
-                np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=count).tobytes()
-            )
-            self.offsets.write((self.tokens + np.cumsum(lengths)).tobytes())
-            self.texts += len(ids)
-            self.tokens += count
-            if step % 10 == 9:
-                self.release()
+        pending: collections.deque[Future[list[list[int]]]] = collections.deque()
+        with ThreadPoolExecutor(AHEAD, thread_name_prefix="hybrid_ir_tokenize") as pool:
+            for step, start in enumerate(range(0, len(rows), self.chunk)):
+                batch = take_texts(texts, rows[start : start + self.chunk], bounds)
+                pending.append(pool.submit(self.tokenizer, batch, kind))
+                if len(pending) > AHEAD:
+                    self._write(pending.popleft().result())
+                if step % 10 == 9:
+                    self.release()
+            while pending:
+                self._write(pending.popleft().result())
+
+    def _write(self, ids: list[list[int]]) -> None:
+        """Append one chunk's token ids and end offsets."""
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        count = int(lengths.sum())
+        self.out.write(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=count).tobytes())
+        self.offsets.write((self.tokens + np.cumsum(lengths)).tobytes())
+        self.texts += len(ids)
+        self.tokens += count
