@@ -4,11 +4,13 @@ See docs/models.md."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
@@ -107,9 +109,12 @@ def tokenizer_definition(tokenizer: object) -> str:
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Right-pad ``seqs`` to the longest: ``input_ids`` [B, L] and ``attention_mask`` [B, L] (1 = token).
 
-    Pads as Python lists and builds each tensor in one call (a tensor per row costs twice as much per batch)."""
-    length = max((len(s) for s in seqs), default=0)
-    shape = (len(seqs), length)
-    ids = torch.tensor([list(s) + [pad_id] * (length - len(s)) for s in seqs], dtype=torch.long)
-    mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs], dtype=torch.long)
-    return ids.reshape(shape), mask.reshape(shape)
+    Vectorised: the ids of all sequences in one array, scattered into the padded one through the mask (row-major
+    order is the sequences' order), instead of a tensor built from padded Python lists (a batch's fetch time:
+    docs/benchmarks.md, Scale)."""
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    length = int(lengths.max()) if len(seqs) else 0
+    mask = np.arange(length) < lengths[:, None]
+    ids = np.full((len(seqs), length), pad_id, dtype=np.int64)
+    ids[mask] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))

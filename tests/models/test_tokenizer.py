@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,18 @@ def test_pad_sequences_by_hand() -> None:
     assert ids.dtype == mask.dtype == torch.long
     assert ids.tolist() == [[5, 6, 7], [8, 1, 1], [1, 1, 1]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+
+
+def test_pad_sequences_equals_torchs_own_padding() -> None:
+    """Against torch's pad_sequence as the oracle, on random lengths including empty sequences."""
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(2, 250_000, size=n).tolist() for n in rng.integers(0, 40, size=33)]
+    ids, mask = pad_sequences(seqs, pad_id=1)
+    expected = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(s, dtype=torch.long) for s in seqs], batch_first=True, padding_value=1
+    )
+    assert torch.equal(ids, expected)
+    assert mask.tolist() == [[int(j < len(s)) for j in range(ids.shape[1])] for s in seqs]
 
 
 def test_pad_sequences_empty_batch() -> None:

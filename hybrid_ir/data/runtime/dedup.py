@@ -168,7 +168,9 @@ def _mark_bucket(path: Path, new: np.ndarray) -> None:
     """Sort one bucket's records, mark each distinct text's first position in ``new`` and write the bucket back as
     ``(position, first position of its text)`` pairs."""
     records = np.fromfile(path, dtype=RECORD)
-    order = np.lexsort((records["pos"], records["h1"], records["h0"]))
+    # A bucket's records are written in position order (:func:`_spill`) and lexsort is stable: equal hashes stay in
+    # position order without the position as a third key.
+    order = np.lexsort((records["h1"], records["h0"]))
     records = records[order]
     del order
     starts = np.ones(len(records), dtype=bool)

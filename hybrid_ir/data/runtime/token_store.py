@@ -176,8 +176,10 @@ def _map(path: Path) -> TokenStore | None:
             file = path / f"{name}.bin"
             if file.stat().st_size != int(np.prod(shape)) * np.dtype(dtype).itemsize:
                 return None
+            # A plain ndarray over the mapping (its base keeps the mapping open): slicing the np.memmap subclass is
+            # slower, per text read while fetching batches (docs/benchmarks.md, Scale).
             arrays[name] = (
-                np.memmap(file, dtype=dtype, mode="r", shape=shape)
+                np.memmap(file, dtype=dtype, mode="r", shape=shape).view(np.ndarray)
                 if file.stat().st_size
                 else np.zeros(shape, dtype)
             )

@@ -111,7 +111,7 @@ def test_token_ids_equal_direct_tokenisation_and_the_store_is_reused(cache, corp
     tokenizer = tok(e5_tokenizer)
     store = open_token_store(corpus, tokenizer, chunk=7)
     assert store.built and store.path is not None and store.path.parent == cache
-    assert isinstance(store.tokens, np.memmap)
+    assert isinstance(store.tokens.base, np.memmap)  # a view of the mapping, not a copy
     assert_equals_direct_tokenisation(store, corpus, e5_tokenizer)
     unique = distinct_texts(corpus)
     assert tokenizer.texts == unique < 2 * sum(len(by) for by in corpus.pairs.values())
@@ -162,7 +162,7 @@ def test_a_pickled_store_is_mapped_again_not_copied(cache, corpus, e5_tokenizer)
     payload = pickle.dumps(store)
     assert len(payload) < 1000
     copy = pickle.loads(payload)
-    assert isinstance(copy.tokens, np.memmap) and copy.path == store.path
+    assert isinstance(copy.tokens.base, np.memmap) and copy.path == store.path
     assert_equals_direct_tokenisation(copy, corpus, e5_tokenizer)
 
 
