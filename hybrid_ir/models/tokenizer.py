@@ -25,7 +25,7 @@ class TextTokenizer:
     ``__call__(texts, kind)`` returns token-id lists without padding; :meth:`pad` turns them into tensors. A fast
     (Rust) tokenizer is called through a private copy of its pipeline with this max length's truncation set once, and
     only the ids are read back: the ids of ``tokenizer(texts, truncation=True, max_length=...)``, without transformers'
-    conversion of every encoding into a dict of lists (a tenth of the token store build's time) and without touching
+    conversion of every encoding into a dict of lists (its cost: docs/benchmarks.md, Scale) and without touching
     the caller's tokenizer. The Rust call releases the GIL, so another thread can prepare the next batch meanwhile.
     """
 
